@@ -1,0 +1,1 @@
+"""neuroshot: neuron-aware active few-shot learning for locally hosted LLMs."""

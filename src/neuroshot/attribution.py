@@ -1,0 +1,186 @@
+"""Neuron attribution on one batch: which FFN neurons drive the model's predicted label.
+
+Methods (DESIGN.md, "Neurons and signatures"):
+
+- ``direct_logit`` (forward only, NeuFS): ``a[l,i] * (W_out[l][:, i] . u[y_t])`` at each answer
+  position ``t``, where ``u`` is the unembedding row of the answer token.
+- ``grad_x_act``: ``a[l,i] * d objective / d a[l,i]``, one backward pass w.r.t. activations only.
+- ``integrated_gradients``: per layer, the activation at the answer span scaled from 0 to its
+  value (knowledge-neuron IG); slow, a reference for the fast methods.
+
+Answer positions: the positions that *predict* the answer tokens, i.e. the last prompt token
+and every answer token but the last (teacher forcing). Every one of them is kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .models import LanguageModel
+from .scoring import forward, pad_left
+
+METHODS = ("direct_logit", "grad_x_act", "integrated_gradients")
+OBJECTIVES = ("logprob", "margin", "entropy")
+
+
+class ActivationRecorder:
+    """Forward pre-hooks on every FFN output projection, recording its input (the neuron activations).
+
+    With ``leaf=True`` the first layer's activation becomes a leaf that requires grad, so one
+    ``torch.autograd.grad`` call gives gradients w.r.t. every layer's activation (later layers stay
+    on the graph; detaching them would cut the paths through later MLPs).
+    ``edit`` optionally replaces one layer's activation (used by integrated gradients).
+    """
+
+    def __init__(self, lm: LanguageModel, *, leaf: bool = False,
+                 edit: tuple[int, Callable[[torch.Tensor], torch.Tensor]] | None = None) -> None:
+        self.lm, self.leaf, self.edit = lm, leaf, edit
+        self.acts: list[torch.Tensor | None] = [None] * lm.n_layers
+        self._handles: list = []
+
+    def __enter__(self) -> ActivationRecorder:
+        for layer in self.lm.layers:
+            self._handles.append(layer.module.register_forward_pre_hook(self._hook(layer.index)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _hook(self, index: int):
+        def hook(module, args):
+            h = args[0]
+            if self.edit is not None and self.edit[0] == index:
+                h = self.edit[1](h)
+            elif self.leaf and not h.requires_grad:
+                h = h.detach().requires_grad_(True)
+            self.acts[index] = h
+            return (h, *args[1:])
+
+        return hook
+
+
+@dataclass
+class BatchAttribution:
+    """Attributions of one batch at the answer span, and the labels they explain."""
+
+    values: torch.Tensor  # [B, L, S, d_ff], zero outside the span
+    span_mask: torch.Tensor  # [B, S] True where the position predicts an answer token
+    predicted: torch.Tensor  # [B] index of the explained (predicted) label
+    label_scores: torch.Tensor | None  # [B, C] length-normalised log-probs, single-token labels only
+
+
+def span_inputs(prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]]) -> tuple[list[list[int]], int]:
+    """Teacher-forcing sequences ``prompt + answer[:-1]`` and the span width S (longest answer)."""
+    return [list(p) + list(a[:-1]) for p, a in zip(prompts, answers)], max(map(len, answers))
+
+
+def _targets(answers: Sequence[Sequence[int]], width: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Answer tokens right-aligned to the span, and the mask of valid span positions."""
+    target = torch.zeros((len(answers), width), dtype=torch.long)
+    mask = torch.zeros((len(answers), width), dtype=torch.bool)
+    for row, ans in enumerate(answers):
+        target[row, width - len(ans):] = torch.tensor(ans)
+        mask[row, width - len(ans):] = True
+    return target.to(device), mask.to(device)
+
+
+def objective_fn(kind: str, logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+                 label_first_tokens: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
+    """Per-row objective whose gradient is attributed.
+
+    ``logprob``: mean log-prob of the predicted answer's tokens. ``margin`` (predicted label minus
+    the best other) and ``entropy`` use the label distribution at the first answer position
+    (exact for single-token verbalizers, the first token's view otherwise).
+    """
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    if kind == "logprob":
+        tok = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        return (tok * mask).sum(-1) / mask.sum(-1)
+    first = mask.float().argmax(-1)  # first valid span position per row
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    label_logp = torch.log_softmax(logp[rows, first][:, label_first_tokens], dim=-1)
+    if kind == "margin":
+        is_pred = torch.nn.functional.one_hot(predicted, label_logp.shape[1]).bool()
+        return label_logp[rows, predicted] - label_logp.masked_fill(is_pred, float("-inf")).max(-1).values
+    if kind == "entropy":
+        return -(label_logp.exp() * label_logp).sum(-1)
+    raise ValueError(f"unknown objective '{kind}' (choose from {', '.join(OBJECTIVES)})")
+
+
+def attribute(lm: LanguageModel, prompts: Sequence[Sequence[int]], labels: Sequence[Sequence[int]], *,
+              predicted: Sequence[int] | None = None, method: str = "direct_logit", objective: str = "logprob",
+              ig_steps: int = 16) -> BatchAttribution:
+    """Attribute each row's predicted label to every FFN neuron at the answer span.
+
+    ``labels`` are the token ids of every label's answer. With single-token labels ``predicted``
+    may be None: the same forward pass then scores the labels and picks the argmax. With
+    multi-token labels pass the predicted label index per row (see ``scoring.label_scores``).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown attribution method '{method}' (choose from {', '.join(METHODS)})")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective '{objective}' (choose from {', '.join(OBJECTIVES)})")
+    firsts = torch.tensor([lab[0] for lab in labels], device=lm.device)
+    w_out = lm.output_weights() if method == "direct_logit" else None  # before hooks are on
+    if predicted is None:
+        if any(len(lab) != 1 for lab in labels):
+            raise ValueError("multi-token labels: pass the predicted label of each row")
+        seqs, width = [list(p) for p in prompts], 1
+    else:
+        seqs, width = span_inputs(prompts, [labels[p] for p in predicted])
+    ids, mask = pad_left(seqs, lm.tokenizer.pad_token_id, lm.device)
+    with torch.enable_grad() if method == "grad_x_act" else torch.no_grad(), \
+            ActivationRecorder(lm, leaf=method == "grad_x_act") as rec:
+        logits = forward(lm, ids, mask, logits_to_keep=width).logits
+        scores = None
+        if predicted is None:
+            scores = torch.log_softmax(logits[:, -1].detach().float(), dim=-1)[:, firsts]
+            predicted = scores.argmax(-1).tolist()
+        pred = torch.tensor(list(predicted), device=lm.device)
+        target, span = _targets([labels[p] for p in predicted], width, lm.device)
+
+        def obj(out_logits: torch.Tensor) -> torch.Tensor:
+            return objective_fn(objective, out_logits, target, span, firsts, pred)
+
+        if method == "grad_x_act":
+            grads = torch.autograd.grad(obj(logits).sum(), rec.acts)
+            values = torch.stack([(a[:, -width:] * g[:, -width:]).detach().float() for a, g in zip(rec.acts, grads)], 1)
+        elif method == "direct_logit":
+            u = lm.unembedding()[target].float()  # [B, S, H]
+            values = torch.stack([rec.acts[l][:, -width:].float() * (u @ w) for l, w in enumerate(w_out)], 1)
+        else:
+            acts = [a.detach() for a in rec.acts]
+    if method == "integrated_gradients":
+        values = torch.stack([_integrated_gradients(lm, ids, mask, width, l, acts[l], obj, ig_steps)
+                              for l in range(lm.n_layers)], 1)
+    values = values * span[:, None, :, None] / span.sum(-1)[:, None, None, None]
+    return BatchAttribution(values, span, pred, scores)
+
+
+def _integrated_gradients(lm: LanguageModel, ids, mask, width: int, layer: int, act: torch.Tensor,
+                          obj: Callable[[torch.Tensor], torch.Tensor], steps: int) -> torch.Tensor:
+    """IG of ``obj`` w.r.t. layer ``layer``'s activation at the span, baseline zero (midpoint rule)."""
+    total = torch.zeros_like(act[:, -width:], dtype=torch.float32)
+    for step in range(steps):
+        alpha = (step + 0.5) / steps
+        scaled = act.clone()
+        scaled[:, -width:] *= alpha
+        scaled.requires_grad_(True)
+        with torch.enable_grad(), ActivationRecorder(lm, edit=(layer, lambda h, s=scaled: s)):
+            out = forward(lm, ids, mask, logits_to_keep=width)
+            (grad,) = torch.autograd.grad(obj(out.logits).sum(), scaled)
+        total += grad[:, -width:].float()
+    return act[:, -width:].float() * total / steps
+
+
+@contextlib.contextmanager
+def recording(lm: LanguageModel, leaf: bool = False) -> Iterator[ActivationRecorder]:
+    """``with recording(lm) as rec: lm.model(...)`` then read ``rec.acts`` (PyTorch-hooks style)."""
+    with ActivationRecorder(lm, leaf=leaf) as rec:
+        yield rec

@@ -1,0 +1,107 @@
+"""Reading pools of texts (JSONL, CSV, or a ``datasets`` object) into validated records."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import NeuroshotError
+
+
+@dataclass(frozen=True)
+class Record:
+    """One item of a pool: its id, its text, and (for evaluation only) a gold label."""
+
+    id: str
+    text: str
+    label: str | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+def load_records(
+    path: str | Path,
+    *,
+    text_field: str = "text",
+    id_field: str = "id",
+    label_field: str | None = "label",
+) -> list[Record]:
+    """Load a JSONL or CSV file into records, with a clear error for anything malformed.
+
+    Items without an id get ``"<line number>"``. The label column is read only if present; a
+    selector must not look at it before the item is annotated (see ``SimulatedAnnotator``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise NeuroshotError(f"data file not found: {path}")
+    try:
+        raw = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise NeuroshotError(f"{path} is not UTF-8 text (byte {exc.start}): re-save it as UTF-8") from None
+    if not raw.strip():
+        raise NeuroshotError(f"data file is empty: {path}")
+    rows = _read_csv(raw) if path.suffix.lower() in {".csv", ".tsv"} else _read_jsonl(raw, path)
+    return records_from_rows(rows, source=str(path), text_field=text_field, id_field=id_field,
+                             label_field=label_field)
+
+
+def records_from_rows(
+    rows: Iterable[Mapping[str, Any]],
+    *,
+    source: str = "data",
+    text_field: str = "text",
+    id_field: str = "id",
+    label_field: str | None = "label",
+) -> list[Record]:
+    """Validate dict rows (from a file, a list, or a ``datasets.Dataset``) into records."""
+    records: list[Record] = []
+    seen_text: dict[str, str] = {}
+    seen_id: set[str] = set()
+    for n, row in enumerate(rows, start=1):
+        if text_field not in row:
+            raise NeuroshotError(f"{source}: item {n} has no '{text_field}' field (fields: {', '.join(map(str, row))})")
+        text = row[text_field]
+        if not isinstance(text, str) or not text.strip():
+            raise NeuroshotError(f"{source}: item {n} has an empty or non-text '{text_field}'")
+        item_id = str(row[id_field]) if row.get(id_field) not in (None, "") else str(n)
+        if item_id in seen_id:
+            raise NeuroshotError(f"{source}: duplicate id '{item_id}' (item {n})")
+        key = text.strip()
+        if key in seen_text:
+            raise NeuroshotError(f"{source}: duplicate text in items '{seen_text[key]}' and '{item_id}': remove duplicates first")
+        seen_id.add(item_id)
+        seen_text[key] = item_id
+        label = row.get(label_field) if label_field else None
+        meta = {k: v for k, v in row.items() if k not in {text_field, id_field, label_field}}
+        records.append(Record(item_id, text, None if label in (None, "") else str(label), meta))
+    if not records:
+        raise NeuroshotError(f"{source}: no items")
+    return records
+
+
+def label_set(records: Sequence[Record]) -> list[str]:
+    """The sorted distinct gold labels of ``records`` (for evaluation and the demo)."""
+    return sorted({r.label for r in records if r.label is not None})
+
+
+def _read_jsonl(raw: str, path: Path) -> list[dict]:
+    rows = []
+    for n, line in enumerate(raw.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise NeuroshotError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise NeuroshotError(f"{path}:{n}: each line must be a JSON object")
+        rows.append(row)
+    return rows
+
+
+def _read_csv(raw: str) -> list[dict]:
+    dialect = csv.Sniffer().sniff(raw.splitlines()[0], delimiters=",;\t")
+    return list(csv.DictReader(raw.splitlines(), dialect=dialect))

