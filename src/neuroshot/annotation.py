@@ -37,6 +37,7 @@ __all__ = [
     "SimulatedAnnotator",
     "export_for_annotation",
     "labelstudio_config_path",
+    "read_annotation_items",
     "read_annotations",
     "run_annotation_session",
 ]
@@ -277,6 +278,27 @@ def _rows_labelstudio(raw: str, path: Path) -> Iterable[tuple[str, Any, Any]]:
         if not annotations:
             continue  # not annotated yet, or skipped in Label Studio
         yield where, data.get("id"), _first_choice(annotations[-1].get("result"))
+
+
+def read_annotation_items(path: str | os.PathLike) -> list[AnnotationItem]:
+    """Read back the items of a plan written by :func:`export_for_annotation`, in rank order."""
+    path = Path(path)
+    if _format_for(path, None) == "labelstudio":
+        raw = _read_text(path, "plan file")
+        try:
+            rows = [task["data"] for task in json.loads(raw)]
+        except (json.JSONDecodeError, TypeError, KeyError):
+            raise NeuroshotError(f"{path}: not a Label Studio task list written by neuroshot") from None
+    else:
+        from .data import load_records
+
+        rows = [{"id": r.id, "text": r.text, **r.meta} for r in load_records(path, label_field=None)]
+    try:
+        items = [AnnotationItem(str(r["id"]), str(r["text"]), int(r.get("rank") or n), str(r.get("why") or ""))
+                 for n, r in enumerate(rows, start=1)]
+    except (KeyError, ValueError) as exc:
+        raise NeuroshotError(f"{path}: not a plan file (rows need id and text): {exc}") from None
+    return sorted(items, key=lambda it: it.rank)
 
 
 def read_annotations(path: str | os.PathLike, labels: Sequence[str]) -> dict[str, str]:

@@ -1,0 +1,6 @@
+"""Annotation planning strategies, one small class each, all behind ``Strategy.plan``."""
+
+from . import baselines, coverage, neufs  # noqa: F401  (registers the strategies)
+from .base import STRATEGIES, Pick, Plan, Strategy, get_strategy, register
+
+__all__ = ["STRATEGIES", "Pick", "Plan", "Strategy", "get_strategy", "register"]

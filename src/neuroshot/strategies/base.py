@@ -1,0 +1,148 @@
+"""The planning interface: ``Strategy.plan(pool, budget, labeled=..., seed=...) -> Plan``.
+
+One small class per strategy (as in small-text's query strategies); register it with
+``@register`` and it is available by name everywhere (Python API, CLI, benchmarks).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import NeuroshotError
+from ..probing import ProbeResult
+
+STRATEGIES: dict[str, type[Strategy]] = {}
+
+
+@dataclass
+class Pick:
+    """One planned item and why it was chosen."""
+
+    index: int  # position in the pool
+    rank: int  # 1-based order in the plan
+    score: float
+    parts: dict[str, float] = field(default_factory=dict)  # the score's components
+    cluster: int | None = None
+    neurons: list[tuple[int, int, float]] = field(default_factory=list)  # (layer, neuron, value), strongest first
+
+    def why(self) -> str:
+        """A one-line explanation."""
+        bits = [f"score {self.score:.3g}"]
+        bits += [f"{k} {v:.3g}" for k, v in self.parts.items()]
+        if self.cluster is not None:
+            bits.append(f"cluster {self.cluster}")
+        if self.neurons:
+            bits.append("neurons " + ", ".join(f"L{l}.{n}" for l, n, _ in self.neurons[:3]))
+        return "; ".join(bits)
+
+
+@dataclass
+class Plan:
+    """The ordered items to annotate, with an explanation of each pick."""
+
+    strategy: str
+    budget: int
+    seed: int
+    picks: list[Pick]
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def indices(self) -> list[int]:
+        return [p.index for p in self.picks]
+
+    def __len__(self) -> int:
+        return len(self.picks)
+
+    def explain(self, texts: Sequence[str] | None = None, width: int = 70) -> str:
+        """A readable table: rank, item, why."""
+        lines = [f"plan: {self.strategy}, budget {self.budget}, seed {self.seed}"]
+        for p in self.picks:
+            text = "" if texts is None else " " + _shorten(texts[p.index], width)
+            lines.append(f"{p.rank:>3}. #{p.index}{text}\n     {p.why()}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Strategy(ABC):
+    """Choose ``budget`` pool items to annotate next. Subclasses implement ``_select``.
+
+    ``labeled`` lists items already annotated (a sequence of indices, or a mapping index ->
+    label once labels exist); they are never picked again and strategies may build on them.
+    """
+
+    name: ClassVar[str]
+
+    def plan(self, pool: ProbeResult, budget: int, *, labeled: Sequence[int] | Mapping[int, str] = (),
+             seed: int = 0) -> Plan:
+        labeled_idx = np.array(sorted(labeled), dtype=np.int64)
+        if len(labeled_idx) and (labeled_idx.min() < 0 or labeled_idx.max() >= len(pool)):
+            raise NeuroshotError("labeled indices must index the pool")
+        candidates = np.setdiff1d(np.arange(len(pool)), labeled_idx)
+        if not isinstance(budget, (int, np.integer)) or budget < 1:
+            raise NeuroshotError(f"budget must be a whole number >= 1, got {budget}")
+        if budget > len(candidates):
+            raise NeuroshotError(f"budget {budget} is larger than the {len(candidates)} unlabeled items in the pool")
+        rng = np.random.default_rng(seed)
+        picks = self._select(pool, candidates, int(budget), labeled, rng)
+        for rank, pick in enumerate(picks, start=1):
+            pick.rank = rank
+        return Plan(self.name, int(budget), seed, picks, self.get_params())
+
+    @abstractmethod
+    def _select(self, pool: ProbeResult, candidates: np.ndarray, budget: int,
+                labeled: Sequence[int] | Mapping[int, str], rng: np.random.Generator) -> list[Pick]:
+        """Return ``budget`` picks from ``candidates`` in plan order (ranks are filled in by ``plan``)."""
+
+    def get_params(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({params})"
+
+
+def register(cls: type[Strategy]) -> type[Strategy]:
+    """Class decorator: make a strategy available by its ``name``."""
+    STRATEGIES[cls.name] = cls
+    return cls
+
+
+def get_strategy(name: str, **params: Any) -> Strategy:
+    """A strategy by name, e.g. ``get_strategy("neufs", tau=0.5)``."""
+    try:
+        cls = STRATEGIES[name]
+    except KeyError:
+        raise NeuroshotError(f"unknown strategy '{name}' (available: {', '.join(sorted(STRATEGIES))})") from None
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise NeuroshotError(f"strategy '{name}': {exc}") from None
+
+
+def item_neurons(pool: ProbeResult, index: int, k: int = 5, among: np.ndarray | None = None) -> list[tuple[int, int, float]]:
+    """The item's strongest signature neurons (by default among the task-critical ones)."""
+    ids, values = pool.signatures.item(index)
+    keep = np.isin(ids, pool.critical.ids if among is None else among)
+    ids, values = ids[keep], values[keep]
+    order = np.argsort(-np.abs(values))[:k]
+    d_ff = pool.signatures.d_ff
+    return [(int(ids[o] // d_ff), int(ids[o] % d_ff), float(values[o])) for o in order]
+
+
+def minmax(x: np.ndarray) -> np.ndarray:
+    """Rescale to [0, 1] (all zeros when constant)."""
+    x = np.asarray(x, dtype=np.float64)
+    span = x.max() - x.min() if x.size else 0.0
+    return (x - x.min()) / span if span > 1e-12 else np.zeros_like(x)
+
+
+def _shorten(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
