@@ -24,7 +24,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="neuroshot: warning: %(message)s")
     try:
-        _quiet_transformers()
         return args.run(args) or 0
     except NeuroshotError as exc:
         print(f"neuroshot: error: {exc}", file=sys.stderr)
@@ -154,6 +153,7 @@ def _run_plan(args) -> int:
         raise NeuroshotError(f"--budget {args.budget} is larger than the {len(records) - len(labeled)} "
                              f"unlabeled items in {args.data}")
     strategy = get_strategy(args.strategy, **_params(args.param))
+    _quiet_transformers()
     lm = load_model(args.model, adapter=args.adapter)
     result = probe(lm, task, [r.text for r in records], method=args.method, objective=args.objective,
                    top_k=args.top_k, critical_fraction=args.critical_fraction, batch_size=args.batch_size,
@@ -173,7 +173,7 @@ def _run_annotate(args) -> int:
     items = read_annotation_items(args.plan)
     out = Path(args.out) if args.out else Path(args.plan).with_suffix(".labels.jsonl")
     log = AnnotationLog(out, task.labels)
-    run_annotation_session(items, task.labels, log)
+    run_annotation_session(items, task.labels, log, input_fn=lambda prompt: input(prompt))
     print(f"labels are in {out}")
     return 0
 
@@ -181,6 +181,7 @@ def _run_annotate(args) -> int:
 def _run_demo(args) -> int:
     from .demo import run_demo
 
+    _quiet_transformers()
     run_demo(model=args.model, budget=args.budget, strategy=args.strategy, seeds=args.seeds)
     return 0
 

@@ -1,0 +1,389 @@
+"""Cost of probing a pool: seconds per 1,000 items and peak memory of neuron attribution vs a plain forward pass.
+
+Three things are measured side by side on the same items, model and batch size:
+
+- ``forward``: zero-shot label scoring, ``neuroshot.scoring.predict_proba`` (the baseline);
+- ``direct_logit``: ``neuroshot.probing.probe(method="direct_logit")`` (forward only);
+- ``grad_x_act``: ``neuroshot.probing.probe(method="grad_x_act")`` (one backward pass).
+
+Timing: one warm-up call per method on a few items, then ``--repeats`` rounds in which the
+methods run interleaved (the order rotates each round); the median per method is reported, and
+its ratio to the ``forward`` median of the same run. Peak memory: each method runs once in a
+fresh subprocess, which reports its peak resident set size (``ru_maxrss``) and the increment over
+the RSS right after the model was loaded. Signature size: in-memory bytes per item of the
+signatures, and on-disk bytes per item of a signature store written once per method.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/cost.py --write-readme
+
+It prints a Markdown table, writes ``benchmarks/results/cost.json`` (raw timings, medians,
+ratios, environment, exact command) and, with ``--write-readme``, rewrites the cost section
+of ``benchmarks/README.md``. Only ``pool.jsonl`` of each data set is read, never ``test.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import json
+import os
+import platform
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+DEFAULT_OUT = REPO / "benchmarks" / "results" / "cost.json"
+DEFAULT_README = REPO / "benchmarks" / "README.md"
+METHODS = ("forward", "direct_logit", "grad_x_act")
+GOALS = {"direct_logit": 1.3, "grad_x_act": 2.5}  # max ratio to forward
+SIGNATURE_GOAL_BYTES = 50_000  # 50 KB per item (decimal kilobytes)
+START, END = "<!-- cost:start -->", "<!-- cost:end -->"
+CHILD_MARK = "COST_CHILD_RESULT "
+FULL_DEFAULTS = {"n": 200, "repeats": 3}
+
+TASKS = {
+    "trec": dict(instruction="Classify the question by the type of its answer: {labels}.",
+                 input_template="Question: {text}\nType:", demo_template="Question: {text}\nType: {label}"),
+    "cuad_clause_types_top10": dict(instruction="Classify the contract clause by its type: {labels}.",
+                                    input_template="Clause: {text}\nType:", demo_template="Clause: {text}\nType: {label}"),
+}
+GENERIC_TASK = dict(instruction="Classify the text into one of these labels: {labels}.",
+                    input_template="Text: {text}\nLabel:", demo_template="Text: {text}\nLabel: {label}")
+
+
+# --------------------------------------------------------------------------- setup
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    default_data = DEFAULT_DATA if DEFAULT_DATA.is_dir() else None
+    p = argparse.ArgumentParser(
+        prog="benchmarks/cost.py",
+        description="Seconds per 1,000 pool items and peak memory of zero-shot label scoring (forward) vs "
+                    "neuron probing with direct_logit and grad_x_act, plus signature size per item. "
+                    "Prints a Markdown table and writes benchmarks/results/cost.json.",
+        epilog="examples (from the repository root):\n"
+               "  full run, results into benchmarks/README.md:\n"
+               "    .venv/bin/python benchmarks/cost.py --write-readme\n"
+               "  quick smoke run:\n"
+               "    .venv/bin/python benchmarks/cost.py --n 32 --repeats 1",
+        formatter_class=_HelpFormatter,
+    )
+    p.add_argument("--model", default="default", help="model spec for neuroshot.models.load_model")
+    p.add_argument("--data", type=Path, default=default_data, required=default_data is None,
+                   help="folder of data sets, each with card.json and pool.jsonl (../shared/data "
+                        "relative to the repository root when it exists, else required)")
+    p.add_argument("--sets", nargs="+", default=["trec", "cuad_clause_types_top10"], metavar="SET",
+                   help="data sets (sub-folders of --data) to benchmark")
+    p.add_argument("--n", type=int, default=FULL_DEFAULTS["n"], help="items taken from the start of each pool")
+    p.add_argument("--repeats", type=int, default=FULL_DEFAULTS["repeats"],
+                   help="timed rounds; the median per method is reported")
+    p.add_argument("--warmup", type=int, default=16, help="items in the untimed warm-up call of each method")
+    p.add_argument("--batch-size", type=int, default=16, help="batch size of every method")
+    p.add_argument("--max-text-tokens", type=int, default=128,
+                   help="texts are truncated to this many tokens (Task.max_text_tokens)")
+    p.add_argument("--top-k", type=int, default=64, help="signature neurons kept per layer (probe's top_k)")
+    p.add_argument("--skip-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where to write the JSON results")
+    p.add_argument("--write-readme", action="store_true",
+                   help="rewrite the section between the cost markers of --readme with these results")
+    p.add_argument("--readme", type=Path, default=DEFAULT_README, help="README rewritten by --write-readme")
+    p.add_argument("--_child", choices=METHODS, help=argparse.SUPPRESS)  # internal: one peak-memory measurement
+    args = p.parse_args(argv)
+    for name in ("n", "repeats", "warmup", "batch_size", "max_text_tokens", "top_k"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    return args
+
+
+def make_task(name: str, card: dict, max_text_tokens: int):
+    from neuroshot.task import Task
+
+    if not card.get("labels"):
+        raise SystemExit(f"{name}: card.json has no 'labels' list")
+    return Task(labels=tuple(card["labels"]), max_text_tokens=max_text_tokens, **TASKS.get(name, GENERIC_TASK))
+
+
+def load_set(data: Path, name: str, n: int, max_text_tokens: int):
+    """(task, first n pool texts, their ids) of one data set. Reads pool.jsonl only, never test.jsonl."""
+    from neuroshot.data import load_records
+
+    folder = data / name
+    card_path, pool_path = folder / "card.json", folder / "pool.jsonl"
+    if not card_path.is_file() or not pool_path.is_file():
+        raise SystemExit(f"{folder}: expected card.json and pool.jsonl")
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    records = load_records(pool_path)[:n]
+    if len(records) < n:
+        print(f"warning: {name} pool has only {len(records)} items (asked for {n})", file=sys.stderr)
+    return make_task(name, card, max_text_tokens), [r.text for r in records]
+
+
+def run_method(lm, task, texts, method: str, args, store: str | None = None):
+    from neuroshot.probing import probe
+    from neuroshot.scoring import predict_proba
+
+    if method == "forward":
+        return predict_proba(lm, task, texts, batch_size=args.batch_size)
+    return probe(lm, task, texts, method=method, top_k=args.top_k, batch_size=args.batch_size,
+                 store=store, progress=False)
+
+
+# --------------------------------------------------------------------------- memory (child process)
+
+
+def _rss_kib(field: str = "VmRSS") -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def child_main(args: argparse.Namespace) -> None:
+    """Load the model, run one method once on the items, print peak-memory figures as one JSON line."""
+    from neuroshot.models import load_model
+
+    lm = load_model(args.model)
+    task, texts = load_set(args.data, args.sets[0], args.n, args.max_text_tokens)
+    gc.collect()
+    rss_after_load = _rss_kib()
+    maxrss_after_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:  # reset the kernel's high-water mark so the run's own peak is seen even below the loading peak
+        Path("/proc/self/clear_refs").write_text("5")
+        hwm_reset = True
+    except OSError:
+        hwm_reset = False
+    t0 = time.perf_counter()
+    run_method(lm, task, texts, args._child, args)
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    run_hwm = _rss_kib("VmHWM") if hwm_reset else None
+    run_peak = run_hwm if run_hwm is not None else peak
+    result = {
+        "method": args._child, "set": args.sets[0], "n": len(texts), "seconds": seconds,
+        "peak_rss_mib": peak / 1024, "rss_after_load_mib": (rss_after_load or maxrss_after_load) / 1024,
+        "maxrss_after_load_mib": maxrss_after_load / 1024,
+        "run_peak_rss_mib": run_peak / 1024,
+        "increment_mib": (run_peak - (rss_after_load or maxrss_after_load)) / 1024,
+        "peak_is_run": run_hwm is not None or peak > maxrss_after_load,
+    }
+    print(CHILD_MARK + json.dumps(result), flush=True)
+
+
+def measure_memory(args: argparse.Namespace, name: str, method: str) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--_child", method, "--model", args.model,
+           "--data", str(args.data), "--sets", name, "--n", str(args.n), "--batch-size", str(args.batch_size),
+           "--max-text-tokens", str(args.max_text_tokens), "--top-k", str(args.top_k)]
+    env = dict(os.environ, TQDM_DISABLE="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(CHILD_MARK)]
+    if proc.returncode != 0 or not lines:
+        raise SystemExit(f"peak-memory subprocess for {name}/{method} failed (exit {proc.returncode}):\n"
+                         f"{proc.stderr[-4000:]}")
+    return json.loads(lines[-1][len(CHILD_MARK):])
+
+
+# --------------------------------------------------------------------------- main benchmark
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def bench_set(lm, args, name: str) -> dict:
+    from neuroshot.scoring import encode
+
+    task, texts = load_set(args.data, name, args.n, args.max_text_tokens)
+    n = len(texts)
+    enc = encode(lm, task, texts)
+    info = {
+        "n": n, "labels": list(task.labels), "task": {k: getattr(task, k) for k in
+                                                       ("instruction", "input_template", "max_text_tokens")},
+        "mean_prompt_tokens": sum(map(len, enc.prompts)) / n, "max_prompt_tokens": max(map(len, enc.prompts)),
+        "truncated_texts": enc.truncated, "label_tokens": [len(ids) for ids in enc.labels],
+    }
+    print(f"[{name}] n={n}, mean prompt {info['mean_prompt_tokens']:.0f} tokens, {enc.truncated} text(s) truncated "
+          f"to {args.max_text_tokens} tokens, label lengths {info['label_tokens']} tokens", file=sys.stderr)
+
+    t0 = time.perf_counter()
+    for method in METHODS:  # untimed: first-call allocations, output-weight cache, kernel selection
+        run_method(lm, task, texts[:args.warmup], method, args)
+    info["warmup_seconds"] = time.perf_counter() - t0
+
+    raw: dict[str, list[float]] = {m: [] for m in METHODS}
+    order_log, last = [], {}
+    for r in range(args.repeats):
+        order = METHODS[r % len(METHODS):] + METHODS[:r % len(METHODS)]
+        order_log.append(list(order))
+        for method in order:
+            gc.collect()
+            t0 = time.perf_counter()
+            last[method] = run_method(lm, task, texts, method, args)
+            sec = time.perf_counter() - t0
+            raw[method].append(sec)
+            print(f"[{name}] round {r + 1}/{args.repeats} {method:<12} {sec:7.2f} s "
+                  f"({1000 * sec / n:7.1f} s / 1k items)", file=sys.stderr)
+    median = {m: statistics.median(v) for m, v in raw.items()}
+    per_1k = {m: 1000 * median[m] / n for m in METHODS}
+    ratio = {m: median[m] / median["forward"] for m in METHODS}
+
+    signatures, store = {}, {}
+    for method in METHODS[1:]:
+        signatures[method] = {"bytes_per_item": float(last[method].signatures.bytes_per_item()),
+                              "mean_neurons_per_item": float(last[method].signatures.sizes().mean())}
+        with tempfile.TemporaryDirectory(prefix="neuroshot-cost-") as tmp:
+            t0 = time.perf_counter()
+            run_method(lm, task, texts, method, args, store=tmp)
+            sec = time.perf_counter() - t0
+            size = folder_bytes(Path(tmp))
+        store[method] = {"bytes": size, "bytes_per_item": size / n, "seconds_per_1k_with_store": 1000 * sec / n}
+
+    return {**info, "order": order_log, "seconds": raw, "median_seconds": median, "seconds_per_1k": per_1k,
+            "ratio_to_forward": ratio, "signatures": signatures, "store": store}
+
+
+def environment(args, lm) -> dict:
+    import numpy
+    import torch
+    import transformers
+
+    argv = list(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
+    try:
+        exe = Path(argv[0]).absolute()
+        argv[0] = os.path.relpath(exe, Path.cwd()) if exe.is_relative_to(Path.cwd()) else argv[0]
+    except (OSError, ValueError):
+        pass
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": shlex.join(argv), "cwd": str(Path.cwd()),
+        "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+        "numpy": numpy.__version__, "platform": platform.platform(), "processor": platform.processor(),
+        "cpu_count": os.cpu_count(), "cpu_affinity": len(os.sched_getaffinity(0)),
+        "torch_threads": torch.get_num_threads(), "device": str(lm.device), "dtype": str(lm.dtype),
+        "model": lm.name, "model_fingerprint": lm.fingerprint, "n_layers": lm.n_layers, "d_ff": lm.d_ff,
+    }
+
+
+def is_smoke(args) -> bool:
+    return args.n < FULL_DEFAULTS["n"] or args.repeats < FULL_DEFAULTS["repeats"]
+
+
+def markdown_table(results: dict) -> str:
+    rows = ["| set | method | s / 1k items (median) | x forward | peak RSS MiB | + over loaded model MiB "
+            "| signature bytes / item | store bytes / item |",
+            "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for name, res in results["sets"].items():
+        for m in METHODS:
+            mem = res.get("memory", {}).get(m)
+            sig = res["signatures"].get(m, {}).get("bytes_per_item")
+            store = res["store"].get(m, {}).get("bytes_per_item")
+            rows.append(" | ".join([
+                f"| {name}", f"`{m}`", f"{res['seconds_per_1k'][m]:.1f}", f"{res['ratio_to_forward'][m]:.2f}",
+                f"{mem['peak_rss_mib']:.0f}" if mem else "-", f"{mem['increment_mib']:.0f}" if mem else "-",
+                f"{sig:,.0f}" if sig is not None else "-", f"{store:,.0f}" if store is not None else "-"]) + " |")
+    return "\n".join(rows)
+
+
+def goal_lines(results: dict) -> list[str]:
+    lines = []
+    for name, res in results["sets"].items():
+        for m, limit in GOALS.items():
+            r = res["ratio_to_forward"][m]
+            lines.append(f"- {name}, `{m}` <= {limit}x forward: {r:.2f}x, **{'met' if r <= limit else 'not met'}**")
+        worst = max(max(res["signatures"][m]["bytes_per_item"], res["store"][m]["bytes_per_item"]) for m in GOALS)
+        lines.append(f"- {name}, signatures <= 50 KB/item: at most {worst / 1000:.1f} KB/item (in memory or on disk), "
+                     f"**{'met' if worst <= SIGNATURE_GOAL_BYTES else 'not met'}**")
+    return lines
+
+
+def readme_section(results: dict) -> str:
+    env, a = results["env"], results["args"]
+    head = (f"**Smoke run** (n={a['n']} items per set, {a['repeats']} repeat(s)): timings are indicative only; "
+            f"the full run uses the defaults (n={FULL_DEFAULTS['n']}, repeats={FULL_DEFAULTS['repeats']})."
+            if results["smoke"] else f"Full run: n={a['n']} items per set, {a['repeats']} repeats, median reported.")
+    sets = ", ".join(f"{name} (mean prompt {res['mean_prompt_tokens']:.0f} tokens, label answers of "
+                     f"{min(res['label_tokens'])}-{max(res['label_tokens'])} tokens)"
+                     for name, res in results["sets"].items())
+    return "\n".join([
+        head, "",
+        f"{env['date']}, {env['model']} on {env['device']} ({env['dtype']}), {env['cpu_count']} CPU(s), "
+        f"{env['torch_threads']} torch threads, torch {env['torch']}, transformers {env['transformers']}; "
+        f"batch size {a['batch_size']}, texts truncated to {a['max_text_tokens']} tokens, top-k {a['top_k']}. "
+        f"Sets: {sets}.", "",
+        markdown_table(results), "",
+        "Goals (ratios are of medians from the same run):", "",
+        *goal_lines(results), "",
+        "Command:", "", "```", env["command"], "```",
+    ])
+
+
+def write_readme(path: Path, section: str) -> None:
+    text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
+    block = f"{START}\n{section}\n{END}"
+    if START in text and END in text and text.index(START) < text.index(END):
+        text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip("\n") + "\n\n## Cost\n\n" + block + "\n"
+    path.write_text(text, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args._child:
+        child_main(args)
+        return
+    from neuroshot.models import load_model
+
+    t_start = time.perf_counter()
+    t0 = time.perf_counter()
+    lm = load_model(args.model)
+    load_seconds = time.perf_counter() - t0
+    results = {"smoke": is_smoke(args), "args": {k: (str(v) if isinstance(v, Path) else v)
+                                                 for k, v in vars(args).items() if k != "_child"},
+               "env": environment(args, lm), "load_seconds": load_seconds, "sets": {}}
+    phases = {}
+    for name in args.sets:
+        t0 = time.perf_counter()
+        results["sets"][name] = bench_set(lm, args, name)
+        phases[f"{name}/timing"] = time.perf_counter() - t0
+    del lm
+    gc.collect()
+    if not args.skip_memory:  # after the timings, so the subprocesses never overlap a timed call
+        for name in args.sets:
+            t0 = time.perf_counter()
+            results["sets"][name]["memory"] = {m: measure_memory(args, name, m) for m in METHODS}
+            phases[f"{name}/memory"] = time.perf_counter() - t0
+            for m, mem in results["sets"][name]["memory"].items():
+                print(f"[{name}] memory {m:<12} peak {mem['peak_rss_mib']:.0f} MiB, "
+                      f"+{mem['increment_mib']:.0f} MiB over the loaded model", file=sys.stderr)
+    results["phase_seconds"] = phases
+    results["total_seconds"] = time.perf_counter() - t_start
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(markdown_table(results))
+    print()
+    print("\n".join(goal_lines(results)))
+    print(f"\nwrote {args.out} ({results['total_seconds']:.0f} s in all)")
+    if args.write_readme:
+        write_readme(args.readme, readme_section(results))
+        print(f"rewrote the cost section of {args.readme}")
+
+
+if __name__ == "__main__":
+    main()
