@@ -15,9 +15,10 @@ import numpy as np
 
 from .annotation import SimulatedAnnotator
 from .data import Record, records_from_rows
-from .evaluate import evaluate_static
+from .evaluate import metrics
 from .models import cache_dir, load_model
 from .probing import probe
+from .scoring import calibrate, content_free_proba, predict_proba
 from .strategies import get_strategy
 from .task import Demonstration, Task
 
@@ -48,14 +49,18 @@ def stratified_split(records: Sequence[Record], test_per_label: int, seed: int =
 
 @dataclass
 class DemoRow:
+    """Test accuracies of one strategy over seeds, plain and contextually calibrated."""
+
     strategy: str
     accuracies: list[float] = field(default_factory=list)
+    calibrated: list[float] = field(default_factory=list)
 
     @property
     def summary(self) -> str:
-        a = np.array(self.accuracies)
-        spread = f" ± {a.std():.3f}" if len(a) > 1 else ""
-        return f"{self.strategy:<16} {a.mean():.3f}{spread}  (seeds: {len(a)})"
+        def cell(values: list[float]) -> str:
+            a = np.array(values)
+            return f"{a.mean():.3f}" + (f" ± {a.std():.3f}" if len(a) > 1 else "        ")
+        return f"{self.strategy:<16} {cell(self.accuracies)}   {cell(self.calibrated)}   {len(self.accuracies)}"
 
 
 def run_demo(model: str = "default", budget: int = 6, strategy: str = "neuron_coverage",
@@ -73,8 +78,11 @@ def run_demo(model: str = "default", budget: int = 6, strategy: str = "neuron_co
     print_fn(f"Probed {len(pool)} items: {len(result.critical)} task-critical neurons; per layer "
              + " ".join(str(c) for c in result.critical.per_layer_counts()))
 
-    def score(demos: list[Demonstration]) -> float:
-        return evaluate_static(lm, DEMO_TASK, [r.text for r in test], [r.label for r in test], demos).accuracy
+    def score(demos: list[Demonstration]) -> tuple[float, float]:
+        probs = predict_proba(lm, DEMO_TASK, [r.text for r in test], demos)
+        fixed = calibrate(probs, content_free_proba(lm, DEMO_TASK, demos))
+        gold = [r.label for r in test]
+        return metrics(DEMO_TASK, gold, probs.argmax(1)).accuracy, metrics(DEMO_TASK, gold, fixed.argmax(1)).accuracy
 
     def demos_for(indices: list[int]) -> list[Demonstration]:
         labels = annotator([pool[i].id for i in indices])
@@ -86,16 +94,20 @@ def run_demo(model: str = "default", budget: int = 6, strategy: str = "neuron_co
     for pick, demo in zip(plan.picks, chosen):
         print_fn(f"{pick.rank:>3}. [{demo.label}] {demo.text}\n       why: {pick.why()}")
 
-    rows = [DemoRow("zero-shot", [score([])]), DemoRow(strategy), DemoRow("random")]
-    cache: dict[tuple[int, ...], float] = {}
+    zero = score([])
+    rows = [DemoRow("zero-shot", [zero[0]], [zero[1]]), DemoRow(strategy), DemoRow("random")]
+    cache: dict[tuple[int, ...], tuple[float, float]] = {}
     for seed in seeds:
         for row in rows[1:]:
             indices = get_strategy(row.strategy).plan(result, budget, seed=seed).indices
             key = tuple(indices)
             if key not in cache:
                 cache[key] = score(demos_for(indices))
-            row.accuracies.append(cache[key])
-    print_fn(f"\nTest accuracy with {budget} static demonstrations ({len(test)} test tickets):")
+            row.accuracies.append(cache[key][0])
+            row.calibrated.append(cache[key][1])
+    print_fn(f"\nTest accuracy with {budget} static demonstrations ({len(test)} test tickets; mean ± std over seeds"
+             f" {list(seeds)}; calibrated = contextual calibration, Zhao et al. 2021):")
+    print_fn(f"  {'strategy':<16} {'plain':<13}   {'calibrated':<13}   seeds")
     for row in rows:
         print_fn("  " + row.summary)
     return rows

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .models import LanguageModel
-from .scoring import predict_proba
+from .scoring import calibrate, content_free_proba, predict_proba
 from .task import Demonstration, Task
 
 
@@ -38,7 +38,13 @@ def metrics(task: Task, gold: Sequence[str], predicted: Sequence[int]) -> EvalRe
 
 
 def evaluate_static(lm: LanguageModel, task: Task, texts: Sequence[str], gold: Sequence[str],
-                    demos: Sequence[Demonstration] = (), *, batch_size: int = 16) -> EvalResult:
-    """Score one fixed set of demonstrations (the same prompt prefix for every query)."""
+                    demos: Sequence[Demonstration] = (), *, batch_size: int = 16,
+                    calibrated: bool = False) -> EvalResult:
+    """Score one fixed set of demonstrations (the same prompt prefix for every query).
+
+    ``calibrated=True`` applies contextual calibration (divide by the content-free label probabilities).
+    """
     probs = predict_proba(lm, task, texts, demos, batch_size=batch_size)
+    if calibrated:
+        probs = calibrate(probs, content_free_proba(lm, task, demos))
     return metrics(task, gold, probs.argmax(1))

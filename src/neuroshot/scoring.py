@@ -160,3 +160,17 @@ def predict_proba(lm: LanguageModel, task: Task, texts: Sequence[str], demos: Se
         scores = label_scores(lm, [enc.prompts[i] for i in batch], enc.labels)
         out[batch] = torch.softmax(scores, dim=-1).cpu().numpy()
     return out
+
+
+CONTENT_FREE = ("N/A", "", "[MASK]")
+
+
+def content_free_proba(lm: LanguageModel, task: Task, demos: Sequence[Demonstration] = ()) -> np.ndarray:
+    """``[C]`` mean label probabilities for content-free inputs: the prompt's label bias."""
+    return predict_proba(lm, task, CONTENT_FREE, demos).mean(0)
+
+
+def calibrate(probs: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """Contextual calibration (Zhao et al. 2021): divide by the content-free probabilities, renormalise."""
+    scaled = probs / np.clip(bias, 1e-12, None)
+    return scaled / scaled.sum(axis=-1, keepdims=True)
