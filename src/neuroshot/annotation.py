@@ -28,7 +28,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from ._io import atomic_write
-from .data import Record
+from .data import Record, jsonl_rows, read_text_file
 from .errors import NeuroshotError
 
 __all__ = [
@@ -198,25 +198,8 @@ def export_for_annotation(
 # --------------------------------------------------------------------------------------------
 
 
-def _read_text(path: Path, what: str) -> str:
-    if not path.is_file():
-        raise NeuroshotError(f"{what} not found: {path}")
-    try:
-        return path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise NeuroshotError(f"{path} is not UTF-8 text (byte {exc.start}): re-save it as UTF-8") from None
-
-
 def _rows_jsonl(raw: str, path: Path) -> Iterable[tuple[str, Any, Any]]:
-    for n, line in enumerate(raw.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise NeuroshotError(f"{path}: line {n}: not valid JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise NeuroshotError(f"{path}: line {n}: each line must be a JSON object with 'id' and 'label'")
+    for n, row in jsonl_rows(raw, path):
         yield f"{path}: line {n}", row.get("id"), row.get("label")
 
 
@@ -284,7 +267,7 @@ def read_annotation_items(path: str | os.PathLike) -> list[AnnotationItem]:
     """Read back the items of a plan written by :func:`export_for_annotation`, in rank order."""
     path = Path(path)
     if _format_for(path, None) == "labelstudio":
-        raw = _read_text(path, "plan file")
+        raw = read_text_file(path, "plan file")
         try:
             rows = [task["data"] for task in json.loads(raw)]
         except (json.JSONDecodeError, TypeError, KeyError):
@@ -312,7 +295,7 @@ def read_annotations(path: str | os.PathLike, labels: Sequence[str]) -> dict[str
     path = Path(path)
     label_set = _LabelSet(labels)
     fmt = _format_for(path, None)
-    raw = _read_text(path, "annotation file")
+    raw = read_text_file(path, "annotation file")
     if not raw.strip():
         raise NeuroshotError(f"annotation file is empty: {path}")
     reader = {"jsonl": _rows_jsonl, "csv": _rows_csv, "labelstudio": _rows_labelstudio}[fmt]

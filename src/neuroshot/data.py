@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,15 +35,10 @@ def load_records(
     selector must not look at it before the item is annotated (see ``SimulatedAnnotator``).
     """
     path = Path(path)
-    if not path.is_file():
-        raise NeuroshotError(f"data file not found: {path}")
-    try:
-        raw = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise NeuroshotError(f"{path} is not UTF-8 text (byte {exc.start}): re-save it as UTF-8") from None
+    raw = read_text_file(path, "data file")
     if not raw.strip():
         raise NeuroshotError(f"data file is empty: {path}")
-    rows = _read_csv(raw) if path.suffix.lower() in {".csv", ".tsv"} else _read_jsonl(raw, path)
+    rows = _read_csv(raw) if path.suffix.lower() in {".csv", ".tsv"} else [row for _, row in jsonl_rows(raw, path)]
     return records_from_rows(rows, source=str(path), text_field=text_field, id_field=id_field,
                              label_field=label_field)
 
@@ -87,19 +82,28 @@ def label_set(records: Sequence[Record]) -> list[str]:
     return sorted({r.label for r in records if r.label is not None})
 
 
-def _read_jsonl(raw: str, path: Path) -> list[dict]:
-    rows = []
+def read_text_file(path: Path, what: str) -> str:
+    """A file's UTF-8 text (BOM tolerated), or a one-line error saying what is wrong with it."""
+    if not path.is_file():
+        raise NeuroshotError(f"{what} not found: {path}")
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise NeuroshotError(f"{path} is not UTF-8 text (byte {exc.start}): re-save it as UTF-8") from None
+
+
+def jsonl_rows(raw: str, path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSONL text."""
     for n, line in enumerate(raw.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise NeuroshotError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+            raise NeuroshotError(f"{path}: line {n}: not valid JSON ({exc.msg})") from None
         if not isinstance(row, dict):
-            raise NeuroshotError(f"{path}:{n}: each line must be a JSON object")
-        rows.append(row)
-    return rows
+            raise NeuroshotError(f"{path}: line {n}: each line must be a JSON object")
+        yield n, row
 
 
 def _read_csv(raw: str) -> list[dict]:
