@@ -1,0 +1,55 @@
+"""Every supported MLP family is found by name and probed; others get a clear error."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+import transformers
+
+from neuroshot.attribution import attribute
+from neuroshot.models import from_pretrained_objects
+
+SMALL = dict(vocab_size=32, hidden_size=16, intermediate_size=24, num_hidden_layers=2, num_attention_heads=2,
+             num_key_value_heads=1, max_position_embeddings=64)
+FAMILIES = {
+    "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM, SMALL),
+    "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM, SMALL),
+    "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM, SMALL),
+    "phi3": (transformers.Phi3Config, transformers.Phi3ForCausalLM, {**SMALL, "pad_token_id": 0}),
+    "gemma3": (transformers.Gemma3TextConfig, transformers.Gemma3ForCausalLM, {**SMALL, "head_dim": 8}),
+    "gpt2": (transformers.GPT2Config, transformers.GPT2LMHeadModel,
+             dict(vocab_size=32, n_embd=16, n_inner=24, n_layer=2, n_head=2, n_positions=64)),
+}
+
+
+def _tiny(family: str):
+    config_cls, model_cls, kwargs = FAMILIES[family]
+    torch.manual_seed(0)
+    model = model_cls(config_cls(**kwargs)).float()
+    tokenizer = SimpleNamespace(pad_token_id=0, eos_token="</s>", padding_side="left")
+    return from_pretrained_objects(model, tokenizer, family)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_family_is_probed(family):
+    lm = _tiny(family)
+    suffix = "mlp.c_proj" if family == "gpt2" else "mlp.down_proj"
+    assert lm.n_layers == 2 and all(layer.name.endswith(suffix) for layer in lm.layers)
+    assert lm.d_ff == 24
+    prompts, labels = [[1, 2, 3, 4], [5, 6]], [[7], [8], [9]]
+    for method in ("direct_logit", "grad_x_act"):
+        att = attribute(lm, prompts, labels, method=method)
+        assert att.values.shape == (2, 2, 1, 24)
+        assert torch.isfinite(att.values).all() and (att.values.abs().sum((1, 2, 3)) > 0).all()
+    # direct_logit by hand for the first layer: activation x (W_out column . unembedding row)
+    acts = {}
+    handle = lm.layers[0].module.register_forward_pre_hook(lambda m, a: acts.setdefault("a", a[0][:, -1]))
+    with torch.no_grad():
+        logits = lm.model(input_ids=torch.tensor([prompts[0]])).logits[0, -1]
+    handle.remove()
+    predicted = int(torch.stack([logits[7], logits[8], logits[9]]).argmax())
+    att = attribute(lm, prompts[:1], labels, method="direct_logit")
+    expected = acts["a"][0] * (lm.unembedding()[labels[predicted][0]] @ lm.output_weights()[0])
+    torch.testing.assert_close(att.values[0, 0, -1], expected, atol=1e-5, rtol=1e-4)
