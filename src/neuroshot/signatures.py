@@ -16,8 +16,8 @@ class Signatures:
 
     ``neurons`` holds flat ids ``layer * d_ff + index``. Over a multi-token answer span the top-k is
     taken over (position, neuron) pairs per layer, as in NeuFS, and a neuron found at several
-    positions keeps its strongest value; so an item has between ``k`` and ``k * span`` neurons
-    per layer.
+    positions keeps its strongest value; so an item has at most ``k`` (at least ``ceil(k / span)``)
+    neurons per layer.
     """
 
     indptr: np.ndarray

@@ -1,0 +1,87 @@
+"""Shared fixtures: a tiny random-weight LLaMA and a character-level tokenizer (no downloads)."""
+
+from __future__ import annotations
+
+import os
+import string
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
+CHARS = [c for c in string.printable if c not in "\t\r\x0b\x0c"]  # letters, digits, punctuation, " ", "\n"
+TINY_LLAMA = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.2)
+TINY_TEXTS = [
+    "the cat sat on the mat", "stocks fell sharply today", "great movie, loved it", "rain again",
+    "who wrote this book?", "the team won the final match 3-1", "terrible service", "ok",
+    "how far is the moon from earth", "new phone released with a bigger screen", "meh", "what a day!",
+]
+
+
+def build_char_tokenizer():
+    """A character-level fast tokenizer: every character is one token, ``<s>`` is prepended, ``decode`` fuses."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + CHARS)}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    core.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>")
+
+
+def build_tiny_llama(seed: int = 0):
+    """A 3-layer LLaMA (hidden 32, 64 neurons per layer) with random weights."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(LlamaConfig(**TINY_LLAMA)).float()
+
+
+def build_tiny_lm(seed: int = 0):
+    from neuroshot.models import from_pretrained_objects
+
+    return from_pretrained_objects(build_tiny_llama(seed), build_char_tokenizer(), "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_lm():
+    """Session-wide tiny LLaMA wrapped as a ``LanguageModel``; do not modify it (build your own to wrap/patch)."""
+    return build_tiny_lm()
+
+
+@pytest.fixture
+def single_thread():
+    """Run the test with one torch thread: on tiny models, thread start-up and contention dominate."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def tiny_task():
+    """Three single-token labels (one character each, no answer prefix)."""
+    from neuroshot.task import Task
+
+    return Task(labels=("A", "B", "C"), instruction="Pick {labels}.", answer_prefix="")
+
+
+@pytest.fixture
+def tiny_task_multi():
+    """Three multi-token labels of different lengths (" yes" = 4 tokens, " no" = 3, " maybe" = 6)."""
+    from neuroshot.task import Task
+
+    return Task(labels=("yes", "no", "maybe"), instruction="Answer {labels}.")
+
+
+@pytest.fixture
+def tiny_texts():
+    return list(TINY_TEXTS)
