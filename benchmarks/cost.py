@@ -9,9 +9,11 @@ Three things are measured side by side on the same items, model and batch size:
 Timing: one warm-up call per method on a few items, then ``--repeats`` rounds in which the
 methods run interleaved (the order rotates each round); the median per method is reported, and
 its ratio to the ``forward`` median of the same run. Peak memory: each method runs once in a
-fresh subprocess, which reports its peak resident set size (``ru_maxrss``) and the increment over
-the RSS right after the model was loaded. Signature size: in-memory bytes per item of the
-signatures, and on-disk bytes per item of a signature store written once per method.
+fresh subprocess (started before the benchmark loads its own model), which reports the peak
+resident set size of the run (the kernel's RSS high-water mark, reset after loading the model;
+the whole-process ``ru_maxrss`` is kept in the JSON too) and its increment over the RSS right
+after loading. Signature size: in-memory bytes per item of the signatures, and on-disk bytes
+per item of a signature store written once per method on ``--store-items`` items.
 
 Run from the repository root::
 
@@ -95,6 +97,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-text-tokens", type=int, default=128,
                    help="texts are truncated to this many tokens (Task.max_text_tokens)")
     p.add_argument("--top-k", type=int, default=64, help="signature neurons kept per layer (probe's top_k)")
+    p.add_argument("--store-items", type=int, default=64,
+                   help="items (from the start of the pool, at most --n) probed once into a store to measure its "
+                        "on-disk size per item")
     p.add_argument("--skip-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where to write the JSON results")
     p.add_argument("--write-readme", action="store_true",
@@ -102,7 +107,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--readme", type=Path, default=DEFAULT_README, help="README rewritten by --write-readme")
     p.add_argument("--_child", choices=METHODS, help=argparse.SUPPRESS)  # internal: one peak-memory measurement
     args = p.parse_args(argv)
-    for name in ("n", "repeats", "warmup", "batch_size", "max_text_tokens", "top_k"):
+    for name in ("n", "repeats", "warmup", "batch_size", "max_text_tokens", "top_k", "store_items"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     return args
@@ -174,13 +179,15 @@ def child_main(args: argparse.Namespace) -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     run_hwm = _rss_kib("VmHWM") if hwm_reset else None
     run_peak = run_hwm if run_hwm is not None else peak
+    base = rss_after_load or maxrss_after_load
     result = {
         "method": args._child, "set": args.sets[0], "n": len(texts), "seconds": seconds,
-        "peak_rss_mib": peak / 1024, "rss_after_load_mib": (rss_after_load or maxrss_after_load) / 1024,
-        "maxrss_after_load_mib": maxrss_after_load / 1024,
-        "run_peak_rss_mib": run_peak / 1024,
-        "increment_mib": (run_peak - (rss_after_load or maxrss_after_load)) / 1024,
-        "peak_is_run": run_hwm is not None or peak > maxrss_after_load,
+        "ru_maxrss_mib": peak / 1024,  # whole process, loading included
+        "ru_maxrss_after_load_mib": maxrss_after_load / 1024,
+        "rss_after_load_mib": base / 1024,
+        "run_peak_rss_mib": run_peak / 1024,  # high-water mark of the run alone where it could be reset
+        "run_peak_source": "VmHWM reset after loading" if run_hwm is not None else "ru_maxrss",
+        "increment_mib": (run_peak - base) / 1024,
     }
     print(CHILD_MARK + json.dumps(result), flush=True)
 
@@ -226,35 +233,42 @@ def bench_set(lm, args, name: str) -> dict:
     info["warmup_seconds"] = time.perf_counter() - t0
 
     raw: dict[str, list[float]] = {m: [] for m in METHODS}
+    cpu: dict[str, list[float]] = {m: [] for m in METHODS}  # process CPU time, all threads: less hit by other jobs
     order_log, last = [], {}
     for r in range(args.repeats):
         order = METHODS[r % len(METHODS):] + METHODS[:r % len(METHODS)]
         order_log.append(list(order))
         for method in order:
             gc.collect()
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             last[method] = run_method(lm, task, texts, method, args)
             sec = time.perf_counter() - t0
             raw[method].append(sec)
+            cpu[method].append(time.process_time() - c0)
             print(f"[{name}] round {r + 1}/{args.repeats} {method:<12} {sec:7.2f} s "
                   f"({1000 * sec / n:7.1f} s / 1k items)", file=sys.stderr)
     median = {m: statistics.median(v) for m, v in raw.items()}
     per_1k = {m: 1000 * median[m] / n for m in METHODS}
     ratio = {m: median[m] / median["forward"] for m in METHODS}
+    cpu_median = {m: statistics.median(v) for m, v in cpu.items()}
+    cpu_ratio = {m: cpu_median[m] / cpu_median["forward"] for m in METHODS}
 
     signatures, store = {}, {}
+    stored = texts[:args.store_items]
     for method in METHODS[1:]:
         signatures[method] = {"bytes_per_item": float(last[method].signatures.bytes_per_item()),
                               "mean_neurons_per_item": float(last[method].signatures.sizes().mean())}
         with tempfile.TemporaryDirectory(prefix="neuroshot-cost-") as tmp:
             t0 = time.perf_counter()
-            run_method(lm, task, texts, method, args, store=tmp)
+            run_method(lm, task, stored, method, args, store=tmp)
             sec = time.perf_counter() - t0
             size = folder_bytes(Path(tmp))
-        store[method] = {"bytes": size, "bytes_per_item": size / n, "seconds_per_1k_with_store": 1000 * sec / n}
+        store[method] = {"items": len(stored), "bytes": size, "bytes_per_item": size / len(stored),
+                         "seconds_per_1k_with_store": 1000 * sec / len(stored)}
 
     return {**info, "order": order_log, "seconds": raw, "median_seconds": median, "seconds_per_1k": per_1k,
-            "ratio_to_forward": ratio, "signatures": signatures, "store": store}
+            "ratio_to_forward": ratio, "cpu_seconds": cpu, "median_cpu_seconds": cpu_median,
+            "cpu_ratio_to_forward": cpu_ratio, "signatures": signatures, "store": store}
 
 
 def environment(args, lm) -> dict:
@@ -274,6 +288,7 @@ def environment(args, lm) -> dict:
         "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
         "numpy": numpy.__version__, "platform": platform.platform(), "processor": platform.processor(),
         "cpu_count": os.cpu_count(), "cpu_affinity": len(os.sched_getaffinity(0)),
+        "load_average_at_start": list(os.getloadavg()),
         "torch_threads": torch.get_num_threads(), "device": str(lm.device), "dtype": str(lm.dtype),
         "model": lm.name, "model_fingerprint": lm.fingerprint, "n_layers": lm.n_layers, "d_ff": lm.d_ff,
     }
@@ -284,9 +299,9 @@ def is_smoke(args) -> bool:
 
 
 def markdown_table(results: dict) -> str:
-    rows = ["| set | method | s / 1k items (median) | x forward | peak RSS MiB | + over loaded model MiB "
-            "| signature bytes / item | store bytes / item |",
-            "|---|---|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| set | method | s / 1k items (median) | x forward | x forward, CPU time | peak RSS of the run MiB "
+            "| + over loaded model MiB | signature bytes / item | store bytes / item |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, res in results["sets"].items():
         for m in METHODS:
             mem = res.get("memory", {}).get(m)
@@ -294,7 +309,8 @@ def markdown_table(results: dict) -> str:
             store = res["store"].get(m, {}).get("bytes_per_item")
             rows.append(" | ".join([
                 f"| {name}", f"`{m}`", f"{res['seconds_per_1k'][m]:.1f}", f"{res['ratio_to_forward'][m]:.2f}",
-                f"{mem['peak_rss_mib']:.0f}" if mem else "-", f"{mem['increment_mib']:.0f}" if mem else "-",
+                f"{res['cpu_ratio_to_forward'][m]:.2f}" if "cpu_ratio_to_forward" in res else "-",
+                f"{mem['run_peak_rss_mib']:.0f}" if mem else "-", f"{mem['increment_mib']:.0f}" if mem else "-",
                 f"{sig:,.0f}" if sig is not None else "-", f"{store:,.0f}" if store is not None else "-"]) + " |")
     return "\n".join(rows)
 
@@ -322,11 +338,13 @@ def readme_section(results: dict) -> str:
     return "\n".join([
         head, "",
         f"{env['date']}, {env['model']} on {env['device']} ({env['dtype']}), {env['cpu_count']} CPU(s), "
-        f"{env['torch_threads']} torch threads, torch {env['torch']}, transformers {env['transformers']}; "
+        f"{env['torch_threads']} torch threads (1-min load average {env['load_average_at_start'][0]:.1f} at the start, "
+        f"{env['load_average_at_end'][0]:.1f} at the end), torch {env['torch']}, transformers {env['transformers']}; "
         f"batch size {a['batch_size']}, texts truncated to {a['max_text_tokens']} tokens, top-k {a['top_k']}. "
         f"Sets: {sets}.", "",
         markdown_table(results), "",
-        "Goals (ratios are of medians from the same run):", "",
+        "Goals (ratios are of median wall-clock times from the same run; the CPU-time ratio, less affected by "
+        "other jobs on the machine, is in the table):", "",
         *goal_lines(results), "",
         "Command:", "", "```", env["command"], "```",
     ])
@@ -350,28 +368,32 @@ def main(argv: list[str] | None = None) -> None:
     from neuroshot.models import load_model
 
     t_start = time.perf_counter()
+    memory, phases = {}, {}
+    if not args.skip_memory:
+        # First, while this process is small: a child's ru_maxrss starts from its parent's RSS at fork, and the
+        # subprocesses never overlap a timed call.
+        for name in args.sets:
+            t0 = time.perf_counter()
+            memory[name] = {m: measure_memory(args, name, m) for m in METHODS}
+            phases[f"{name}/memory"] = time.perf_counter() - t0
+            for m, mem in memory[name].items():
+                print(f"[{name}] memory {m:<12} run peak {mem['run_peak_rss_mib']:.0f} MiB, "
+                      f"+{mem['increment_mib']:.0f} MiB over the loaded model ({mem['seconds']:.1f} s)",
+                      file=sys.stderr)
     t0 = time.perf_counter()
     lm = load_model(args.model)
     load_seconds = time.perf_counter() - t0
     results = {"smoke": is_smoke(args), "args": {k: (str(v) if isinstance(v, Path) else v)
                                                  for k, v in vars(args).items() if k != "_child"},
                "env": environment(args, lm), "load_seconds": load_seconds, "sets": {}}
-    phases = {}
     for name in args.sets:
         t0 = time.perf_counter()
         results["sets"][name] = bench_set(lm, args, name)
+        if name in memory:
+            results["sets"][name]["memory"] = memory[name]
         phases[f"{name}/timing"] = time.perf_counter() - t0
-    del lm
-    gc.collect()
-    if not args.skip_memory:  # after the timings, so the subprocesses never overlap a timed call
-        for name in args.sets:
-            t0 = time.perf_counter()
-            results["sets"][name]["memory"] = {m: measure_memory(args, name, m) for m in METHODS}
-            phases[f"{name}/memory"] = time.perf_counter() - t0
-            for m, mem in results["sets"][name]["memory"].items():
-                print(f"[{name}] memory {m:<12} peak {mem['peak_rss_mib']:.0f} MiB, "
-                      f"+{mem['increment_mib']:.0f} MiB over the loaded model", file=sys.stderr)
     results["phase_seconds"] = phases
+    results["env"]["load_average_at_end"] = list(os.getloadavg())
     results["total_seconds"] = time.perf_counter() - t_start
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
