@@ -511,3 +511,17 @@ def test_lora_wrapped_model_is_probed_with_the_delta(tiny_task, tiny_texts):
         torch.testing.assert_close(direct.values[0, l, -1], acts[l][-1] * (w.T @ unemb[y]), atol=1e-5, rtol=1e-4)
     scores = scoring.label_scores(lm, enc.prompts, [[40, 41], [42, 43]])  # KV-cache path through the PEFT wrapper
     torch.testing.assert_close(scores, _naive_scores(lm.model, enc.prompts, [[40, 41], [42, 43]]), atol=1e-5, rtol=1e-5)
+
+
+def test_store_skips_a_corrupt_chunk(tiny_lm, tiny_task, tmp_path, caplog):
+    """A damaged chunk (e.g. a disk error) costs a re-probe of its items, never a crash."""
+    from neuroshot.probing import probe
+
+    texts = ["alpha one", "beta two", "gamma three"]
+    first = probe(tiny_lm, tiny_task, texts, store=tmp_path, progress=False, chunk_size=1, batch_size=1)
+    chunks = sorted(tmp_path.glob("*/chunk-*.safetensors"))
+    assert len(chunks) == 3
+    chunks[0].write_bytes(b"not a safetensors file")
+    again = probe(tiny_lm, tiny_task, texts, store=tmp_path, progress=False)
+    assert "unreadable signature chunk" in caplog.text
+    np.testing.assert_allclose(again.probs, first.probs, rtol=1e-6)

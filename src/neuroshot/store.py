@@ -8,6 +8,7 @@ hash of their text, so a rerun computes only what is missing. No pickle anywhere
 from __future__ import annotations
 
 import hashlib
+import logging
 import json
 import uuid
 from collections.abc import Iterable, Mapping
@@ -16,9 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors.numpy import load_file
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save
 
 from ._io import atomic_write
+
+log = logging.getLogger(__name__)
 
 
 def text_key(text: str) -> str:
@@ -79,28 +83,23 @@ class SignatureStore:
         }
         target = self.path / f"chunk-{uuid.uuid4().hex}.safetensors"
         with atomic_write(target, "wb") as fh:
-            fh.write(_serialize(tensors, {"keys": json.dumps(keys)}))
+            fh.write(save(tensors, metadata={"keys": json.dumps(keys)}))
         self._load().update(items)
 
 
-def _serialize(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
-    from safetensors.numpy import save
-
-    return save(tensors, metadata=metadata)
-
-
 def _read_chunk(path: Path) -> Iterable[tuple[str, StoredItem]]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="numpy") as fh:
-        keys = json.loads(fh.metadata()["keys"])
-    tensors = load_file(str(path))
+    """The items of one chunk; an unreadable chunk is skipped (its items are simply probed again)."""
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            keys = json.loads(fh.metadata()["keys"])
+            tensors = {name: fh.get_tensor(name) for name in fh.keys()}
+    except (SafetensorError, OSError, KeyError, ValueError) as exc:
+        log.warning("skipping unreadable signature chunk %s (%s)", path.name, exc)
+        return []
     ends = np.cumsum(tensors["counts"])
     starts = ends - tensors["counts"]
-    return {
-        key: StoredItem(tensors["neurons"][s:e], tensors["values"][s:e], tensors["label_scores"][i])
-        for i, (key, s, e) in enumerate(zip(keys, starts, ends))
-    }.items()
+    return [(key, StoredItem(tensors["neurons"][s:e], tensors["values"][s:e], tensors["label_scores"][i]))
+            for i, (key, s, e) in enumerate(zip(keys, starts, ends))]
 
 
 __all__ = ["SignatureStore", "StoredItem", "text_key"]
