@@ -525,3 +525,33 @@ def test_store_skips_a_corrupt_chunk(tiny_lm, tiny_task, tmp_path, caplog):
     again = probe(tiny_lm, tiny_task, texts, store=tmp_path, progress=False)
     assert "unreadable signature chunk" in caplog.text
     np.testing.assert_allclose(again.probs, first.probs, rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- 11. truncation to the context
+
+def test_long_text_is_truncated_to_fit_the_context(tiny_lm, tiny_task_multi, caplog):
+    import logging
+
+    limit = tiny_lm.max_length
+    long_text = ("lorem ipsum dolor sit amet " * 40)[:3 * limit]
+    with caplog.at_level(logging.WARNING, logger="neuroshot.scoring"):
+        enc = _encode(tiny_lm, tiny_task_multi, ["short one", long_text])
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING and "truncated" in r.getMessage()]
+    assert len(warned) == 1 and "1 text(s)" in warned[0].getMessage()
+    assert enc.truncated == 1
+    longest_answer = max(map(len, enc.labels))
+    assert len(enc.prompts[1]) + longest_answer <= limit  # the prompt and every answer fit the positions
+    assert len(enc.prompts[1]) > limit // 2  # truncated, not dropped
+    prompt = tiny_lm.tokenizer.decode(enc.prompts[1], skip_special_tokens=True)
+    kept = prompt.split("Text: ", 1)[1].rsplit("\nLabel:", 1)[0]
+    assert kept and long_text.startswith(kept) and len(kept) < len(long_text)  # the text's head, the template intact
+    assert enc.prompts[0] == _encode(tiny_lm, tiny_task_multi, ["short one"]).prompts[0]
+    scores = scoring.label_scores(tiny_lm, enc.prompts, enc.labels)
+    assert torch.isfinite(scores).all()
+    # a task's own max_text_tokens truncates silently (it is not a context overflow)
+    caplog.clear()
+    capped = Task(labels=tiny_task_multi.labels, instruction=tiny_task_multi.instruction, max_text_tokens=5)
+    with caplog.at_level(logging.WARNING, logger="neuroshot.scoring"):
+        enc = _encode(tiny_lm, capped, ["abcdefghij"])
+    assert enc.truncated == 1 and not caplog.records
+    assert "Text: abcde\nLabel:" in tiny_lm.tokenizer.decode(enc.prompts[0], skip_special_tokens=True)
