@@ -224,10 +224,11 @@ def test_multi_token_span_keeps_every_answer_position(tiny_lm, tiny_task_multi, 
         assert (grad.values[b].abs().sum((0, 2))[grad.span_mask[b]] > 0).all()
 
 
-def test_multi_token_attribution_needs_predicted(tiny_lm, tiny_task_multi, tiny_texts):
+@pytest.mark.parametrize("method", ["grad_x_act", "integrated_gradients"])
+def test_multi_token_gradient_attribution_needs_predicted(tiny_lm, tiny_task_multi, tiny_texts, method):
     enc = _encode(tiny_lm, tiny_task_multi, tiny_texts[:1])
     with pytest.raises(ValueError, match="predicted"):
-        attribute(tiny_lm, enc.prompts, enc.labels)
+        attribute(tiny_lm, enc.prompts, enc.labels, method=method)
 
 
 # --------------------------------------------------------------------------- 7. top-k sparsity and signatures
@@ -555,3 +556,21 @@ def test_long_text_is_truncated_to_fit_the_context(tiny_lm, tiny_task_multi, cap
         enc = _encode(tiny_lm, capped, ["abcdefghij"])
     assert enc.truncated == 1 and not caplog.records
     assert "Text: abcde\nLabel:" in tiny_lm.tokenizer.decode(enc.prompts[0], skip_special_tokens=True)
+
+
+def test_multi_token_direct_logit_reusing_the_prompt_cache_matches_teacher_forcing(
+        tiny_lm, tiny_task_multi, tiny_texts, single_thread):
+    """The one-prompt-pass path (KV cache reused for the answer) equals the full teacher-forced pass."""
+    import torch
+
+    from neuroshot.attribution import attribute
+    from neuroshot.scoring import encode, label_scores
+
+    enc = encode(tiny_lm, tiny_task_multi, tiny_texts[:6])
+    fast = attribute(tiny_lm, enc.prompts, enc.labels, method="direct_logit")
+    scores = label_scores(tiny_lm, enc.prompts, enc.labels)
+    slow = attribute(tiny_lm, enc.prompts, enc.labels, predicted=scores.argmax(-1).tolist(), method="direct_logit")
+    torch.testing.assert_close(fast.label_scores, scores)
+    assert torch.equal(fast.predicted, slow.predicted) and torch.equal(fast.span_mask, slow.span_mask)
+    assert len(set(fast.span_mask.sum(-1).tolist())) > 1  # rows with answers of different lengths
+    torch.testing.assert_close(fast.values, slow.values, atol=1e-5, rtol=1e-4)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from .models import LanguageModel
-from .scoring import forward, pad_left
+from .scoring import cache_of, forward, pad_left, scores_after_prompt
 
 METHODS = ("direct_logit", "grad_x_act", "integrated_gradients")
 OBJECTIVES = ("logprob", "margin", "entropy")
@@ -72,7 +72,7 @@ class BatchAttribution:
     values: torch.Tensor  # [B, L, S, d_ff], zero outside the span
     span_mask: torch.Tensor  # [B, S] True where the position predicts an answer token
     predicted: torch.Tensor  # [B] index of the explained (predicted) label
-    label_scores: torch.Tensor | None  # [B, C] length-normalised log-probs, single-token labels only
+    label_scores: torch.Tensor | None  # [B, C] length-normalised log-probs, when attribute() scored the labels
 
 
 def span_inputs(prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]]) -> tuple[list[list[int]], int]:
@@ -118,9 +118,11 @@ def attribute(lm: LanguageModel, prompts: Sequence[Sequence[int]], labels: Seque
               ig_steps: int = 16) -> BatchAttribution:
     """Attribute each row's predicted label to every FFN neuron at the answer span.
 
-    ``labels`` are the token ids of every label's answer. With single-token labels ``predicted``
-    may be None: the same forward pass then scores the labels and picks the argmax. With
-    multi-token labels pass the predicted label index per row (see ``scoring.label_scores``).
+    ``labels`` are the token ids of every label's answer. With ``predicted=None`` the labels are
+    scored here and the argmax explained: for single-token labels (any method) the attribution
+    pass is the scoring pass; for multi-token labels with ``direct_logit`` the prompt's KV cache
+    is reused, so only the answer tokens are run again. Otherwise pass the predicted label index
+    per row (see ``scoring.label_scores``).
     """
     if method not in METHODS:
         raise ValueError(f"unknown attribution method '{method}' (choose from {', '.join(METHODS)})")
@@ -128,9 +130,11 @@ def attribute(lm: LanguageModel, prompts: Sequence[Sequence[int]], labels: Seque
         raise ValueError(f"unknown objective '{objective}' (choose from {', '.join(OBJECTIVES)})")
     firsts = torch.tensor([lab[0] for lab in labels], device=lm.device)
     w_out = lm.output_weights() if method == "direct_logit" else None  # before hooks are on
-    if predicted is None:
-        if any(len(lab) != 1 for lab in labels):
+    if predicted is None and any(len(lab) != 1 for lab in labels):
+        if method != "direct_logit":
             raise ValueError("multi-token labels: pass the predicted label of each row")
+        return _direct_logit_reusing_cache(lm, prompts, labels, w_out)
+    if predicted is None:
         seqs, width = [list(p) for p in prompts], 1
     else:
         seqs, width = span_inputs(prompts, [labels[p] for p in predicted])
@@ -152,8 +156,7 @@ def attribute(lm: LanguageModel, prompts: Sequence[Sequence[int]], labels: Seque
             grads = torch.autograd.grad(obj(logits).sum(), rec.acts)
             values = torch.stack([(a[:, -width:] * g[:, -width:]).detach().float() for a, g in zip(rec.acts, grads)], 1)
         elif method == "direct_logit":
-            u = lm.unembedding()[target].float()  # [B, S, H]
-            values = torch.stack([rec.acts[l][:, -width:].float() * (u @ w) for l, w in enumerate(w_out)], 1)
+            values = _direct_logit([a[:, -width:] for a in rec.acts], lm.unembedding()[target], w_out)
         else:
             acts = [a.detach() for a in rec.acts]
     if method == "integrated_gradients":
@@ -161,6 +164,45 @@ def attribute(lm: LanguageModel, prompts: Sequence[Sequence[int]], labels: Seque
                               for l in range(lm.n_layers)], 1)
     values = values * span[:, None, :, None] / span.sum(-1)[:, None, None, None]
     return BatchAttribution(values, span, pred, scores)
+
+
+def _direct_logit(span_acts: Sequence[torch.Tensor], unembedded: torch.Tensor, w_out: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``[B, L, S, d_ff]``: each activation times its neuron's direct effect on the target token's logit."""
+    u = unembedded.float()  # [B, S, H]
+    return torch.stack([a.float() * (u @ w) for a, w in zip(span_acts, w_out)], 1)
+
+
+@torch.no_grad()
+def _direct_logit_reusing_cache(lm: LanguageModel, prompts, labels, w_out) -> BatchAttribution:
+    """Multi-token ``direct_logit`` in one prompt pass: score the labels from its KV cache, then run
+    only the predicted answer's tokens on that cache to read the activations at the later span positions."""
+    ids, mask = pad_left(prompts, lm.tokenizer.pad_token_id, lm.device)
+    with ActivationRecorder(lm) as rec:
+        out = forward(lm, ids, mask, use_cache=True)
+    last = [a[:, -1] for a in rec.acts]  # [B, d_ff] at the last prompt token
+    scores = scores_after_prompt(lm, out, mask, labels)
+    predicted = scores.argmax(-1).tolist()
+    answers = [labels[p] for p in predicted]
+    width = max(map(len, answers))
+    span_acts = [torch.zeros(len(answers), width, a.shape[-1], dtype=a.dtype, device=a.device) for a in last]
+    for l, a in enumerate(last):
+        for row, ans in enumerate(answers):
+            span_acts[l][row, width - len(ans)] = a[row]
+    if width > 1:  # answer tokens but the last, right-padded, on the prompt's cache
+        feed = torch.full((len(answers), width - 1), lm.tokenizer.pad_token_id, dtype=torch.long, device=lm.device)
+        valid = torch.zeros_like(feed)
+        for row, ans in enumerate(answers):
+            feed[row, :len(ans) - 1] = torch.tensor(ans[:-1])
+            valid[row, :len(ans) - 1] = 1
+        with ActivationRecorder(lm) as rec:
+            forward(lm, feed, valid, past=cache_of(out), past_mask=mask)
+        for l, a in enumerate(rec.acts):
+            for row, ans in enumerate(answers):
+                span_acts[l][row, width - len(ans) + 1:] = a[row, :len(ans) - 1]
+    target, span = _targets(answers, width, lm.device)
+    values = _direct_logit(span_acts, lm.unembedding()[target], w_out)
+    values = values * span[:, None, :, None] / span.sum(-1)[:, None, None, None]
+    return BatchAttribution(values, span, torch.tensor(predicted, device=lm.device), scores)
 
 
 def _integrated_gradients(lm: LanguageModel, ids, mask, width: int, layer: int, act: torch.Tensor,

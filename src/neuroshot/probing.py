@@ -145,7 +145,7 @@ def probe(
 
 def _probe_batch(lm, enc, prompts, method, objective, top_k, ig_steps, keys):
     predicted, scores = None, None
-    if not enc.single_token:
+    if not enc.single_token and method != "direct_logit":  # direct_logit scores multi-token labels itself
         scores = label_scores(lm, prompts, enc.labels)
         predicted = scores.argmax(-1).tolist()
     att = attribute(lm, prompts, enc.labels, predicted=predicted, method=method, objective=objective,

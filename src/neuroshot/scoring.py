@@ -91,7 +91,7 @@ def _cache_kwarg(lm: LanguageModel) -> str:
     return _cache_kwarg_of(type(base))
 
 
-def _cache_of(out):
+def cache_of(out):
     return out.cache if getattr(out, "cache", None) is not None else out.past_key_values
 
 
@@ -112,8 +112,14 @@ def batches(lengths: Sequence[int], batch_size: int, max_tokens: int) -> Iterato
 def label_scores(lm: LanguageModel, prompts: Sequence[Sequence[int]], labels: Sequence[Sequence[int]]) -> torch.Tensor:
     """``[B, C]`` mean log-probability of each label's tokens after each prompt (one batch)."""
     ids, mask = pad_left(prompts, lm.tokenizer.pad_token_id, lm.device)
+    out = forward(lm, ids, mask, use_cache=any(len(lab) > 1 for lab in labels))
+    return scores_after_prompt(lm, out, mask, labels)
+
+
+@torch.no_grad()
+def scores_after_prompt(lm: LanguageModel, out, mask: torch.Tensor, labels: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Label scores from a prompt pass's output (its KV cache is copied, never changed)."""
     single = all(len(lab) == 1 for lab in labels)
-    out = forward(lm, ids, mask, use_cache=not single)
     first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
     firsts = torch.tensor([lab[0] for lab in labels], device=lm.device)
     scores = first[:, firsts].clone()
@@ -122,10 +128,10 @@ def label_scores(lm: LanguageModel, prompts: Sequence[Sequence[int]], labels: Se
     multi = [c for c, lab in enumerate(labels) if len(lab) > 1]
     width = max(len(labels[c]) for c in multi) - 1
     vocab = out.logits.shape[-1]
-    per_pass = max(1, _MAX_LOGIT_FLOATS // (len(prompts) * width * vocab))
+    per_pass = max(1, _MAX_LOGIT_FLOATS // (mask.shape[0] * width * vocab))
     for start in range(0, len(multi), per_pass):
         group = multi[start:start + per_pass]
-        scores[:, group] += _continuation_logprob(lm, _cache_of(out), mask, [labels[c] for c in group], width)
+        scores[:, group] += _continuation_logprob(lm, cache_of(out), mask, [labels[c] for c in group], width)
     lengths = torch.tensor([len(lab) for lab in labels], device=lm.device, dtype=scores.dtype)
     return scores / lengths
 
