@@ -16,7 +16,8 @@ _PUBLIC = {
     "AnnotationLog": "annotation", "SimulatedAnnotator": "annotation", "export_for_annotation": "annotation",
     "read_annotations": "annotation", "Record": "data", "load_records": "data", "NeuroshotError": "errors",
     "evaluate_static": "evaluate", "LanguageModel": "models", "load_model": "models", "ProbeResult": "probing",
-    "probe": "probing", "predict_proba": "scoring", "Plan": "strategies", "Strategy": "strategies",
+    "probe": "probing", "predict_proba": "scoring", "NeuronRetriever": "retrieval", "RandomRetriever": "retrieval",
+    "Retriever": "retrieval", "get_retriever": "retrieval", "Plan": "strategies", "Strategy": "strategies",
     "get_strategy": "strategies", "register": "strategies", "Demonstration": "task", "Task": "task",
 }
 __all__ = sorted(_PUBLIC)

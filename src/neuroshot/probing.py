@@ -65,6 +65,28 @@ class ProbeResult:
                            self.ids, self.embeddings)
 
 
+    def subset(self, rows: Sequence[int]) -> ProbeResult:
+        """The probe of ``rows`` only, in that order; the task-critical neurons stay those of this pool."""
+        rows = list(rows)
+        scores = ItemScores(*(getattr(self.scores, f)[rows] for f in ("consensus", "entropy", "margin", "influence")))
+        return ProbeResult([self.texts[i] for i in rows], self.task, self.probs[rows], self.signatures.subset(rows),
+                           self.critical, scores, self.method, None if self.ids is None else [self.ids[i] for i in rows],
+                           None if self.embeddings is None else self.embeddings[rows])
+
+    def extend(self, other: ProbeResult) -> ProbeResult:
+        """This probe followed by ``other`` (same model and task), task-critical neurons recomputed over both."""
+        if other.task != self.task or other.method != self.method:
+            raise NeuroshotError("can only extend a probe with one of the same task and attribution method")
+        signatures = Signatures.concat([self.signatures, other.signatures])
+        probs = np.concatenate([self.probs, other.probs])
+        critical = critical_neurons(signatures, self.critical.fraction, self.critical.by)
+        ids = None if self.ids is None or other.ids is None else self.ids + other.ids
+        embeddings = (None if self.embeddings is None or other.embeddings is None
+                      else np.concatenate([self.embeddings, other.embeddings]))
+        return ProbeResult(self.texts + other.texts, self.task, probs, signatures, critical,
+                           item_scores(probs, signatures, critical), self.method, ids, embeddings)
+
+
 def item_scores(probs: np.ndarray, signatures: Signatures, critical: CriticalNeurons) -> ItemScores:
     """Consensus, uncertainty and influence of every item."""
     p = np.clip(probs, 1e-12, 1.0)

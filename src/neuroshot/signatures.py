@@ -101,6 +101,8 @@ class CriticalNeurons:
     weights: np.ndarray  # aggregated |attribution|, normalised to sum 1
     n_layers: int
     d_ff: int
+    fraction: float = 0.01  # the settings they were chosen with
+    by: str = "attribution"
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -131,4 +133,4 @@ def critical_neurons(signatures: Signatures, fraction: float = 0.01, by: str = "
     n = max(1, min(int(round(fraction * signatures.n_neurons)), int((totals > 0).sum())))
     ids = np.argsort(-totals, kind="stable")[:n]
     weights = totals[ids] / max(totals[ids].sum(), 1e-12)
-    return CriticalNeurons(ids.astype(np.int64), weights, signatures.n_layers, signatures.d_ff)
+    return CriticalNeurons(ids.astype(np.int64), weights, signatures.n_layers, signatures.d_ff, fraction, by)

@@ -1,0 +1,1 @@
+"""DSPy integration of neuroshot."""

@@ -1,0 +1,214 @@
+"""Per-query demonstrations: for each query, the annotated items to put in its prompt.
+
+The regime DESIGN.md treats as primary: annotate a set once, then give every query its own few
+demonstrations from it. ``NeuronRetriever`` picks by neuron-signature similarity (cosine over
+the task-critical neurons) with MMR diversity and optional label balance; ``RandomRetriever``
+is the control. The embedding kNN baseline lives with the embedding strategies. Every retriever
+has the same two calls, as scikit-learn estimators do::
+
+    retriever = NeuronRetriever(mmr=0.7).fit(annotated_probe, labels)
+    demos = retriever.demonstrations(query_probe, k=4)   # one list per query, prompt order
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+from scipy import sparse
+
+from .errors import NeuroshotError
+from .probing import ProbeResult
+from .task import Demonstration
+
+RETRIEVERS: dict[str, type[Retriever]] = {}
+
+
+@dataclass
+class Retrieved:
+    """One demonstration chosen for one query, and why."""
+
+    index: int  # position in the annotated set
+    label: str
+    similarity: float  # to the query
+    score: float  # the selection score when it was chosen (MMR for the neuron retriever)
+    neurons: list[tuple[int, int, float]] = field(default_factory=list)  # shared (layer, neuron, query x demo)
+
+    def why(self) -> str:
+        bits = [f"similarity {self.similarity:.3f}", f"score {self.score:.3f}"]
+        if self.neurons:
+            bits.append("shared neurons " + ", ".join(f"L{l}.{n}" for l, n, _ in self.neurons[:3]))
+        return "; ".join(bits)
+
+
+class Retriever(ABC):
+    """Choose ``k`` annotated items per query. Subclasses implement ``_fit`` and ``_retrieve_one``."""
+
+    name: ClassVar[str]
+
+    def fit(self, annotated: ProbeResult, labels: Sequence[str]) -> Retriever:
+        """Remember the annotated items (their probe) and their labels; returns ``self``."""
+        if len(annotated) == 0:
+            raise NeuroshotError("no annotated items to retrieve demonstrations from")
+        if len(labels) != len(annotated):
+            raise NeuroshotError(f"{len(labels)} labels for {len(annotated)} annotated items")
+        for label in labels:
+            annotated.task.label_index(label)  # raises on a label outside the task
+        self.annotated_, self.labels_ = annotated, list(labels)
+        self._fit(annotated)
+        return self
+
+    def retrieve(self, queries: ProbeResult, k: int) -> list[list[Retrieved]]:
+        """Per query, ``k`` annotated items, most relevant first."""
+        if not hasattr(self, "annotated_"):
+            raise NeuroshotError(f"{type(self).__name__} is not fitted: call fit(annotated, labels) first")
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise NeuroshotError(f"k must be a whole number >= 1, got {k}")
+        k = min(int(k), len(self.annotated_))
+        return [self._retrieve_one(queries, q, k) for q in range(len(queries))]
+
+    def demonstrations(self, queries: ProbeResult, k: int) -> list[list[Demonstration]]:
+        """Per query, the chosen items as demonstrations in prompt order: the most relevant last,
+        right before the query."""
+        return [[Demonstration(self.annotated_.texts[r.index], r.label) for r in reversed(chosen)]
+                for chosen in self.retrieve(queries, k)]
+
+    @abstractmethod
+    def _fit(self, annotated: ProbeResult) -> None: ...
+
+    @abstractmethod
+    def _retrieve_one(self, queries: ProbeResult, q: int, k: int) -> list[Retrieved]: ...
+
+    def get_params(self) -> dict[str, Any]:
+        return {key: v for key, v in vars(self).items() if not key.startswith("_") and not key.endswith("_")}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
+
+
+def register_retriever(cls: type[Retriever]) -> type[Retriever]:
+    """Class decorator: make a retriever available by its ``name``."""
+    RETRIEVERS[cls.name] = cls
+    return cls
+
+
+def get_retriever(name: str, **params: Any) -> Retriever:
+    """A retriever by name, e.g. ``get_retriever("neuron", mmr=0.5)``."""
+    try:
+        cls = RETRIEVERS[name]
+    except KeyError:
+        raise NeuroshotError(f"unknown retriever '{name}' (available: {', '.join(sorted(RETRIEVERS))})") from None
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise NeuroshotError(f"retriever '{name}': {exc}") from None
+
+
+def mmr_select(query_sim: np.ndarray, pair_sim: np.ndarray, k: int, lambda_: float,
+               groups: np.ndarray | None = None, per_group: int | None = None) -> list[tuple[int, float]]:
+    """Maximal marginal relevance: greedily ``argmax lambda * sim(q, d) - (1 - lambda) * max_chosen sim(d, s)``.
+
+    With ``groups`` and ``per_group``, no group gets more than ``per_group`` picks (label balance).
+    Returns (index, MMR score) in the order chosen.
+    """
+    n = len(query_sim)
+    redundancy = np.full(n, -np.inf)
+    available = np.ones(n, dtype=bool)
+    taken: dict[int, int] = {}
+    chosen: list[tuple[int, float]] = []
+    for _ in range(min(k, n)):
+        penalty = np.where(np.isfinite(redundancy), redundancy, 0.0)
+        score = np.where(available, lambda_ * query_sim - (1 - lambda_) * penalty, -np.inf)
+        if groups is not None and per_group is not None:
+            full = [g for g, c in taken.items() if c >= per_group]
+            score[np.isin(groups, full)] = -np.inf
+        best = int(np.argmax(score))
+        if not np.isfinite(score[best]):
+            break
+        chosen.append((best, float(score[best])))
+        available[best] = False
+        redundancy = np.maximum(redundancy, pair_sim[best])
+        if groups is not None:
+            taken[int(groups[best])] = taken.get(int(groups[best]), 0) + 1
+    return chosen
+
+
+def _unit_rows(matrix: sparse.csr_matrix) -> sparse.csr_matrix:
+    norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())
+    return sparse.diags(1.0 / np.maximum(norms, 1e-12)) @ matrix
+
+
+@register_retriever
+class NeuronRetriever(Retriever):
+    """Cosine similarity of signatures over the task-critical neurons, with MMR and optional label balance.
+
+    ``mmr`` is MMR's lambda (1.0 = pure similarity). ``balance=True`` caps each label at
+    ``ceil(k / labels present)`` demonstrations. A query that touches none of the critical
+    neurons falls back to cosine over its whole signature.
+    """
+
+    name = "neuron"
+
+    def __init__(self, mmr: float = 0.7, balance: bool = False) -> None:
+        if not 0.0 <= mmr <= 1.0:
+            raise NeuroshotError(f"mmr must be in [0, 1], got {mmr}")
+        self.mmr, self.balance = mmr, balance
+
+    def _fit(self, annotated: ProbeResult) -> None:
+        self._critical = annotated.critical
+        self._demo_critical = _unit_rows(annotated.critical.restrict(annotated.signatures).astype(np.float64))
+        self._demo_full = _unit_rows(annotated.signatures.to_csr().astype(np.float64))
+        self._pair = (self._demo_critical @ self._demo_critical.T).toarray()
+        self._demo_values = annotated.critical.restrict(annotated.signatures).toarray()
+        self._groups = np.array([annotated.task.label_index(label) for label in self.labels_])
+        self._query_cache: tuple[int, np.ndarray, np.ndarray] | None = None
+
+    def _similarities(self, queries: ProbeResult) -> tuple[np.ndarray, np.ndarray]:
+        """``[Q, D]`` cosine over critical neurons (full-signature cosine where a query has none) and
+        the ``[Q, n_critical]`` query vectors."""
+        if self._query_cache is not None and self._query_cache[0] == id(queries):
+            return self._query_cache[1], self._query_cache[2]
+        restricted = self._critical.restrict(queries.signatures).astype(np.float64)
+        q_crit = _unit_rows(restricted)
+        sim = (q_crit @ self._demo_critical.T).toarray()
+        empty = np.asarray(restricted.getnnz(axis=1)).ravel() == 0
+        if empty.any():
+            q_full = _unit_rows(queries.signatures.to_csr().astype(np.float64)[np.flatnonzero(empty)])
+            sim[empty] = (q_full @ self._demo_full.T).toarray()
+        self._query_cache = (id(queries), sim, restricted.toarray())
+        return sim, self._query_cache[2]
+
+    def _retrieve_one(self, queries: ProbeResult, q: int, k: int) -> list[Retrieved]:
+        sim, q_vectors = self._similarities(queries)
+        per_group = None
+        if self.balance:
+            per_group = int(np.ceil(k / len(np.unique(self._groups))))
+        chosen = mmr_select(sim[q], self._pair, k, self.mmr, self._groups, per_group)
+        out = []
+        for index, score in chosen:
+            shared = q_vectors[q] * self._demo_values[index]
+            top = [int(t) for t in np.argsort(-np.abs(shared))[:5] if shared[t] != 0]
+            neurons = [(int(self._critical.ids[t] // self._critical.d_ff), int(self._critical.ids[t] % self._critical.d_ff),
+                        float(shared[t])) for t in top]
+            out.append(Retrieved(index, self.labels_[index], float(sim[q, index]), score, neurons))
+        return out
+
+
+@register_retriever
+class RandomRetriever(Retriever):
+    """``k`` annotated items drawn at random per query (seeded; the control)."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def _fit(self, annotated: ProbeResult) -> None:
+        self._rng = np.random.default_rng(self.seed)
+
+    def _retrieve_one(self, queries: ProbeResult, q: int, k: int) -> list[Retrieved]:
+        picks = self._rng.choice(len(self.annotated_), size=k, replace=False)
+        return [Retrieved(int(i), self.labels_[int(i)], 0.0, 0.0) for i in picks]
