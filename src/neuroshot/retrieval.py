@@ -20,11 +20,13 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy import sparse
 
+from ._registry import Registry
 from .errors import NeuroshotError
 from .probing import ProbeResult
 from .task import Demonstration
 
-RETRIEVERS: dict[str, type[Retriever]] = {}
+_REGISTRY: Registry[Retriever] = Registry("retriever")
+RETRIEVERS = _REGISTRY.classes
 
 
 @dataclass
@@ -91,20 +93,12 @@ class Retriever(ABC):
 
 def register_retriever(cls: type[Retriever]) -> type[Retriever]:
     """Class decorator: make a retriever available by its ``name``."""
-    RETRIEVERS[cls.name] = cls
-    return cls
+    return _REGISTRY.register(cls)
 
 
 def get_retriever(name: str, **params: Any) -> Retriever:
     """A retriever by name, e.g. ``get_retriever("neuron", mmr=0.5)``."""
-    try:
-        cls = RETRIEVERS[name]
-    except KeyError:
-        raise NeuroshotError(f"unknown retriever '{name}' (available: {', '.join(sorted(RETRIEVERS))})") from None
-    try:
-        return cls(**params)
-    except TypeError as exc:
-        raise NeuroshotError(f"retriever '{name}': {exc}") from None
+    return _REGISTRY.create(name, **params)
 
 
 def mmr_select(query_sim: np.ndarray, pair_sim: np.ndarray, k: int, lambda_: float,

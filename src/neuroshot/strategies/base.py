@@ -13,10 +13,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .._registry import Registry
 from ..errors import NeuroshotError
 from ..probing import ProbeResult
 
-STRATEGIES: dict[str, type[Strategy]] = {}
+_REGISTRY: Registry[Strategy] = Registry("strategy")
+STRATEGIES = _REGISTRY.classes
 
 
 @dataclass
@@ -110,20 +112,12 @@ class Strategy(ABC):
 
 def register(cls: type[Strategy]) -> type[Strategy]:
     """Class decorator: make a strategy available by its ``name``."""
-    STRATEGIES[cls.name] = cls
-    return cls
+    return _REGISTRY.register(cls)
 
 
 def get_strategy(name: str, **params: Any) -> Strategy:
     """A strategy by name, e.g. ``get_strategy("neufs", tau=0.5)``."""
-    try:
-        cls = STRATEGIES[name]
-    except KeyError:
-        raise NeuroshotError(f"unknown strategy '{name}' (available: {', '.join(sorted(STRATEGIES))})") from None
-    try:
-        return cls(**params)
-    except TypeError as exc:
-        raise NeuroshotError(f"strategy '{name}': {exc}") from None
+    return _REGISTRY.create(name, **params)
 
 
 def item_neurons(pool: ProbeResult, index: int, k: int = 5, among: np.ndarray | None = None) -> list[tuple[int, int, float]]:
