@@ -98,6 +98,8 @@ def register_retriever(cls: type[Retriever]) -> type[Retriever]:
 
 def get_retriever(name: str, **params: Any) -> Retriever:
     """A retriever by name, e.g. ``get_retriever("neuron", mmr=0.5)``."""
+    from . import strategies  # noqa: F401  (registers the embedding retriever)
+
     return _REGISTRY.create(name, **params)
 
 

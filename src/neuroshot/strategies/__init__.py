@@ -1,6 +1,7 @@
 """Annotation planning strategies, one small class each, all behind ``Strategy.plan``."""
 
 from . import baselines, coverage, neufs  # noqa: F401  (registers the strategies)
+from . import embedding  # noqa: F401  (embedding baselines; sentence-transformers loads lazily)
 from .base import STRATEGIES, Pick, Plan, Strategy, get_strategy, register
 
 __all__ = ["STRATEGIES", "Pick", "Plan", "Strategy", "get_strategy", "register"]

@@ -1,0 +1,470 @@
+"""Embedding baselines: k-means, TypiClust, fast vote-k, vote-k and IDEAL, plus kNN retrieval.
+
+All read sentence embeddings, ``pool.embeddings`` when set, otherwise ``embed(pool.texts)``
+(all-MiniLM-L6-v2, L2-normalised; see :mod:`neuroshot.embeddings`). Already annotated items
+(``labeled``) are never picked again; each strategy builds on them as noted. Defaults follow
+the papers; where this implementation differs, it says so here.
+
+``kmeans``
+    K-means (scikit-learn ``KMeans``, ``n_init=10``, seeded) into ``budget`` clusters over the
+    unlabeled items; per cluster the item closest to the centroid; largest clusters first.
+``typiclust`` (Hacohen et al. 2022, "Active learning on a budget")
+    K-means over the whole pool into ``len(labeled) + budget`` clusters (at most 500); clusters
+    of at most 5 items are dropped (all kept if that would drop every cluster); clusters are
+    visited by fewest annotated items, then largest, cycling; from each the most typical
+    unlabeled item, typicality = 1 / (mean Euclidean distance to its ``min(20, size // 2)``
+    nearest neighbours inside the cluster). Difference: the reference switches to
+    MiniBatchKMeans above 50 clusters; this always uses ``KMeans``.
+``fast_votek`` (Su et al. 2022, xlang-ai/icl-selective-annotation)
+    Every item votes for its ``k = 150`` nearest neighbours (cosine, capped at pool size - 1);
+    greedily pick the item with the largest discounted vote ``sum over its unpicked voters v of
+    rho ** -(picked items v voted for)`` with ``rho = 10``. Annotated items count as picked
+    (their voters are discounted from the start), as in AdaICL's vote-k variant.
+``votek`` (Su et al. 2022, the full method)
+    Stage 1: ``max(1, int(budget * stage1_fraction))`` items by fast vote-k (``stage1_fraction =
+    0.1``: the paper's M/10). Stage 2: the model's confidence
+    ``log p(predicted label)`` on every other unlabeled item; sort least confident first, cut
+    into ``budget - stage 1`` buckets of ``int(0.9 * remaining / n)`` items (so the 10% most
+    confident are never chosen, as in the reference code) and take the best discounted vote
+    from each bucket. Differences: by default the confidence is the *zero-shot* one from the
+    pool probe (``pool.probs``), whereas the paper prompts with the stage-1 items as
+    demonstrations. Pass ``lm=`` and ``annotator=`` to do as the paper: the stage-1 items are
+    annotated through ``annotator(ids) -> {id: label}`` (the only way labels are read) and put
+    in every prompt as static demonstrations (the paper retrieves the most similar of them per
+    item); labels of ``labeled`` given as a mapping are used as demonstrations too. Buckets are
+    cut from the remaining unlabeled items rather than from the whole pool.
+``ideal`` (Zhang et al. 2024, skzhang1/IDEAL)
+    Directed graph from every item to its ``k = 10`` nearest neighbours, edge weight = cosine /
+    sum of the item's ``k`` neighbour cosines (negatives clipped to 0). Greedy influence
+    maximisation under the independent cascade model, the spread estimated by Monte Carlo
+    over ``n_simulations = 10`` sampled live-edge graphs (seeded). Differences: the same
+    ``n_simulations`` live-edge samples are shared by all candidates (common random numbers;
+    the reference resamples per evaluation, which gives the same expectation with more noise),
+    and the first pick is also greedy (the reference starts from the largest out-degree node,
+    which with a kNN graph is an arbitrary node); a node activated twice in one round counts
+    once (the reference's list can count it twice). Annotated items start as seeds. Memory grows
+    with ``n_simulations`` times the total size of the cascades: fine for pools of a few
+    thousand items.
+
+``EmbeddingRetriever`` (name ``"embedding"``): per-query kNN by cosine over the annotated
+items' embeddings, as in the vote-k / IDEAL prompt retrieval; ``mmr < 1`` adds MMR diversity.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from scipy import sparse
+from tqdm.auto import tqdm
+
+from ..embeddings import pool_embeddings
+from ..errors import NeuroshotError
+from ..probing import ProbeResult
+from ..retrieval import Retrieved, Retriever, mmr_select, register_retriever
+from .base import Pick, Strategy, item_neurons, register
+
+Model = str | os.PathLike | Any | None
+
+
+def knn(x: np.ndarray, k: int, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """``(indices, cosines)``, each ``[N, k']``: every row's ``k' = min(k, N - 1)`` nearest other rows, nearest first.
+
+    ``x`` must have unit rows. Computed in chunks of rows, so memory stays ``O(chunk * N)``.
+    """
+    n = len(x)
+    k = min(int(k), n - 1)
+    idx = np.zeros((n, max(k, 0)), dtype=np.int64)
+    sim = np.zeros((n, max(k, 0)), dtype=np.float32)
+    if k <= 0:
+        return idx, sim
+    for start in range(0, n, chunk):
+        rows = np.arange(start, min(start + chunk, n))
+        s = x[rows] @ x.T
+        s[np.arange(len(rows)), rows] = -np.inf  # never one's own neighbour
+        part = np.argpartition(-s, k - 1, axis=1)[:, :k]
+        part_sim = np.take_along_axis(s, part, axis=1)
+        order = np.argsort(-part_sim, axis=1, kind="stable")
+        idx[rows] = np.take_along_axis(part, order, axis=1)
+        sim[rows] = np.take_along_axis(part_sim, order, axis=1)
+    return idx, sim
+
+
+def _neighbour_matrix(idx: np.ndarray, n: int, values: np.ndarray | None = None) -> sparse.csr_matrix:
+    """Sparse ``[N, N]`` with row ``i`` holding ``i``'s neighbours (value 1 or ``values``)."""
+    rows = np.repeat(np.arange(n), idx.shape[1])
+    data = np.ones(idx.size) if values is None else values.ravel().astype(np.float64)
+    return sparse.csr_matrix((data, (rows, idx.ravel())), shape=(n, n))
+
+
+class _Votes:
+    """Vote-k's discounted votes: ``score(u) = sum over unpicked voters v of u of rho ** -picked_votes(v)``."""
+
+    def __init__(self, emb: np.ndarray, k: int, rho: float, picked: Sequence[int] = ()) -> None:
+        n = len(emb)
+        idx, _ = knn(emb, k)
+        self.voted = _neighbour_matrix(idx, n)  # voted[v, u] = 1: v votes for u (u is among v's k nearest)
+        self._by_item = self.voted.tocsc()  # column u: the voters of u
+        self.voters = np.asarray(self.voted.sum(axis=0)).ravel()  # raw vote count per item
+        self.rho = float(rho)
+        self.times = np.zeros(n)  # per voter: how many picked items it voted for
+        self.picked = np.zeros(n, dtype=bool)
+        for i in picked:
+            self.add(int(i))
+
+    def scores(self) -> np.ndarray:
+        weight = np.where(self.picked, 0.0, self.rho ** -self.times)
+        return self.voted.T @ weight
+
+    def add(self, u: int) -> None:
+        col = self._by_item[:, u]
+        self.times[col.indices] += col.data
+        self.picked[u] = True
+
+    def best(self, among: np.ndarray, tiebreak: np.ndarray) -> tuple[int, float]:
+        """The item of ``among`` with the highest discounted vote (ties: more raw votes, then random)."""
+        score = self.scores()[among]
+        j = int(np.lexsort((tiebreak[among], self.voters[among], score))[-1])
+        return int(among[j]), float(score[j])
+
+
+def _kmeans(x: np.ndarray, n_clusters: int, rng: np.random.Generator, n_init: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded k-means: ``(labels, centroids)``."""
+    try:
+        from sklearn.cluster import KMeans
+    except ImportError:
+        raise NeuroshotError("the kmeans and typiclust strategies need scikit-learn: pip install neuroshot[eval]") from None
+    km = KMeans(n_clusters=n_clusters, n_init=n_init, random_state=int(rng.integers(0, 2**31 - 1)))
+    labels = km.fit_predict(np.asarray(x, dtype=np.float64))
+    return labels, km.cluster_centers_
+
+
+def _neurons(pool: ProbeResult, i: int) -> list[tuple[int, int, float]]:
+    """The item's strongest task-critical neurons, or its strongest neurons when it touches none of those."""
+    return item_neurons(pool, i) or item_neurons(pool, i, among=pool.signatures.item(i)[0])
+
+
+def _check_k(name: str, value: int) -> None:
+    if not isinstance(value, (int, np.integer)) or value < 1:
+        raise NeuroshotError(f"{name} must be a whole number >= 1, got {value}")
+
+
+class _EmbeddingStrategy(Strategy):
+    """Shared: where the embeddings come from."""
+
+    model: Model = None
+
+    def _embeddings(self, pool: ProbeResult) -> np.ndarray:
+        return pool_embeddings(pool, self.model)
+
+    def get_params(self) -> dict[str, Any]:
+        params = super().get_params()
+        if params.get("model") is not None and not isinstance(params["model"], (str, os.PathLike)):
+            params["model"] = type(params["model"]).__name__
+        return params
+
+
+@register
+class KMeansStrategy(_EmbeddingStrategy):
+    """K-means into ``budget`` clusters over the unlabeled items; the item closest to each centroid."""
+
+    name = "kmeans"
+
+    def __init__(self, n_init: int = 10, model: Model = None) -> None:
+        _check_k("n_init", n_init)
+        self.n_init, self.model = n_init, model
+
+    def _select(self, pool, candidates, budget, labeled, rng):
+        x = self._embeddings(pool)[candidates]
+        labels, centroids = _kmeans(x, budget, rng, self.n_init)
+        sizes = np.bincount(labels, minlength=budget)
+        free = np.ones(len(candidates), dtype=bool)
+        picks = []
+        for c in np.argsort(-sizes, kind="stable"):
+            members = np.flatnonzero((labels == c) & free)
+            if not len(members):  # an empty cluster (duplicate points): nearest free item to its centroid
+                members = np.flatnonzero(free)
+            dist = np.linalg.norm(x[members] - centroids[c], axis=1)
+            j = members[int(np.argmin(dist))]
+            free[j] = False
+            i = int(candidates[j])
+            picks.append(Pick(i, 0, float(-dist.min()), {"dist_to_centroid": float(dist.min()),
+                                                         "cluster_size": float(sizes[c])},
+                              cluster=int(c), neurons=_neurons(pool, i)))
+        return picks
+
+
+def typicality(x: np.ndarray, k: int) -> np.ndarray:
+    """TypiClust typicality: ``1 / (mean Euclidean distance to the k nearest other rows + 1e-5)``."""
+    if len(x) < 2:
+        return np.ones(len(x))
+    k = max(1, min(k, len(x) - 1))
+    sq = (x * x).sum(1)
+    d = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * x @ x.T, 0.0))
+    np.fill_diagonal(d, np.inf)
+    nearest = np.partition(d, k - 1, axis=1)[:, :k]
+    return 1.0 / (nearest.mean(1) + 1e-5)
+
+
+@register
+class TypiClustStrategy(_EmbeddingStrategy):
+    """TypiClust: per uncovered cluster (largest first) its most typical unlabeled item."""
+
+    name = "typiclust"
+
+    def __init__(self, k_nn: int = 20, min_cluster_size: int = 5, max_clusters: int = 500, n_init: int = 10,
+                 model: Model = None) -> None:
+        for key, value in (("k_nn", k_nn), ("max_clusters", max_clusters), ("n_init", n_init)):
+            _check_k(key, value)
+        if min_cluster_size < 0:
+            raise NeuroshotError(f"min_cluster_size must be >= 0, got {min_cluster_size}")
+        self.k_nn, self.min_cluster_size, self.max_clusters, self.n_init = k_nn, min_cluster_size, max_clusters, n_init
+        self.model = model
+
+    def _select(self, pool, candidates, budget, labeled, rng):
+        x = self._embeddings(pool)
+        n_clusters = min(len(labeled) + budget, self.max_clusters, len(pool))
+        labels, _ = _kmeans(x, n_clusters, rng, self.n_init)
+        sizes = np.bincount(labels, minlength=n_clusters)
+        is_labeled = np.zeros(len(pool), dtype=bool)
+        is_labeled[list(labeled)] = True
+        covered = np.bincount(labels[is_labeled], minlength=n_clusters)
+        order = np.lexsort((-sizes, covered))  # fewest annotated first, then largest
+        kept = [int(c) for c in order if sizes[c] > self.min_cluster_size] or [int(c) for c in order]
+        free = ~is_labeled
+        picks, turn = [], 0
+        while len(picks) < budget:
+            live = [c for c in kept if (free & (labels == c)).any()] or \
+                   [int(c) for c in order if (free & (labels == c)).any()]
+            c = live[turn % len(live)]
+            turn += 1
+            members = np.flatnonzero(free & (labels == c))
+            typ = typicality(x[members], min(self.k_nn, len(members) // 2))
+            j = int(np.argmax(typ))
+            i = int(members[j])
+            free[i] = False
+            picks.append(Pick(i, 0, float(typ[j]), {"typicality": float(typ[j]), "cluster_size": float(sizes[c]),
+                                                    "cluster_labeled": float(covered[c])},
+                              cluster=c, neurons=_neurons(pool, i)))
+        return picks
+
+
+@register
+class FastVoteKStrategy(_EmbeddingStrategy):
+    """Fast vote-k: greedy discounted votes on the kNN graph of the embeddings."""
+
+    name = "fast_votek"
+
+    def __init__(self, k: int = 150, rho: float = 10.0, model: Model = None) -> None:
+        _check_k("k", k)
+        if rho <= 1:
+            raise NeuroshotError(f"rho must be > 1, got {rho}")
+        self.k, self.rho, self.model = k, rho, model
+
+    def _select(self, pool, candidates, budget, labeled, rng):
+        votes = _Votes(self._embeddings(pool), self.k, self.rho, picked=list(labeled))
+        tiebreak = rng.random(len(pool))
+        free = np.zeros(len(pool), dtype=bool)
+        free[candidates] = True
+        picks = []
+        for _ in tqdm(range(budget), desc="fast vote-k", disable=None, leave=False):
+            i, score = votes.best(np.flatnonzero(free), tiebreak)
+            picks.append(Pick(i, 0, score, {"votes": score, "voters": float(votes.voters[i])},
+                              neurons=_neurons(pool, i)))
+            votes.add(i)
+            free[i] = False
+        return picks
+
+
+Annotator = Callable[[list[str]], Mapping[str, str]]
+
+
+@register
+class VoteKStrategy(_EmbeddingStrategy):
+    """Vote-k: budget/10 items by fast vote-k, the rest from model-confidence buckets by discounted votes.
+
+    Confidence is the zero-shot ``pool.probs`` unless ``lm`` (a ``LanguageModel``) and ``annotator``
+    (``ids -> {id: label}``, e.g. a ``SimulatedAnnotator``) are given: then the stage-1 items are
+    annotated and used as demonstrations to score the rest, as in the paper.
+    """
+
+    name = "votek"
+
+    def __init__(self, k: int = 150, rho: float = 10.0, stage1_fraction: float = 0.1, lm: Any = None,
+                 annotator: Annotator | None = None, model: Model = None) -> None:
+        _check_k("k", k)
+        if rho <= 1:
+            raise NeuroshotError(f"rho must be > 1, got {rho}")
+        if not 0.0 < stage1_fraction <= 1.0:
+            raise NeuroshotError(f"stage1_fraction must be in (0, 1], got {stage1_fraction}")
+        if lm is not None and annotator is None:
+            raise NeuroshotError("votek with lm= needs annotator= to label the stage-1 demonstrations")
+        if annotator is not None and not callable(annotator):
+            raise NeuroshotError("annotator must be callable: ids -> {id: label}")
+        self.k, self.rho, self.stage1_fraction, self.model = k, rho, stage1_fraction, model
+        self._lm, self._annotator = lm, annotator
+
+    def get_params(self) -> dict[str, Any]:
+        params = super().get_params()
+        params["lm"] = None if self._lm is None else getattr(self._lm, "name", type(self._lm).__name__)
+        params["annotator"] = None if self._annotator is None else type(self._annotator).__name__
+        return params
+
+    def _select(self, pool, candidates, budget, labeled, rng):
+        votes = _Votes(self._embeddings(pool), self.k, self.rho, picked=list(labeled))
+        tiebreak = rng.random(len(pool))
+        n1 = min(budget, max(1, int(budget * self.stage1_fraction)))
+        free = np.zeros(len(pool), dtype=bool)
+        free[candidates] = True
+        picks = []
+        for _ in range(n1):
+            i, score = votes.best(np.flatnonzero(free), tiebreak)
+            picks.append(Pick(i, 0, score, {"stage": 1.0, "votes": score, "voters": float(votes.voters[i])},
+                              neurons=_neurons(pool, i)))
+            votes.add(i)
+            free[i] = False
+        n2 = budget - n1
+        if n2 == 0:
+            return picks
+        rest = np.flatnonzero(free)
+        confidence = self._confidence(pool, rest, [p.index for p in picks], labeled)
+        order = np.lexsort((tiebreak[rest], confidence))  # least confident first
+        rest, confidence = rest[order], confidence[order]
+        size = max(1, int(0.9 * len(rest) / n2))  # n2 * size <= len(rest): every bucket is non-empty
+        for bucket in tqdm(range(n2), desc="vote-k buckets", disable=None, leave=False):
+            members = rest[bucket * size:(bucket + 1) * size]
+            i, score = votes.best(members, tiebreak)
+            conf = float(confidence[bucket * size + int(np.flatnonzero(members == i)[0])])
+            picks.append(Pick(i, 0, score, {"stage": 2.0, "votes": score, "confidence": conf,
+                                            "bucket": float(bucket)}, neurons=_neurons(pool, i)))
+            votes.add(i)
+            free[i] = False
+        return picks
+
+    def _confidence(self, pool: ProbeResult, rows: np.ndarray, stage1: list[int],
+                    labeled: Sequence[int] | Mapping[int, str]) -> np.ndarray:
+        """``log p(predicted label)`` of ``rows``: zero-shot from the probe, or prompted with stage-1 demos."""
+        if self._lm is None:
+            probs = pool.probs[rows]
+        else:
+            from ..scoring import predict_proba
+            from ..task import Demonstration
+
+            ids = [str(i) for i in range(len(pool))] if pool.ids is None else [str(i) for i in pool.ids]
+            answers = dict(self._annotator([ids[i] for i in stage1]))
+            missing = [ids[i] for i in stage1 if ids[i] not in answers]
+            if missing:
+                raise NeuroshotError(f"the annotator returned no label for {', '.join(map(repr, missing[:5]))}")
+            known = dict(labeled) if isinstance(labeled, Mapping) else {}
+            known.update({i: answers[ids[i]] for i in stage1})
+            for label in known.values():
+                pool.task.label_index(label)  # raises on a label outside the task
+            demos = [Demonstration(pool.texts[i], label) for i, label in known.items()]
+            probs = predict_proba(self._lm, pool.task, [pool.texts[i] for i in rows], demos)
+        return np.log(np.clip(np.asarray(probs, dtype=np.float64).max(1), 1e-12, None))
+
+
+def _reach(live: sparse.csr_matrix) -> sparse.csr_matrix:
+    """Boolean ``[N, N]``: row ``i`` marks every node reachable from ``i`` (itself included) over ``live`` edges."""
+    n = live.shape[0]
+    reach = sparse.identity(n, dtype=np.int32, format="csr")
+    frontier = reach
+    live = live.astype(np.int32)
+    live.eliminate_zeros()
+    while frontier.nnz:
+        step = (frontier @ live).astype(bool).astype(np.int32)
+        frontier = (step - step.multiply(reach)).tocsr()
+        frontier.eliminate_zeros()
+        reach = (reach + frontier).tocsr()
+    return reach
+
+
+def live_edge_reach(idx: np.ndarray, weight: np.ndarray, n_simulations: int,
+                    rng: np.random.Generator) -> sparse.csr_matrix:
+    """Monte Carlo for the independent cascade on the graph ``i -> idx[i, j]`` with probabilities ``weight[i, j]``.
+
+    Each simulation samples a live-edge graph (every edge live with its probability); the cascade
+    from a seed set is exactly what is reachable from it over live edges. Returns ``[N, N * sims]``:
+    row ``i`` marks what ``i`` activates in each simulation, so a seed set's expected spread is
+    ``(union of its rows).sum() / sims``.
+    """
+    n = len(idx)
+    snapshots = [_reach(_neighbour_matrix(idx, n, (rng.random(weight.shape) < weight).astype(np.float64)))
+                 for _ in range(n_simulations)]
+    return sparse.hstack(snapshots, format="csr").astype(np.float64)
+
+
+@register
+class IdealStrategy(_EmbeddingStrategy):
+    """IDEAL: greedy influence maximisation (independent cascade, Monte Carlo) on the directed kNN graph."""
+
+    name = "ideal"
+
+    def __init__(self, k: int = 10, n_simulations: int = 10, model: Model = None) -> None:
+        _check_k("k", k)
+        _check_k("n_simulations", n_simulations)
+        self.k, self.n_simulations, self.model = k, n_simulations, model
+
+    def _select(self, pool, candidates, budget, labeled, rng):
+        emb = self._embeddings(pool)
+        n = len(pool)
+        idx, sim = knn(emb, self.k)
+        sim = np.maximum(sim.astype(np.float64), 0.0)
+        weight = sim / np.maximum(sim.sum(1, keepdims=True), 1e-12)  # edge i -> j, IDEAL's normalisation
+        reach = live_edge_reach(idx, weight, self.n_simulations, rng)
+        uncovered = np.ones(n * self.n_simulations)
+        for i in labeled:
+            uncovered[reach[int(i)].indices] = 0.0
+        spread = n - uncovered.sum() / self.n_simulations
+        tiebreak = rng.random(n) * 1e-9
+        free = np.zeros(n, dtype=bool)
+        free[candidates] = True
+        picks = []
+        for _ in tqdm(range(budget), desc="IDEAL", disable=None, leave=False):
+            gain = reach @ uncovered / self.n_simulations
+            i = int(np.argmax(np.where(free, gain + tiebreak, -np.inf)))
+            spread += gain[i]
+            picks.append(Pick(i, 0, float(gain[i]), {"spread_gain": float(gain[i]), "spread": float(spread)},
+                              neurons=_neurons(pool, i)))
+            uncovered[reach[i].indices] = 0.0
+            free[i] = False
+        return picks
+
+
+@register_retriever
+class EmbeddingRetriever(Retriever):
+    """Per-query kNN by cosine of sentence embeddings over the annotated items (``mmr < 1`` adds diversity).
+
+    Embeddings come from ``annotated.embeddings`` / ``queries.embeddings`` when set, else MiniLM.
+    """
+
+    name = "embedding"
+
+    def __init__(self, mmr: float = 1.0, model: Model = None) -> None:
+        if not 0.0 <= mmr <= 1.0:
+            raise NeuroshotError(f"mmr must be in [0, 1], got {mmr}")
+        self.mmr, self.model = mmr, model
+
+    def _fit(self, annotated: ProbeResult) -> None:
+        self._demo = pool_embeddings(annotated, self.model)
+        self._pair = self._demo @ self._demo.T
+        self._query_cache: tuple[int, np.ndarray] | None = None
+
+    def _similarities(self, queries: ProbeResult) -> np.ndarray:
+        if self._query_cache is None or self._query_cache[0] != id(queries):
+            q = pool_embeddings(queries, self.model)
+            if q.shape[1] != self._demo.shape[1]:
+                raise NeuroshotError(f"query embeddings have {q.shape[1]} dimensions, the annotated ones {self._demo.shape[1]}")
+            self._query_cache = (id(queries), q @ self._demo.T)
+        return self._query_cache[1]
+
+    def _retrieve_one(self, queries: ProbeResult, q: int, k: int) -> list[Retrieved]:
+        sim = self._similarities(queries)[q]
+        if self.mmr >= 1.0:
+            order = np.argsort(-sim, kind="stable")[:k]
+            chosen = [(int(j), float(sim[j])) for j in order]
+        else:
+            chosen = mmr_select(sim, self._pair, k, self.mmr)
+        return [Retrieved(j, self.labels_[j], float(sim[j]), score) for j, score in chosen]
