@@ -350,13 +350,14 @@ def readme_section(results: dict) -> str:
     ])
 
 
-def write_readme(path: Path, section: str) -> None:
+def write_readme(path: Path, section: str, start: str = START, end: str = END, title: str = "Cost") -> None:
+    """Replace the block between the ``start`` / ``end`` markers of ``path`` (appended under ``## title`` if absent)."""
     text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
-    block = f"{START}\n{section}\n{END}"
-    if START in text and END in text and text.index(START) < text.index(END):
-        text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
+    block = f"{start}\n{section}\n{end}"
+    if start in text and end in text and text.index(start) < text.index(end):
+        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
     else:
-        text = text.rstrip("\n") + "\n\n## Cost\n\n" + block + "\n"
+        text = text.rstrip("\n") + f"\n\n## {title}\n\n" + block + "\n"
     path.write_text(text, encoding="utf-8")
 
 

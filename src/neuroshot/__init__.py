@@ -19,6 +19,13 @@ _PUBLIC = {
     "probe": "probing", "predict_proba": "scoring", "NeuronRetriever": "retrieval", "RandomRetriever": "retrieval",
     "Retriever": "retrieval", "get_retriever": "retrieval", "Plan": "strategies", "Strategy": "strategies",
     "get_strategy": "strategies", "register": "strategies", "Demonstration": "task", "Task": "task",
+    "embed": "embeddings", "with_embeddings": "embeddings", "EmbeddingRetriever": "strategies.embedding",
+    "EvalResult": "evaluate", "evaluate_per_query": "evaluate", "predict_proba_static": "evaluate",
+    "predict_proba_per_query": "evaluate", "metrics": "evaluate",
+    "Experiment": "experiment", "ExperimentRecord": "experiment", "run_experiment": "experiment",
+    "label_efficiency": "experiment", "learning_curves": "experiment",
+    "active_plan": "active", "ActivePlan": "active",
+    "plot_learning_curves": "plots", "plot_critical_neurons": "plots",
 }
 __all__ = sorted(_PUBLIC)
 

@@ -15,6 +15,8 @@ EPILOG = """examples:
   neuroshot plan tickets.jsonl --labels billing,shipping,returns --budget 20 --out to_label.csv
   neuroshot annotate to_label.csv --labels billing,shipping,returns --out labels.jsonl
   neuroshot plan tickets.jsonl --task task.json --budget 10 --labeled labels.jsonl --out next.jsonl
+  neuroshot evaluate --pool pool.jsonl --test test.jsonl --strategy random --strategy neuron_coverage \
+      --budget 10 --budget 20 --seeds 0 1 2 --out results.csv --plot curve.png
 """
 
 
@@ -86,7 +88,58 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     demo.add_argument("--model", default="default")
     demo.set_defaults(run=_run_demo)
+
+    _evaluate_parser(sub)
     return parser
+
+
+def _evaluate_parser(sub) -> None:
+    ev = sub.add_parser(
+        "evaluate", help="compare strategies on labelled data: plan, simulate annotation, score a test set",
+        description="For every strategy, budget and seed: probe the pool on the model, plan BUDGET items, reveal "
+                    "the gold labels of exactly those items (a simulated annotator; no other pool label is read), "
+                    "use them as demonstrations and score the test set. Prints mean +- std over seeds and the "
+                    "label efficiency against random, and writes one row per run to --out.",
+        epilog="examples:\n"
+               "  neuroshot evaluate --pool pool.jsonl --test test.jsonl --budget 5 --budget 10 --budget 20\n"
+               "  neuroshot evaluate --pool pool.jsonl --test test.jsonl --regime per-query --k 4 \\\n"
+               "      --strategy random --strategy neuron_coverage --strategy active:entropy --budget 18 --budget 50 \\\n"
+               "      --calibrated --out results.csv --plot curve.png",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ev.add_argument("--pool", required=True, help="labelled pool to plan from: .jsonl or .csv with text and label")
+    ev.add_argument("--test", required=True, help="labelled test set (.jsonl or .csv); never selectable")
+    group = ev.add_mutually_exclusive_group()
+    group.add_argument("--labels", help="comma-separated label set (default: the labels found in the two files)")
+    group.add_argument("--task", help="task JSON: labels, instruction, templates, verbalizers")
+    ev.add_argument("--strategy", action="append", metavar="NAME",
+                    help="strategy to compare (repeatable) [random and neuron_coverage]; 'active:NAME' runs NAME "
+                         "in active rounds (re-probing with the labels so far in context)")
+    ev.add_argument("--budget", type=int, action="append", required=True, metavar="N",
+                    help="number of items to annotate (repeatable: one point of the learning curve each)")
+    ev.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="SEED", help="seeds [0 1 2]")
+    ev.add_argument("--regime", choices=["static", "per-query"], default="static",
+                    help="static: all annotated items as one prompt prefix; per-query: K of them retrieved "
+                         "for each test item [static]")
+    ev.add_argument("--k", type=int, default=4, help="demonstrations per test item in the per-query regime [4]")
+    ev.add_argument("--retriever", default="neuron", help="per-query retriever: neuron (default), random, ...")
+    ev.add_argument("--rounds", type=int, default=3, help="rounds of 'active:' strategies [3]")
+    ev.add_argument("--calibrated", action="store_true",
+                    help="also report contextually calibrated scores (Zhao et al. 2021)")
+    ev.add_argument("--max-test", type=int, metavar="N", help="score only the first N test items")
+    ev.add_argument("--out", default="results.csv", help="results, one row per run: .csv or .jsonl [results.csv]")
+    ev.add_argument("--plot", help="also draw the learning curves into this .png file")
+    _model_args(ev)
+    ev.add_argument("--method", default="direct_logit", choices=["direct_logit", "grad_x_act", "integrated_gradients"],
+                    help="neuron attribution method of the probe [direct_logit]")
+    ev.add_argument("--top-k", type=int, default=64, help="neurons kept per layer in each signature [64]")
+    ev.add_argument("--critical-fraction", type=float, default=0.01,
+                    help="fraction of all neurons kept as task-critical [0.01]")
+    ev.add_argument("--store", help="signature store folder (default: the user cache)")
+    ev.add_argument("--text-field", default="text")
+    ev.add_argument("--id-field", default="id")
+    ev.add_argument("--label-field", default="label")
+    ev.add_argument("--batch-size", type=int, default=16)
+    ev.set_defaults(run=_run_evaluate)
 
 
 def _task_args(p: argparse.ArgumentParser) -> None:
@@ -184,6 +237,124 @@ def _run_demo(args) -> int:
     _quiet_transformers()
     run_demo(model=args.model, budget=args.budget, strategy=args.strategy, seeds=args.seeds)
     return 0
+
+
+def _run_evaluate(args) -> int:
+    from .data import label_set, load_records
+
+    out = Path(args.out)
+    if out.suffix.lower() not in {".csv", ".jsonl"}:
+        raise NeuroshotError(f"--out must end in .csv or .jsonl, got '{out.name}'")
+    if args.plot and not args.plot.lower().endswith(".png"):
+        raise NeuroshotError(f"--plot must end in .png, got '{Path(args.plot).name}'")
+    for name in ("k", "rounds", "batch_size"):
+        if getattr(args, name) < 1:
+            raise NeuroshotError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    fields = dict(text_field=args.text_field, id_field=args.id_field, label_field=args.label_field)
+    pool, test = load_records(args.pool, **fields), load_records(args.test, **fields)
+    if args.max_test is not None:
+        if args.max_test < 1:
+            raise NeuroshotError(f"--max-test must be at least 1, got {args.max_test}")
+        test = test[:args.max_test]
+    for path, records in ((args.pool, pool), (args.test, test)):
+        unlabeled = [r.id for r in records if r.label is None]
+        if unlabeled:
+            raise NeuroshotError(f"{path}: {len(unlabeled)} item(s) without a '{args.label_field}' "
+                                 f"(e.g. {unlabeled[0]!r}): evaluation needs gold labels")
+    if not args.labels and not args.task:
+        args.labels = ",".join(label_set([*pool, *test]))
+    task = _task(args)
+    strategies = args.strategy or ["random", "neuron_coverage"]
+    budgets = sorted(set(args.budget))
+    if budgets[0] < 1:
+        raise NeuroshotError(f"--budget must be at least 1, got {budgets[0]}")
+    if budgets[-1] > len(pool):
+        raise NeuroshotError(f"--budget {budgets[-1]} is larger than the {len(pool)} items in {args.pool}")
+    from .experiment import ACTIVE_PREFIX, Experiment, label_efficiency, learning_curves
+    from .models import cache_dir, load_model
+    from .strategies import get_strategy
+
+    for name in strategies:
+        get_strategy(name[len(ACTIVE_PREFIX):] if name.startswith(ACTIVE_PREFIX) else name)  # fail early
+    _quiet_transformers()
+    lm = load_model(args.model, adapter=args.adapter)
+    probe_kwargs = dict(method=args.method, top_k=args.top_k, critical_fraction=args.critical_fraction,
+                        batch_size=args.batch_size, store=args.store or cache_dir() / "signatures")
+    exp = Experiment(lm, task, pool, test, regime=args.regime, k=args.k, retriever=args.retriever,
+                     calibrated=args.calibrated, rounds=args.rounds, probe_kwargs=probe_kwargs,
+                     batch_size=args.batch_size)
+    if args.regime == "per-query":
+        from .retrieval import get_retriever
+
+        get_retriever(args.retriever)  # fail before probing
+    records = []
+    for name in strategies:
+        for budget in budgets:
+            for seed in args.seeds:
+                records.append(exp.run_one(name, budget, seed))
+                _write_results(out, records)  # after every run: an interrupted evaluation keeps its results
+    print(_results_table(records, args.calibrated))
+    metrics = ["accuracy"] + (["accuracy_calibrated"] if args.calibrated else [])
+    if "random" in strategies:
+        for metric in metrics:
+            eff = label_efficiency(learning_curves(records, metric))
+            top = eff["random"]
+            print(f"\nlabel efficiency ({metric.replace('_', ' ')}; target: random at {top.baseline_budget} labels, "
+                  f"{top.target:.3f}):")
+            for name in strategies:
+                print(f"  {eff[name]}")
+    print(f"\nwrote {len(records)} runs to {out}")
+    if args.plot:
+        from .plots import plot_learning_curves
+
+        for metric in metrics:
+            path = Path(args.plot) if metric == "accuracy" else Path(args.plot).with_name(
+                Path(args.plot).stem + "_calibrated.png")
+            plot_learning_curves(records, path, metric=metric,
+                                 title=f"{Path(args.test).name}: {metric.replace('_', ' ')} vs labels ({args.regime})")
+            print(f"wrote the learning curves to {path}")
+    return 0
+
+
+def _write_results(path: Path, records) -> None:
+    import csv
+    from dataclasses import asdict
+
+    from ._io import atomic_write
+
+    with atomic_write(path) as fh:
+        if path.suffix.lower() == ".jsonl":
+            fh.writelines(json.dumps(asdict(r)) + "\n" for r in records)
+            return
+        rows = [r.to_row() for r in records]
+        header = list(dict.fromkeys(key for row in rows for key in row))
+        writer = csv.DictWriter(fh, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _results_table(records, calibrated: bool) -> str:
+    import numpy as np
+
+    def cell(values) -> str:
+        a = np.asarray(values, dtype=float)
+        return f"{a.mean():.3f} ± {a.std():.3f}"
+
+    groups: dict[tuple[str, int], list] = {}
+    for r in records:
+        groups.setdefault((r.strategy, r.budget), []).append(r)
+    width = max(8, *(len(s) for s, _ in groups))
+    head = f"{'strategy':<{width}}  budget  seeds  {'accuracy':<13}  {'macro-F1':<13}"
+    head += f"  {'calibr. acc.':<13}  {'calibr. F1':<13}" if calibrated else ""
+    lines = [f"{records[0].regime} regime, {records[0].n_test} test items; mean ± std over seeds", "",
+             head + "  s / run"]
+    for (strategy, budget), rs in groups.items():
+        line = (f"{strategy:<{width}}  {budget:>6}  {len(rs):>5}  {cell([r.accuracy for r in rs])}  "
+                f"{cell([r.macro_f1 for r in rs])}")
+        if calibrated:
+            line += f"  {cell([r.accuracy_calibrated for r in rs])}  {cell([r.macro_f1_calibrated for r in rs])}"
+        lines.append(line + f"  {np.mean([r.seconds for r in rs]):7.1f}")
+    return "\n".join(lines)
 
 
 def _quiet_transformers() -> None:

@@ -1,31 +1,80 @@
-"""Scoring a prompt setup on labelled test items: accuracy and macro-F1 of label prediction."""
+"""In-context inference over a labelled test set: accuracy, macro-F1, per-class recall, confusion.
+
+Two regimes (DESIGN.md, "Evaluation protocol"):
+
+* **static**: one set of demonstrations for every query. The shared prompt prefix (instruction
+  + demonstrations) is run through the model once; its KV cache is reused for every batch of
+  queries, which are scored as continuations. The result equals full-prompt scoring
+  (:func:`neuroshot.scoring.predict_proba`) up to float rounding; queries whose tokens would
+  differ at the prefix/query boundary are scored with their full prompt instead.
+* **per-query**: each query has its own demonstrations (from a retriever); prompts are batched
+  by length.
+
+Contextual calibration (Zhao et al. 2021) divides by the label probabilities of content-free
+inputs under the same demonstrations. Static: 3 extra prompts for the whole set. Per-query:
+3 extra prompts per *distinct* demonstration set (queries with the same demonstrations share
+one estimate), so calibrating per-query evaluation costs up to 4x the plain evaluation.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import copy
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
+try:
+    from transformers.cache_utils import DynamicLayer
+except ImportError:  # older transformers: caches are repeated
+    DynamicLayer = None
+
+from .errors import NeuroshotError
 from .models import LanguageModel
-from .scoring import calibrate, content_free_proba, predict_proba
+from .scoring import (CONTENT_FREE, batches, cache_of, calibrate, encode, forward, label_scores, pad_left,
+                      scores_after_prompt)
 from .task import Demonstration, Task
+
+__all__ = ["EvalResult", "metrics", "evaluate_static", "evaluate_per_query", "predict_proba_static",
+           "predict_proba_per_query", "content_free_static", "content_free_per_query", "shared_prefix"]
 
 
 @dataclass
 class EvalResult:
-    """Accuracy, macro-F1 and per-class recall of one prompt setup on a test set."""
+    """Accuracy, macro-F1 and per-class recall of one prompt setup on a test set.
+
+    ``confusion`` (only when asked for) is ``[C, C]`` counts, rows = gold label, columns =
+    predicted label, both in ``labels`` order.
+    """
 
     accuracy: float
     macro_f1: float
     recall: dict[str, float]
     n: int
+    confusion: np.ndarray | None = field(default=None, repr=False)
+    labels: tuple[str, ...] = ()
+
+    def confusion_table(self) -> str:
+        """The confusion matrix as aligned text (gold labels down, predicted across)."""
+        if self.confusion is None:
+            raise NeuroshotError("no confusion matrix: evaluate with confusion=True")
+        width = max(8, *(len(label) for label in self.labels))
+        head = " " * width + " " + " ".join(f"{label[:width]:>{width}}" for label in self.labels)
+        rows = [f"{label:<{width}} " + " ".join(f"{int(v):>{width}}" for v in row)
+                for label, row in zip(self.labels, self.confusion)]
+        return "\n".join(["gold \\ predicted", head, *rows])
 
 
-def metrics(task: Task, gold: Sequence[str], predicted: Sequence[int]) -> EvalResult:
-    """Accuracy, macro-F1 (over the task's labels) and per-class recall."""
-    y = np.array([task.label_index(g) for g in gold])
-    p = np.asarray(predicted)
+def metrics(task: Task, gold: Sequence[str], predicted: Sequence[int], *, confusion: bool = False) -> EvalResult:
+    """Accuracy, macro-F1 (over the task's labels) and per-class recall; the confusion matrix on request."""
+    y = np.array([task.label_index(g) for g in gold], dtype=np.int64)
+    p = np.asarray(predicted, dtype=np.int64)
+    if len(y) != len(p):
+        raise NeuroshotError(f"{len(gold)} gold labels for {len(p)} predictions")
+    if not len(y):
+        raise NeuroshotError("nothing to evaluate: the test set is empty")
     f1s, recall = [], {}
     for c, label in enumerate(task.labels):
         tp = int(((p == c) & (y == c)).sum())
@@ -34,17 +83,219 @@ def metrics(task: Task, gold: Sequence[str], predicted: Sequence[int]) -> EvalRe
             recall[label] = tp / support
         if support or predicted_c:
             f1s.append(2 * tp / (support + predicted_c))
-    return EvalResult(float((p == y).mean()), float(np.mean(f1s)) if f1s else 0.0, recall, len(y))
+    matrix = None
+    if confusion:
+        n = len(task.labels)
+        matrix = np.bincount(y * n + p, minlength=n * n).reshape(n, n)
+    return EvalResult(float((p == y).mean()), float(np.mean(f1s)) if f1s else 0.0, recall, len(y), matrix,
+                      tuple(task.labels))
+
+
+# --------------------------------------------------------------------------------------------
+# Static demonstrations: the shared prefix's KV cache, computed once
+# --------------------------------------------------------------------------------------------
+
+
+def shared_prefix(lm: LanguageModel, task: Task, demos: Sequence[Demonstration],
+                  prompts: Sequence[Sequence[int]]) -> tuple[list[int], np.ndarray]:
+    """Token ids of the prompt prefix shared by every query, and which prompts really start with them.
+
+    The prefix is the instruction and the demonstrations. Tokenisation can merge tokens across
+    the boundary (e.g. a trailing ``"\\n\\n"`` is one token alone but two before a letter), so
+    the split is tried right after and right before the last separator; the candidate that is a
+    token-exact prefix of the most prompts wins (ties: the longer one). Prompts it is not a
+    prefix of (or that would leave no query tokens) are marked False: score them in full.
+    """
+    query_part = task.input_template.format(text="")
+    text = task.prompt("", demos)
+    prefix_text = text[: len(text) - len(query_part)]
+    candidates = [prefix_text]
+    if task.separator and prefix_text.endswith(task.separator):
+        candidates.append(prefix_text[: -len(task.separator)])
+    best: tuple[int, int, list[int], np.ndarray] | None = None
+    for candidate in candidates:
+        if not candidate:
+            continue
+        ids = lm.tokenizer(candidate)["input_ids"]
+        ok = np.array([len(p) > len(ids) and list(p[:len(ids)]) == ids for p in prompts], dtype=bool)
+        key = (int(ok.sum()), len(ids))
+        if best is None or key > best[:2]:
+            best = (*key, ids, ok)
+    if best is None or best[0] == 0:
+        return [], np.zeros(len(prompts), dtype=bool)
+    return best[2], best[3]
+
+
+@torch.no_grad()
+def _prefix_cache(lm: LanguageModel, prefix: Sequence[int]):
+    ids = torch.tensor([list(prefix)], dtype=torch.long, device=lm.device)
+    out = forward(lm, ids, torch.ones_like(ids), use_cache=True)
+    return cache_of(out)
+
+
+def _expand_cache(cache, rows: int):
+    """A copy of a one-row KV cache for ``rows`` rows; the shared cache is never changed.
+
+    Plain dynamic layers get broadcast views (the model's next update concatenates into new
+    tensors, so the prefix is copied once, not twice); other cache types are repeated.
+    """
+    past = copy.deepcopy(cache)
+    layers = getattr(past, "layers", None)
+    if layers and all(type(layer) is DynamicLayer and layer.get_seq_length() > 0 for layer in layers):
+        for layer in layers:
+            layer.keys = layer.keys.expand(rows, *layer.keys.shape[1:])
+            layer.values = layer.values.expand(rows, *layer.values.shape[1:])
+    else:
+        past.batch_repeat_interleave(rows)
+    return past
+
+
+@torch.no_grad()
+def _continuation_scores(lm: LanguageModel, prefix_cache, prefix_len: int, suffixes: Sequence[Sequence[int]],
+                         labels: Sequence[Sequence[int]]) -> torch.Tensor:
+    """``[B, C]`` label scores of prompts = shared prefix (cached) + each suffix (left-padded)."""
+    ids, mask = pad_left(suffixes, lm.tokenizer.pad_token_id, lm.device)
+    past = _expand_cache(prefix_cache, len(suffixes))
+    past_mask = torch.ones((len(suffixes), prefix_len), dtype=mask.dtype, device=mask.device)
+    out = forward(lm, ids, mask, past=past, past_mask=past_mask, use_cache=any(len(lab) > 1 for lab in labels))
+    return scores_after_prompt(lm, out, torch.cat([past_mask, mask], dim=1), labels)
+
+
+def _score_full(lm: LanguageModel, prompts: Sequence[Sequence[int]], labels, rows: Sequence[int], out: np.ndarray,
+                batch_size: int, max_batch_tokens: int, bar) -> None:
+    """Score ``rows`` of ``prompts`` with their full prompts into ``out`` (batched by length)."""
+    for batch in batches([len(prompts[i]) for i in rows], batch_size, max_batch_tokens):
+        chosen = [rows[j] for j in batch]
+        scores = label_scores(lm, [prompts[i] for i in chosen], labels)
+        out[chosen] = torch.softmax(scores, dim=-1).cpu().numpy()
+        bar.update(len(chosen))
+
+
+def predict_proba_static(lm: LanguageModel, task: Task, texts: Sequence[str], demos: Sequence[Demonstration] = (),
+                         *, reuse_prefix: bool = True, batch_size: int = 16, max_batch_tokens: int = 8192,
+                         progress: bool = False) -> np.ndarray:
+    """``[N, C]`` label probabilities with one fixed set of demonstrations.
+
+    With ``reuse_prefix`` (default) the shared prefix's KV cache is computed once and each
+    batch of queries runs only its own tokens; the probabilities equal
+    :func:`neuroshot.scoring.predict_proba` (full prompts, ``reuse_prefix=False``) up to float
+    rounding. ``max_batch_tokens`` caps a batch's padded query tokens (full prompts: prompt tokens).
+    """
+    if not len(texts):
+        raise NeuroshotError("nothing to score: no texts")
+    enc = encode(lm, task, texts, demos)
+    out = np.zeros((len(texts), len(task.labels)), dtype=np.float32)
+    prefix, ok = shared_prefix(lm, task, demos, enc.prompts) if reuse_prefix else ([], np.zeros(len(texts), bool))
+    bar = tqdm(total=len(texts), unit="item", desc="evaluate (static)", disable=not progress)
+    try:
+        _score_full(lm, enc.prompts, enc.labels, np.flatnonzero(~ok).tolist(), out, batch_size, max_batch_tokens, bar)
+        rows = np.flatnonzero(ok).tolist()
+        if rows:
+            cache = _prefix_cache(lm, prefix)
+            suffixes = [enc.prompts[i][len(prefix):] for i in rows]
+            for batch in batches([len(s) for s in suffixes], batch_size, max_batch_tokens):
+                scores = _continuation_scores(lm, cache, len(prefix), [suffixes[j] for j in batch], enc.labels)
+                out[[rows[j] for j in batch]] = torch.softmax(scores, dim=-1).cpu().numpy()
+                bar.update(len(batch))
+    finally:
+        bar.close()
+    return out
+
+
+def content_free_static(lm: LanguageModel, task: Task, demos: Sequence[Demonstration] = (), **kwargs) -> np.ndarray:
+    """``[C]`` mean label probabilities of the content-free inputs under ``demos`` (the prompt's label bias)."""
+    return predict_proba_static(lm, task, CONTENT_FREE, demos, **kwargs).mean(0)
 
 
 def evaluate_static(lm: LanguageModel, task: Task, texts: Sequence[str], gold: Sequence[str],
-                    demos: Sequence[Demonstration] = (), *, batch_size: int = 16,
-                    calibrated: bool = False) -> EvalResult:
+                    demos: Sequence[Demonstration] = (), *, batch_size: int = 16, calibrated: bool = False,
+                    confusion: bool = False, reuse_prefix: bool = True, progress: bool = False) -> EvalResult:
     """Score one fixed set of demonstrations (the same prompt prefix for every query).
 
-    ``calibrated=True`` applies contextual calibration (divide by the content-free label probabilities).
+    ``calibrated=True`` applies contextual calibration (divide by the content-free label
+    probabilities); ``confusion=True`` adds the confusion matrix. The prefix's KV cache is
+    reused across queries unless ``reuse_prefix=False``.
     """
-    probs = predict_proba(lm, task, texts, demos, batch_size=batch_size)
+    _check_gold(texts, gold)
+    kw = dict(reuse_prefix=reuse_prefix, batch_size=batch_size)
+    probs = predict_proba_static(lm, task, texts, demos, progress=progress, **kw)
     if calibrated:
-        probs = calibrate(probs, content_free_proba(lm, task, demos))
-    return metrics(task, gold, probs.argmax(1))
+        probs = calibrate(probs, content_free_static(lm, task, demos, **kw))
+    return metrics(task, gold, probs.argmax(1), confusion=confusion)
+
+
+# --------------------------------------------------------------------------------------------
+# Per-query demonstrations
+# --------------------------------------------------------------------------------------------
+
+
+def _demo_groups(demos_per_query: Sequence[Sequence[Demonstration]]) -> dict[tuple[Demonstration, ...], list[int]]:
+    groups: dict[tuple[Demonstration, ...], list[int]] = {}
+    for q, demos in enumerate(demos_per_query):
+        groups.setdefault(tuple(demos), []).append(q)
+    return groups
+
+
+def _encode_groups(lm: LanguageModel, task: Task, texts: Sequence[str],
+                   groups: Iterable[tuple[tuple[Demonstration, ...], list[int]]], n: int):
+    """Prompts of queries ``texts[rows]`` under each group's demonstrations, in one list of length ``n``."""
+    prompts: list[list[int]] = [[] for _ in range(n)]
+    labels = None
+    for demos, rows in groups:
+        enc = encode(lm, task, [texts[q] for q in rows], demos)
+        labels = enc.labels
+        for q, ids in zip(rows, enc.prompts):
+            prompts[q] = ids
+    return prompts, labels
+
+
+def predict_proba_per_query(lm: LanguageModel, task: Task, texts: Sequence[str],
+                            demos_per_query: Sequence[Sequence[Demonstration]], *, batch_size: int = 16,
+                            max_batch_tokens: int = 8192, progress: bool = False) -> np.ndarray:
+    """``[N, C]`` label probabilities, each query with its own demonstrations; batched by prompt length."""
+    if len(demos_per_query) != len(texts):
+        raise NeuroshotError(f"{len(demos_per_query)} demonstration lists for {len(texts)} queries")
+    if not len(texts):
+        raise NeuroshotError("nothing to score: no texts")
+    prompts, labels = _encode_groups(lm, task, texts, _demo_groups(demos_per_query).items(), len(texts))
+    out = np.zeros((len(texts), len(task.labels)), dtype=np.float32)
+    with tqdm(total=len(texts), unit="item", desc="evaluate (per-query)", disable=not progress) as bar:
+        _score_full(lm, prompts, labels, list(range(len(texts))), out, batch_size, max_batch_tokens, bar)
+    return out
+
+
+def content_free_per_query(lm: LanguageModel, task: Task, demos_per_query: Sequence[Sequence[Demonstration]], *,
+                           batch_size: int = 16, max_batch_tokens: int = 8192, progress: bool = False) -> np.ndarray:
+    """``[N, C]``: for each query, the content-free label probabilities under its own demonstrations.
+
+    Exact contextual calibration per query. Costs 3 prompts per distinct demonstration set
+    (queries sharing a set share the estimate), all batched together.
+    """
+    groups = list(_demo_groups(demos_per_query))
+    cf_texts = [t for _ in groups for t in CONTENT_FREE]
+    cf_demos = [list(g) for g in groups for _ in CONTENT_FREE]
+    probs = predict_proba_per_query(lm, task, cf_texts, cf_demos, batch_size=batch_size,
+                                    max_batch_tokens=max_batch_tokens, progress=progress)
+    bias = probs.reshape(len(groups), len(CONTENT_FREE), -1).mean(1)
+    index = {g: i for i, g in enumerate(groups)}
+    return bias[[index[tuple(d)] for d in demos_per_query]]
+
+
+def evaluate_per_query(lm: LanguageModel, task: Task, texts: Sequence[str], gold: Sequence[str],
+                       demos_per_query: Sequence[Sequence[Demonstration]], *, batch_size: int = 16,
+                       calibrated: bool = False, confusion: bool = False, progress: bool = False) -> EvalResult:
+    """Score each query with its own demonstrations (e.g. from a retriever).
+
+    ``calibrated=True`` applies exact per-query contextual calibration: 3 content-free prompts
+    per distinct demonstration set (up to 4x the cost of plain evaluation).
+    """
+    _check_gold(texts, gold)
+    probs = predict_proba_per_query(lm, task, texts, demos_per_query, batch_size=batch_size, progress=progress)
+    if calibrated:
+        probs = calibrate(probs, content_free_per_query(lm, task, demos_per_query, batch_size=batch_size))
+    return metrics(task, gold, probs.argmax(1), confusion=confusion)
+
+
+def _check_gold(texts: Sequence[str], gold: Sequence[str]) -> None:
+    if len(texts) != len(gold):
+        raise NeuroshotError(f"{len(gold)} gold labels for {len(texts)} test texts")

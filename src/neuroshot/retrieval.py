@@ -160,12 +160,12 @@ class NeuronRetriever(Retriever):
         self._pair = (self._demo_critical @ self._demo_critical.T).toarray()
         self._demo_values = annotated.critical.restrict(annotated.signatures).toarray()
         self._groups = np.array([annotated.task.label_index(label) for label in self.labels_])
-        self._query_cache: tuple[int, np.ndarray, np.ndarray] | None = None
+        self._query_cache: tuple[ProbeResult, np.ndarray, np.ndarray] | None = None
 
     def _similarities(self, queries: ProbeResult) -> tuple[np.ndarray, np.ndarray]:
         """``[Q, D]`` cosine over critical neurons (full-signature cosine where a query has none) and
         the ``[Q, n_critical]`` query vectors."""
-        if self._query_cache is not None and self._query_cache[0] == id(queries):
+        if self._query_cache is not None and self._query_cache[0] is queries:
             return self._query_cache[1], self._query_cache[2]
         restricted = self._critical.restrict(queries.signatures).astype(np.float64)
         q_crit = _unit_rows(restricted)
@@ -174,7 +174,7 @@ class NeuronRetriever(Retriever):
         if empty.any():
             q_full = _unit_rows(queries.signatures.to_csr().astype(np.float64)[np.flatnonzero(empty)])
             sim[empty] = (q_full @ self._demo_full.T).toarray()
-        self._query_cache = (id(queries), sim, restricted.toarray())
+        self._query_cache = (queries, sim, restricted.toarray())
         return sim, self._query_cache[2]
 
     def _retrieve_one(self, queries: ProbeResult, q: int, k: int) -> list[Retrieved]:

@@ -1,0 +1,159 @@
+"""Active rounds for any strategy (AdaICL-style): annotate in batches, re-probing with the labels so far.
+
+Round 1 plans the first batch with the base strategy on the zero-shot probe. After each batch
+is annotated, the not-yet-annotated pool is probed again with annotated items as
+demonstrations in the prompt, so label probabilities, signatures and task-critical neurons
+describe the model *with* those demonstrations; the base strategy then plans the next batch with
+``labeled=`` the annotated items (index -> label). Uncertainty strategies therefore spend the next
+batch where the model stays uncertain in context, coverage strategies where task-critical
+neurons stay uncovered. Labels are asked for only for the items chosen, batch by batch.
+
+Cost: one probe of the remaining pool per round after the first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import NeuroshotError
+from .models import LanguageModel
+from .probing import ProbeResult, probe
+from .strategies import Pick, Plan, Strategy, get_strategy
+from .task import Demonstration, Task
+
+__all__ = ["ActivePlan", "ActiveRound", "active_plan", "round_sizes", "context_demonstrations"]
+
+Annotator = Callable[[Sequence[str]], Mapping[str, str]]
+
+
+@dataclass
+class ActiveRound:
+    """One round: the pool indices it chose, the demonstrations in context while probing, and that probe.
+
+    ``probe`` rows are ``rows`` of the pool (annotated items first, then the rest).
+    """
+
+    round: int
+    indices: list[int]
+    demos: list[Demonstration]
+    probe: ProbeResult = field(repr=False)
+    rows: list[int] = field(repr=False)
+
+
+@dataclass
+class ActivePlan:
+    """The final plan over the whole pool (picks carry their round), the labels given, and each round."""
+
+    plan: Plan
+    labels: dict[str, str]  # item id -> label, in annotation order
+    rounds: list[ActiveRound]
+
+    @property
+    def indices(self) -> list[int]:
+        return self.plan.indices
+
+
+def round_sizes(budget: int, rounds: int | None = None, batch_size: int | None = None) -> list[int]:
+    """Split ``budget`` into per-round batch sizes: ``rounds`` near-equal batches (earlier ones larger)
+    or batches of ``batch_size`` (the last one smaller). Default: 3 rounds."""
+    if rounds is not None and batch_size is not None:
+        raise NeuroshotError("give either rounds or batch_size, not both")
+    if batch_size is not None:
+        if batch_size < 1:
+            raise NeuroshotError(f"batch_size must be at least 1, got {batch_size}")
+        return [min(batch_size, budget - start) for start in range(0, budget, batch_size)]
+    rounds = 3 if rounds is None else rounds
+    if rounds < 1:
+        raise NeuroshotError(f"rounds must be at least 1, got {rounds}")
+    rounds = min(rounds, budget)
+    return [budget // rounds + (r < budget % rounds) for r in range(rounds)]
+
+
+def context_demonstrations(texts: Sequence[str], annotated: Sequence[int], labels: Mapping[int, str],
+                           task: Task, limit: int) -> list[Demonstration]:
+    """The annotated items shown in context while re-probing: all of them up to ``limit``; beyond
+    that, label-balanced (round-robin over labels, earliest annotated first), in annotation order."""
+    chosen = list(annotated)
+    if len(chosen) > limit:
+        by_label: dict[str, list[int]] = {}
+        for i in annotated:
+            by_label.setdefault(labels[i], []).append(i)
+        queues = [by_label[lab] for lab in task.labels if lab in by_label]
+        picked: set[int] = set()
+        while len(picked) < limit:
+            for queue in queues:
+                if queue and len(picked) < limit:
+                    picked.add(queue.pop(0))
+        chosen = [i for i in annotated if i in picked]
+    return [Demonstration(texts[i], labels[i]) for i in chosen]
+
+
+def active_plan(lm: LanguageModel, task: Task, texts: Sequence[str], strategy: str | Strategy, budget: int, *,
+                annotator: Annotator, ids: Sequence[str] | None = None, rounds: int | None = None,
+                batch_size: int | None = None, seed: int = 0, pool: ProbeResult | None = None,
+                context_demos: int = 8, probe_kwargs: Mapping[str, Any] | None = None,
+                progress: bool = True) -> ActivePlan:
+    """Plan and annotate ``budget`` items in rounds, re-probing the rest with the annotated items in context.
+
+    ``annotator(ids) -> {id: label}`` is called once per round with exactly that round's picks
+    (e.g. a :class:`~neuroshot.annotation.SimulatedAnnotator`); ``ids`` name the texts (default:
+    ``pool.ids`` or the positions as strings). ``pool`` is the zero-shot probe of ``texts`` if
+    already computed; ``probe_kwargs`` go to every :func:`~neuroshot.probing.probe` call (method,
+    top_k, critical_fraction, store, ...). At most ``context_demos`` annotated items are placed in
+    context (see :func:`context_demonstrations`). Each pick's explanation carries its round.
+    """
+    base = get_strategy(strategy) if isinstance(strategy, str) else strategy
+    sizes = round_sizes(budget, rounds, batch_size)
+    if budget > len(texts):
+        raise NeuroshotError(f"budget {budget} is larger than the {len(texts)} items in the pool")
+    if context_demos < 1:
+        raise NeuroshotError(f"context_demos must be at least 1, got {context_demos}")
+    kwargs = dict(probe_kwargs or {})
+    if ids is None:
+        ids = pool.ids if pool is not None and pool.ids is not None else [str(i) for i in range(len(texts))]
+    ids = list(ids)
+    if len(ids) != len(texts) or len(set(ids)) != len(ids):
+        raise NeuroshotError("ids must name every text once")
+    if pool is None:
+        pool = probe(lm, task, texts, ids=ids, progress=progress, **kwargs)
+    elif len(pool) != len(texts) or list(pool.texts) != list(texts):
+        raise NeuroshotError("pool must be the probe of the same texts, in the same order")
+
+    annotated: list[int] = []
+    labels: dict[int, str] = {}
+    picks: list[Pick] = []
+    history: list[ActiveRound] = []
+    current, rows, demos = pool, list(range(len(texts))), []
+    for r, size in enumerate(sizes, start=1):
+        if r > 1:  # re-probe the rest with the annotated items in context
+            demos = context_demonstrations(texts, annotated, labels, task, context_demos)
+            rest = [i for i in range(len(texts)) if i not in labels]
+            row_of = {pool_index: row for row, pool_index in enumerate(rows)}
+            fresh = probe(lm, task, [texts[i] for i in rest], demos=demos, ids=[ids[i] for i in rest],
+                          progress=progress, **kwargs)
+            current = current.subset([row_of[i] for i in annotated]).extend(fresh)
+            rows = annotated + rest
+        labeled = {row: labels[i] for row, i in enumerate(rows) if i in labels}
+        round_seed = int(np.random.SeedSequence([seed, r]).generate_state(1)[0])
+        step = base.plan(current, size, labeled=labeled, seed=round_seed)
+        chosen = [rows[p.index] for p in step.picks]
+        given = annotator([ids[i] for i in chosen])
+        missing = [ids[i] for i in chosen if ids[i] not in given]
+        if missing:
+            raise NeuroshotError(f"the annotator gave no label for {', '.join(missing[:5])}")
+        for p, i in zip(step.picks, chosen):
+            task.label_index(given[ids[i]])  # an unknown label fails here, not in the next probe
+            labels[i] = given[ids[i]]
+            annotated.append(i)
+            picks.append(Pick(i, 0, p.score, {"round": float(r), **p.parts}, p.cluster, p.neurons))
+        history.append(ActiveRound(r, chosen, list(demos), current, list(rows)))
+    for rank, pick in enumerate(picks, start=1):
+        pick.rank = rank
+    params = {"base": base.name, "base_params": base.get_params(), "rounds": len(sizes), "sizes": sizes,
+              "context_demos": context_demos}
+    plan = Plan(f"active:{base.name}", int(budget), seed, picks, params)
+    return ActivePlan(plan, {ids[i]: labels[i] for i in annotated}, history)

@@ -1,0 +1,277 @@
+"""Experiments: plan with a strategy, annotate (simulated), evaluate; learning curves and label efficiency.
+
+One cell = (strategy, budget, seed). The pool is probed once (zero-shot, texts only: a probe
+never holds gold labels); the strategy plans on that probe; a fresh
+:class:`~neuroshot.annotation.SimulatedAnnotator` reveals the gold labels of exactly the
+planned ids; the annotated items become the demonstrations:
+
+* ``static``: all of them, in plan order, one prompt prefix for every test item;
+* ``per-query``: for each test item, ``k`` of them chosen by a retriever
+  (:func:`neuroshot.retrieval.get_retriever`, default ``"neuron"``) from the annotated set.
+
+A strategy name ``"active:<name>"`` runs :func:`neuroshot.active.active_plan` rounds on top of
+``<name>``. ::
+
+    exp = Experiment(lm, task, pool_records, test_records, regime="per-query", k=4)
+    records = exp.run(["random", "neuron_coverage"], budgets=[18, 50], seeds=[0, 1, 2])
+    print(label_efficiency(records))
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .annotation import SimulatedAnnotator
+from .data import Record
+from .errors import NeuroshotError
+from .evaluate import (content_free_per_query, content_free_static, metrics, predict_proba_per_query,
+                       predict_proba_static)
+from .models import LanguageModel
+from .probing import ProbeResult, probe
+from .scoring import calibrate
+from .task import Demonstration, Task
+
+__all__ = ["ExperimentRecord", "Experiment", "run_experiment", "learning_curves", "LabelEfficiency",
+           "label_efficiency", "REGIMES"]
+
+REGIMES = ("static", "per-query")
+ACTIVE_PREFIX = "active:"
+
+
+@dataclass
+class ExperimentRecord:
+    """The result of one (strategy, budget, seed) cell. ``ids``: the annotated pool ids, plan order.
+
+    ``accuracy_calibrated`` / ``macro_f1_calibrated`` are filled when the experiment calibrates
+    (contextual calibration, scored from the same probabilities as the plain numbers).
+    ``seconds``: wall-clock time of planning, annotation and evaluation (the shared probes excluded).
+    """
+
+    strategy: str
+    budget: int
+    seed: int
+    regime: str
+    accuracy: float
+    macro_f1: float
+    seconds: float
+    accuracy_calibrated: float | None = None
+    macro_f1_calibrated: float | None = None
+    k: int | None = None
+    n_test: int = 0
+    ids: list[str] = field(default_factory=list)
+    recall: dict[str, float] = field(default_factory=dict)
+
+    def to_row(self) -> dict[str, Any]:
+        """A flat row for CSV: ids joined by spaces, per-class recall as ``recall:<label>`` columns."""
+        row = {k: v for k, v in asdict(self).items() if k not in ("ids", "recall")}
+        row.update({f"recall:{label}": value for label, value in self.recall.items()})
+        row["ids"] = " ".join(self.ids)
+        return row
+
+
+class Experiment:
+    """Run strategies x budgets x seeds on one pool and test set with one model and task.
+
+    ``pool`` and ``test`` are :class:`~neuroshot.data.Record` lists with gold labels (the pool's
+    play the annotator; a strategy never sees them). ``probe_kwargs`` go to every probe
+    (method, top_k, critical_fraction, store, ...). ``rounds`` is used by ``active:`` strategies.
+    """
+
+    def __init__(self, lm: LanguageModel, task: Task, pool: Sequence[Record], test: Sequence[Record], *,
+                 regime: str = "static", k: int = 4, retriever: str = "neuron",
+                 retriever_params: Mapping[str, Any] | None = None, calibrated: bool = False,
+                 rounds: int = 3, strategy_params: Mapping[str, Mapping[str, Any]] | None = None,
+                 probe_kwargs: Mapping[str, Any] | None = None, batch_size: int = 16,
+                 pool_probe: ProbeResult | None = None, progress: bool = True) -> None:
+        if regime not in REGIMES:
+            raise NeuroshotError(f"unknown regime '{regime}' (choose from {', '.join(REGIMES)})")
+        if regime == "per-query" and k < 1:
+            raise NeuroshotError(f"k must be at least 1, got {k}")
+        _check_records(task, pool, "pool")
+        _check_records(task, test, "test set")
+        overlap = {r.text.strip() for r in pool} & {r.text.strip() for r in test}
+        if overlap:
+            example = sorted(overlap)[0][:60]
+            raise NeuroshotError(f"{len(overlap)} test text(s) are also in the pool (e.g. {example!r}): "
+                                 "test items must never be selectable")
+        if pool_probe is not None and list(pool_probe.texts) != [r.text for r in pool]:
+            raise NeuroshotError("pool_probe must be the probe of the pool's texts, in order")
+        self.lm, self.task, self.pool, self.test = lm, task, list(pool), list(test)
+        self.regime, self.k, self.retriever, self.calibrated = regime, k, retriever, calibrated
+        self.retriever_params = dict(retriever_params or {})
+        self.rounds, self.batch_size, self.progress = rounds, batch_size, progress
+        self.strategy_params = {name: dict(p) for name, p in (strategy_params or {}).items()}
+        self.probe_kwargs = dict(probe_kwargs or {})
+        self._pool_probe, self._test_probe = pool_probe, None
+
+    @property
+    def pool_probe(self) -> ProbeResult:
+        """The zero-shot probe of the pool's texts (computed once)."""
+        if self._pool_probe is None:
+            self._pool_probe = probe(self.lm, self.task, [r.text for r in self.pool], ids=[r.id for r in self.pool],
+                                     progress=self.progress, **self.probe_kwargs)
+        return self._pool_probe
+
+    @property
+    def test_probe(self) -> ProbeResult:
+        """The zero-shot probe of the test texts (per-query retrieval reads its signatures, never its labels)."""
+        if self._test_probe is None:
+            self._test_probe = probe(self.lm, self.task, [r.text for r in self.test], ids=[r.id for r in self.test],
+                                     progress=self.progress, **self.probe_kwargs)
+        return self._test_probe
+
+    def plan(self, strategy: str, budget: int, seed: int,
+             annotator: SimulatedAnnotator) -> tuple[list[int], dict[str, str]]:
+        """Plan ``budget`` pool items and have ``annotator`` label exactly those: (pool indices, id -> label)."""
+        from .strategies import get_strategy
+
+        if strategy.startswith(ACTIVE_PREFIX):
+            from .active import active_plan
+
+            base = strategy[len(ACTIVE_PREFIX):]
+            result = active_plan(self.lm, self.task, [r.text for r in self.pool],
+                                 get_strategy(base, **self.strategy_params.get(base, {})), budget,
+                                 annotator=annotator, ids=[r.id for r in self.pool], rounds=self.rounds, seed=seed,
+                                 pool=self.pool_probe, probe_kwargs=self.probe_kwargs, progress=self.progress)
+            return result.indices, result.labels
+        plan = get_strategy(strategy, **self.strategy_params.get(strategy, {})).plan(self.pool_probe, budget, seed=seed)
+        chosen = plan.indices
+        return chosen, dict(annotator([self.pool[i].id for i in chosen]))
+
+    def run_one(self, strategy: str, budget: int, seed: int, *,
+                annotator: SimulatedAnnotator | None = None) -> ExperimentRecord:
+        """Plan, annotate and evaluate one cell."""
+        annotator = annotator if annotator is not None else SimulatedAnnotator.from_records(self.pool)
+        _ = self.pool_probe  # probe outside the timed cell
+        if self.regime == "per-query":
+            _ = self.test_probe
+        before = set(getattr(annotator, "revealed", ()))
+        t0 = time.perf_counter()
+        chosen, labels = self.plan(strategy, budget, seed, annotator)
+        ids = [self.pool[i].id for i in chosen]
+        if len(set(ids)) != len(ids) or len(ids) != budget or set(labels) != set(ids):
+            raise NeuroshotError(f"{strategy}: planned {len(set(ids))} distinct items for a budget of {budget}")
+        if not set(getattr(annotator, "revealed", ())) - before <= set(ids):
+            raise NeuroshotError(f"{strategy}: labels of unplanned items were revealed")
+        texts, gold = [r.text for r in self.test], [r.label for r in self.test]
+        kw = dict(batch_size=self.batch_size)
+        if self.regime == "static":
+            demos = [Demonstration(self.pool[i].text, labels[self.pool[i].id]) for i in chosen]
+            probs = predict_proba_static(self.lm, self.task, texts, demos, progress=self.progress, **kw)
+            bias = content_free_static(self.lm, self.task, demos, **kw) if self.calibrated else None
+        else:
+            demos_per_query = self.demonstrations(chosen, [labels[i] for i in ids], seed)
+            probs = predict_proba_per_query(self.lm, self.task, texts, demos_per_query, progress=self.progress, **kw)
+            bias = content_free_per_query(self.lm, self.task, demos_per_query, **kw) if self.calibrated else None
+        plain = metrics(self.task, gold, probs.argmax(1))
+        fixed = metrics(self.task, gold, calibrate(probs, bias).argmax(1)) if bias is not None else None
+        return ExperimentRecord(strategy, budget, seed, self.regime, plain.accuracy, plain.macro_f1,
+                                time.perf_counter() - t0, fixed.accuracy if fixed else None,
+                                fixed.macro_f1 if fixed else None, self.k if self.regime == "per-query" else None,
+                                len(texts), ids, plain.recall)
+
+    def demonstrations(self, chosen: Sequence[int], labels: Sequence[str], seed: int) -> list[list[Demonstration]]:
+        """Per test item, ``k`` demonstrations retrieved from the annotated items."""
+        from .retrieval import RETRIEVERS, get_retriever
+
+        params = dict(self.retriever_params)
+        cls = RETRIEVERS.get(self.retriever)
+        if cls is not None and "seed" in inspect.signature(cls.__init__).parameters:
+            params.setdefault("seed", seed)
+        retriever = get_retriever(self.retriever, **params)
+        return retriever.fit(self.pool_probe.subset(list(chosen)), list(labels)).demonstrations(self.test_probe, self.k)
+
+    def run(self, strategies: Iterable[str], budgets: Iterable[int], seeds: Iterable[int]) -> list[ExperimentRecord]:
+        """Every (strategy, budget, seed) cell, in that nesting order."""
+        cells = [(s, b, seed) for s in strategies for b in budgets for seed in seeds]
+        records = []
+        for strategy, budget, seed in tqdm(cells, unit="cell", desc="experiment", disable=not self.progress):
+            records.append(self.run_one(strategy, budget, seed))
+        return records
+
+
+def run_experiment(lm: LanguageModel, task: Task, pool: Sequence[Record], test: Sequence[Record], strategy: str,
+                   budget: int, seed: int = 0, **kwargs: Any) -> ExperimentRecord:
+    """One cell: ``Experiment(lm, task, pool, test, **kwargs).run_one(strategy, budget, seed)``."""
+    return Experiment(lm, task, pool, test, **kwargs).run_one(strategy, budget, seed)
+
+
+def _check_records(task: Task, records: Sequence[Record], what: str) -> None:
+    if not records:
+        raise NeuroshotError(f"the {what} is empty")
+    for r in records:
+        if r.label is None:
+            raise NeuroshotError(f"{what} item {r.id!r} has no gold label: evaluation needs labelled data")
+        task.label_index(r.label)
+
+
+# --------------------------------------------------------------------------------------------
+# Learning curves and label efficiency
+# --------------------------------------------------------------------------------------------
+
+Curves = Mapping[str, Mapping[int, Sequence[float]]]
+
+
+def learning_curves(records: Iterable[ExperimentRecord], metric: str = "accuracy") -> dict[str, dict[int, list[float]]]:
+    """``{strategy: {budget: [metric per seed]}}``, budgets ascending. One regime at a time."""
+    records = list(records)
+    regimes = {r.regime for r in records}
+    if len(regimes) > 1:
+        raise NeuroshotError(f"records mix regimes ({', '.join(sorted(regimes))}): build curves per regime")
+    curves: dict[str, dict[int, list[float]]] = {}
+    for r in records:
+        value = getattr(r, metric, None)
+        if value is None:
+            raise NeuroshotError(f"records have no '{metric}' (calibrated metrics need calibrated=True)")
+        curves.setdefault(r.strategy, {}).setdefault(r.budget, []).append(float(value))
+    return {s: dict(sorted(c.items())) for s, c in curves.items()}
+
+
+@dataclass
+class LabelEfficiency:
+    """Smallest budget at which ``strategy`` reaches ``target`` = the baseline's mean at its largest budget.
+
+    ``budget`` is None when no budget tried reaches it.
+    """
+
+    strategy: str
+    budget: int | None
+    target: float
+    baseline: str
+    baseline_budget: int
+
+    @property
+    def saving(self) -> float | None:
+        """How many times fewer labels than the baseline needs (baseline budget / budget)."""
+        return None if self.budget is None else self.baseline_budget / self.budget
+
+    def __str__(self) -> str:
+        if self.budget is None:
+            return f"{self.strategy}: does not reach {self.target:.3f} within the budgets tried"
+        return f"{self.strategy}: reaches {self.target:.3f} at {self.budget} labels ({self.saving:.2g}x fewer)"
+
+
+def label_efficiency(curves: Curves | Iterable[ExperimentRecord], baseline: str = "random",
+                     metric: str = "accuracy") -> dict[str, LabelEfficiency]:
+    """Per strategy, the smallest budget whose mean (over seeds) reaches the baseline's mean at its
+    largest budget (DESIGN.md, "label efficiency"). ``curves`` as from :func:`learning_curves`,
+    or experiment records."""
+    if not isinstance(curves, Mapping):
+        curves = learning_curves(curves, metric)
+    if baseline not in curves or not curves[baseline]:
+        raise NeuroshotError(f"label efficiency needs the baseline '{baseline}' among the strategies "
+                             f"({', '.join(sorted(curves)) or 'none'})")
+    top = max(curves[baseline])
+    target = float(np.mean(curves[baseline][top]))
+    out = {}
+    for name, curve in curves.items():
+        reached = [b for b in sorted(curve) if float(np.mean(curve[b])) >= target - 1e-12]
+        out[name] = LabelEfficiency(name, reached[0] if reached else None, target, baseline, top)
+    return out

@@ -1,0 +1,133 @@
+"""Active rounds on a tiny LLaMA: batches, re-probing with demonstrations in context, annotation hygiene."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from neuroshot.active import active_plan, context_demonstrations, round_sizes
+from neuroshot.annotation import SimulatedAnnotator
+from neuroshot.errors import NeuroshotError
+from neuroshot.probing import probe
+from neuroshot.strategies import get_strategy
+from neuroshot.strategies.baselines import EntropyStrategy
+
+from conftest import TINY_TEXTS
+
+TEXTS = TINY_TEXTS + ["another pool item here", "short one", "questions about tax", "a final text"]
+IDS = [f"p{i}" for i in range(len(TEXTS))]
+PROBE = {"critical_fraction": 0.1, "top_k": 8}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(single_thread):
+    """Tiny models run faster on one thread."""
+
+
+@pytest.fixture
+def gold(tiny_task):
+    return {i: tiny_task.labels[n % 3] for n, i in enumerate(IDS)}
+
+
+class RecordingAnnotator(SimulatedAnnotator):
+    def __init__(self, gold):
+        super().__init__(gold)
+        self.calls: list[list[str]] = []
+
+    def annotate(self, ids):
+        self.calls.append(list(ids))
+        return super().annotate(ids)
+
+    __call__ = annotate
+
+
+class SpyEntropy(EntropyStrategy):
+    """Entropy sampling that records what each plan call was given."""
+
+    def __init__(self):
+        self._seen = []
+
+    def plan(self, pool, budget, *, labeled=(), seed=0):
+        self._seen.append((pool, dict(labeled), budget))
+        return super().plan(pool, budget, labeled=labeled, seed=seed)
+
+
+def test_round_sizes():
+    assert round_sizes(7, rounds=3) == [3, 2, 2]
+    assert round_sizes(7, batch_size=3) == [3, 3, 1]
+    assert round_sizes(2, rounds=5) == [1, 1]
+    assert round_sizes(6) == [2, 2, 2]
+    with pytest.raises(NeuroshotError, match="not both"):
+        round_sizes(6, rounds=2, batch_size=3)
+    with pytest.raises(NeuroshotError, match="at least 1"):
+        round_sizes(6, rounds=0)
+
+
+def test_context_demonstrations_are_label_balanced_beyond_the_limit(tiny_task):
+    texts = [f"t{i}" for i in range(6)]
+    labels = {0: "A", 1: "A", 2: "A", 3: "B", 4: "A", 5: "C"}
+    demos = context_demonstrations(texts, [0, 1, 2, 3, 4, 5], labels, tiny_task, limit=3)
+    assert [(d.text, d.label) for d in demos] == [("t0", "A"), ("t3", "B"), ("t5", "C")]
+    assert len(context_demonstrations(texts, [0, 1], labels, tiny_task, limit=3)) == 2
+
+
+def test_active_rounds_mechanics(tiny_lm, tiny_task, gold):
+    annotator = RecordingAnnotator(gold)
+    spy = SpyEntropy()
+    zero_shot = probe(tiny_lm, tiny_task, TEXTS, ids=IDS, progress=False, **PROBE)
+    result = active_plan(tiny_lm, tiny_task, TEXTS, spy, 6, annotator=annotator, rounds=3, seed=0, pool=zero_shot,
+                         probe_kwargs=PROBE, progress=False)
+
+    # rounds: 3 batches of 2, the annotator asked once per round for exactly that round's picks, no repeats
+    assert [r.round for r in result.rounds] == [1, 2, 3]
+    assert annotator.calls == [[IDS[i] for i in r.indices] for r in result.rounds]
+    assert [len(c) for c in annotator.calls] == [2, 2, 2]
+    assert len(set(result.indices)) == 6 and annotator.revealed == {IDS[i] for i in result.indices}
+    assert result.labels == {IDS[i]: gold[IDS[i]] for i in result.indices}
+    assert [p.parts["round"] for p in result.plan.picks] == [1, 1, 2, 2, 3, 3]
+    assert [p.rank for p in result.plan.picks] == list(range(1, 7))
+    assert "round 2" in result.plan.explain(TEXTS) and result.plan.strategy == "active:entropy"
+
+    # the base strategy plans each later round with labeled = the annotated items (row -> label)
+    (p1, l1, _), (p2, l2, _), (p3, l3, _) = spy._seen
+    assert p1 is zero_shot and l1 == {}
+    assert len(l2) == 2 and len(l3) == 4
+    for pool, labeled, r in ((p2, l2, result.rounds[1]), (p3, l3, result.rounds[2])):
+        assert {pool.ids[row]: lab for row, lab in labeled.items()} == {
+            IDS[i]: gold[IDS[i]] for i in result.indices[:len(labeled)]}
+        assert pool.ids == [IDS[i] for i in r.rows] and len(pool) == len(TEXTS)
+
+    # the demonstrations in context change the probe of the items not yet annotated
+    r2 = result.rounds[1]
+    assert [(d.text, d.label) for d in r2.demos] == [(TEXTS[i], gold[IDS[i]]) for i in result.rounds[0].indices]
+    rest = [row for row, i in enumerate(r2.rows) if i not in result.rounds[0].indices]
+    in_context = r2.probe.probs[rest]
+    alone = zero_shot.probs[[r2.rows[row] for row in rest]]
+    assert not np.allclose(in_context, alone, atol=1e-4)
+    np.testing.assert_allclose(in_context, probe(tiny_lm, tiny_task, [TEXTS[r2.rows[row]] for row in rest],
+                                                  demos=r2.demos, progress=False, **PROBE).probs, atol=1e-6)
+
+
+def test_active_plan_is_reproducible_and_ignores_unannotated_labels(tiny_lm, tiny_task, gold):
+    first = SimulatedAnnotator(gold)
+    a = active_plan(tiny_lm, tiny_task, TEXTS, "neuron_coverage", 5, annotator=first, ids=IDS, batch_size=2,
+                    seed=4, probe_kwargs=PROBE, progress=False)
+    assert [len(r.indices) for r in a.rounds] == [2, 2, 1]
+    garbled = {i: (lab if i in first.revealed else tiny_task.labels[(tiny_task.label_index(lab) + 1) % 3])
+               for i, lab in gold.items()}
+    second = SimulatedAnnotator(garbled)
+    b = active_plan(tiny_lm, tiny_task, TEXTS, get_strategy("neuron_coverage"), 5, annotator=second, ids=IDS,
+                    batch_size=2, seed=4, probe_kwargs=PROBE, progress=False)
+    assert a.indices == b.indices and second.revealed == first.revealed
+
+
+def test_active_plan_rejects_bad_input(tiny_lm, tiny_task, gold):
+    annotator = SimulatedAnnotator(gold)
+    with pytest.raises(NeuroshotError, match="larger than"):
+        active_plan(tiny_lm, tiny_task, TEXTS, "random", 99, annotator=annotator, ids=IDS, progress=False)
+    with pytest.raises(NeuroshotError, match="name every text once"):
+        active_plan(tiny_lm, tiny_task, TEXTS, "random", 2, annotator=annotator, ids=IDS[:3], progress=False)
+    with pytest.raises(NeuroshotError, match="unknown label"):
+        active_plan(tiny_lm, tiny_task, TEXTS, "random", 2, annotator=lambda ids: {i: "Z" for i in ids}, ids=IDS,
+                    rounds=1, probe_kwargs=PROBE, progress=False)
+    assert not annotator.revealed
