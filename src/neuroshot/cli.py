@@ -15,7 +15,7 @@ EPILOG = """examples:
   neuroshot plan tickets.jsonl --labels billing,shipping,returns --budget 20 --out to_label.csv
   neuroshot annotate to_label.csv --labels billing,shipping,returns --out labels.jsonl
   neuroshot plan tickets.jsonl --task task.json --budget 10 --labeled labels.jsonl --out next.jsonl
-  neuroshot evaluate --pool pool.jsonl --test test.jsonl --strategy random --strategy neuron_coverage \
+  neuroshot evaluate --pool pool.jsonl --test test.jsonl --strategy random --strategy neuron_coverage \\
       --budget 10 --budget 20 --seeds 0 1 2 --out results.csv --plot curve.png
 """
 
