@@ -41,8 +41,11 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import shared_sets  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data"
+DEFAULT_DATA = shared_sets.DEFAULT_DATA
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "cost.json"
 DEFAULT_README = REPO / "benchmarks" / "README.md"
 METHODS = ("forward", "direct_logit", "grad_x_act")
@@ -51,15 +54,6 @@ SIGNATURE_GOAL_BYTES = 50_000  # 50 KB per item (decimal kilobytes)
 START, END = "<!-- cost:start -->", "<!-- cost:end -->"
 CHILD_MARK = "COST_CHILD_RESULT "
 FULL_DEFAULTS = {"n": 200, "repeats": 3}
-
-TASKS = {
-    "trec": dict(instruction="Classify the question by the type of its answer: {labels}.",
-                 input_template="Question: {text}\nType:", demo_template="Question: {text}\nType: {label}"),
-    "cuad_clause_types_top10": dict(instruction="Classify the contract clause by its type: {labels}.",
-                                    input_template="Clause: {text}\nType:", demo_template="Clause: {text}\nType: {label}"),
-}
-GENERIC_TASK = dict(instruction="Classify the text into one of these labels: {labels}.",
-                    input_template="Text: {text}\nLabel:", demo_template="Text: {text}\nLabel: {label}")
 
 
 # --------------------------------------------------------------------------- setup
@@ -114,11 +108,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def make_task(name: str, card: dict, max_text_tokens: int):
-    from neuroshot.task import Task
-
+    """The task of a shared set (wording from ``shared_sets.py``) from its card."""
     if not card.get("labels"):
         raise SystemExit(f"{name}: card.json has no 'labels' list")
-    return Task(labels=tuple(card["labels"]), max_text_tokens=max_text_tokens, **TASKS.get(name, GENERIC_TASK))
+    return shared_sets.make_task(name, card["labels"], max_text_tokens)
 
 
 def load_set(data: Path, name: str, n: int, max_text_tokens: int):

@@ -1,0 +1,230 @@
+"""Selection benchmark: every strategy x budget x seed on the shared sets, static and per-query regimes.
+
+One cell = (set, regime, strategy, budget, seed): plan on the zero-shot probe of the pool, let the
+simulated annotator label exactly the planned items, and score every test item (static: all
+annotated items as one prompt prefix; per-query: k of them retrieved per test item). Cells are
+appended to ``<out>/results.jsonl`` as they finish, so a killed run continues where it stopped;
+the pool and test probes are cached in ``<out>/signatures``. ``--summarize`` (also run at the end)
+writes ``results.csv``, one learning-curve PNG per set and regime, and ``benchmarks/RESULTS.md``.
+
+    .venv/bin/python benchmarks/quality.py --sets trec cuad_clause_types_top10 --regimes per-query
+
+Settings are to be chosen with ``--validation N`` (N pool items held out as the test set), never
+on the test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shlex
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shared_sets import DEFAULT_DATA, REPO, SETS, load_shared_set  # noqa: E402
+
+DEFAULT_OUT = REPO / "benchmarks" / "results" / "quality"
+DEFAULT_MD = REPO / "benchmarks" / "RESULTS.md"
+STRATEGIES = ("random", "entropy", "kmeans", "typiclust", "fast_votek", "votek", "ideal", "neufs", "neuron_coverage")
+NEURON_AWARE = ("neuron_coverage", "neufs")
+KEY = ("model", "set", "regime", "retriever", "k", "strategy", "budget", "seed", "pool_size", "test_size",
+       "validation", "method", "calibrated")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder (default: %(default)s)")
+    p.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS, metavar="SET",
+                   help=f"data sets (default: all: {' '.join(SETS)})")
+    p.add_argument("--regimes", nargs="+", default=["per-query", "static"], choices=["per-query", "static"])
+    p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), metavar="NAME",
+                   help="strategy names; 'active:<name>' runs AdaICL-style rounds on top of <name>")
+    p.add_argument("--static-budgets", nargs="+", type=int, default=[5, 10, 20])
+    p.add_argument("--retrieval-budgets", nargs="+", type=int, default=[18, 50, 100])
+    p.add_argument("--k", type=int, default=4, help="demonstrations per query in the per-query regime")
+    p.add_argument("--retriever", default="neuron", help="per-query retriever: neuron, embedding or random")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--pool-size", type=int, default=600, help="seeded sample of the pool to select from")
+    p.add_argument("--test-size", type=int, default=500, help="test items scored per cell (500 = all)")
+    p.add_argument("--validation", type=int, default=0,
+                   help="hold out N pool items and score on them instead of the test split (for tuning)")
+    p.add_argument("--model", default="default", help="model spec for neuroshot.load_model")
+    p.add_argument("--method", default="direct_logit", help="attribution method of the probe")
+    p.add_argument("--calibrated", action="store_true", help="also report contextually calibrated scores")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default: %(default)s)")
+    p.add_argument("--markdown", type=Path, default=DEFAULT_MD, help="summary page (default: %(default)s)")
+    p.add_argument("--summarize", action="store_true", help="only rebuild the summary from the results file")
+    return p.parse_args(argv)
+
+
+# --------------------------------------------------------------------------- running
+
+
+def read_results(path: Path) -> list[dict]:
+    """Finished cells; a torn last line (killed mid-write) is ignored."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def append_result(path: Path, row: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def cell_key(row: dict) -> tuple:
+    return tuple(row.get(k) for k in KEY)
+
+
+def run(args: argparse.Namespace) -> None:
+    from neuroshot import load_model
+    from neuroshot.experiment import Experiment
+
+    results_path = args.out / "results.jsonl"
+    done = {cell_key(r) for r in read_results(results_path)}
+    lm = load_model(args.model)
+    command = ".venv/bin/python " + shlex.join(["benchmarks/quality.py", *sys.argv[1:]])
+    for name in args.sets:
+        data = load_shared_set(name, args.data, pool_size=args.pool_size, test_size=args.test_size,
+                               validation=args.validation or None)
+        probe_kwargs = {"store": args.out / "signatures", "method": args.method}  # probes once, reused via the store
+        for regime in args.regimes:
+            budgets = args.static_budgets if regime == "static" else args.retrieval_budgets
+            exp = Experiment(lm, data.task, data.pool, data.test, regime=regime, k=args.k, retriever=args.retriever,
+                             calibrated=args.calibrated, probe_kwargs=probe_kwargs)
+            for strategy in args.strategies:
+                for budget in budgets:
+                    for seed in args.seeds:
+                        base = dict(model=args.model, set=name, regime=regime,
+                                    retriever=args.retriever if regime == "per-query" else None,
+                                    k=args.k if regime == "per-query" else None, strategy=strategy, budget=budget,
+                                    seed=seed, pool_size=len(data.pool), test_size=len(data.test),
+                                    validation=args.validation, method=args.method, calibrated=args.calibrated)
+                        if cell_key(base) in done:
+                            continue
+                        if budget > len(data.pool):
+                            print(f"skip {name} {strategy} budget {budget}: larger than the pool", file=sys.stderr)
+                            continue
+                        record = exp.run_one(strategy, budget, seed)
+                        row = {**base, **{k: v for k, v in vars(record).items() if k not in base},
+                               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                               "command": command}
+                        append_result(results_path, row)
+                        done.add(cell_key(base))
+                        print(f"{name:<24} {regime:<9} {strategy:<16} B={budget:<4} seed {seed}: "
+                              f"acc {record.accuracy:.3f}  F1 {record.macro_f1:.3f}  ({record.seconds:.0f} s)", flush=True)
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def summarize(args: argparse.Namespace) -> str:
+    """CSV, plots and the markdown page from the results file; returns the markdown."""
+    import csv
+
+    from neuroshot.experiment import ExperimentRecord, label_efficiency, learning_curves
+    from neuroshot.plots import plot_learning_curves
+
+    rows = read_results(args.out / "results.jsonl")
+    if not rows:
+        raise SystemExit(f"no results in {args.out / 'results.jsonl'} yet")
+    fields = sorted({k for r in rows for k in r if k not in ("ids", "recall")})
+    with (args.out / "results.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[(r["model"], r["set"], r["regime"], r["retriever"], r["k"], r["validation"], r["pool_size"],
+                r["test_size"], r["method"])].append(r)
+    record_fields = set(ExperimentRecord.__dataclass_fields__)
+    lines = ["# Selection benchmark results", "",
+             "Produced by `benchmarks/quality.py` (see its `--help`); every number below is a mean ± std over the "
+             "seeds listed, from `benchmarks/results/quality/results.jsonl`.", ""]
+    efficiency_rows, versus = [], defaultdict(list)
+    for key in sorted(groups, key=str):
+        model, name, regime, retriever, k, validation, pool_size, test_size, method = key
+        records = [ExperimentRecord(**{f: v for f, v in r.items() if f in record_fields}) for r in groups[key]]
+        curves = learning_curves(records)
+        budgets = sorted({r.budget for r in records})
+        split = f"validation ({validation} pool items)" if validation else f"test ({test_size} items)"
+        how = f"k={k}, retriever `{retriever}`" if regime == "per-query" else "all annotated items in one prefix"
+        seeds = sorted({r.seed for r in records})
+        lines += [f"## {name}: {regime} ({how})", "",
+                  f"Model `{model}`, probe `{method}`, pool sample {pool_size}, scored on {split}, seeds {seeds}.", "",
+                  "| strategy | " + " | ".join(f"B={b}" for b in budgets) + " | label efficiency | s / run (median) |",
+                  "|---|" + "---:|" * (len(budgets) + 2)]
+        eff = label_efficiency(curves) if "random" in curves else {}
+        for strategy in sorted(curves, key=lambda s: (s != "random", s)):
+            cells = []
+            for b in budgets:
+                values = curves[strategy].get(b)
+                cells.append(f"{np.mean(values):.3f} ± {np.std(values):.3f}" if values else "-")
+            e = eff.get(strategy)
+            e_text = "-" if e is None else ("not reached" if e.budget is None else f"{e.budget} ({e.saving:.2g}x)")
+            seconds = np.median([r.seconds for r in records if r.strategy == strategy])
+            lines.append(f"| `{strategy}` | " + " | ".join(cells) + f" | {e_text} | {seconds:.0f} |")
+        plot = args.out / f"{name}_{regime}_{Path(str(model)).stem}.png"
+        plot_learning_curves(curves, plot, title=f"{name}, {regime}")
+        lines += ["", f"![{name} {regime}]({os.path.relpath(plot, args.markdown.parent)})", ""]
+        if eff and regime == "per-query" and not validation:
+            top = eff["random"].baseline_budget
+            for s in NEURON_AWARE:
+                if s in eff:
+                    efficiency_rows.append((name, s, eff[s].budget is not None and eff[s].budget <= top / 2))
+        for s in NEURON_AWARE:
+            for other in ("votek", "ideal"):
+                for b in budgets:
+                    if b in curves.get(s, {}) and b in curves.get(other, {}):
+                        versus[(regime, s, other)].append(np.mean(curves[s][b]) - np.mean(curves[other][b]))
+    lines += ["## Goal", "",
+              "Neuron-aware selection reaches random@max budget with <= 50% of the labels on >= 3 of 5 data sets "
+              "(per-query regime), and matches or beats vote-k and IDEAL at equal budget on average.", ""]
+    for s in NEURON_AWARE:
+        hits = sorted({n for n, strat, ok in efficiency_rows if strat == s and ok})
+        tried = sorted({n for n, strat, _ in efficiency_rows if strat == s})
+        if tried:
+            lines.append(f"- `{s}` reaches it with <= 50% of the labels on {len(hits)} of {len(tried)} set(s) run "
+                         f"({', '.join(hits) or 'none'}): **{'met' if len(hits) >= 3 else 'not met'}**"
+                         + ("" if len(tried) >= 5 else " (fewer than 5 sets run: the goal cannot be judged yet)"))
+    for (regime, s, other), diffs in sorted(versus.items()):
+        lines.append(f"- {regime}: `{s}` minus `{other}`, mean accuracy difference over {len(diffs)} "
+                     f"(set, budget) cells: {np.mean(diffs):+.3f} ({'matches or beats' if np.mean(diffs) >= 0 else 'behind'})")
+    commands = sorted({r.get("command", "") for r in rows})
+    lines += ["", "## Commands", "", "```", *commands, "```", ""]
+    text = "\n".join(lines)
+    args.markdown.write_text(text, encoding="utf-8")
+    return text
+
+
+def main(argv: list[str] | None = None) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = parse_args(argv)
+    if not args.summarize:
+        t0 = time.perf_counter()
+        try:
+            run(args)
+        except KeyboardInterrupt:
+            print("\ninterrupted: finished cells are kept; run the same command again to continue", file=sys.stderr)
+        print(f"run took {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    print(summarize(args))
+
+
+if __name__ == "__main__":
+    main()

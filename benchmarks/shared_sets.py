@@ -1,0 +1,93 @@
+"""The shared evaluation sets (``../shared/data``) as neuroshot tasks and record lists, for the benchmarks.
+
+Each set folder holds ``pool.jsonl`` (the selectable pool; its labels only play the annotator),
+``test.jsonl`` (never selectable) and ``card.json`` (the label set). ``banking77_15`` is banking77
+restricted to a fixed 15-intent subset (the first 15 of the sorted intents after a seeded shuffle,
+seed 0), pool and test alike.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+SETS = ("trec", "sst2", "banking77_15", "banking77", "cuad_clause_types_top10", "medical_abstracts")
+
+_TEMPLATES = {
+    "trec": ("Classify the question by the type of its answer: {labels}.", "Question", "Type"),
+    "sst2": ("Classify the sentiment of the movie review: {labels}.", "Review", "Sentiment"),
+    "banking77": ("Classify the banking customer query by its intent: {labels}.", "Query", "Intent"),
+    "cuad_clause_types_top10": ("Classify the contract clause by its type: {labels}.", "Clause", "Type"),
+    "medical_abstracts": ("Classify the medical abstract by the disease class it is about: {labels}.",
+                          "Abstract", "Class"),
+}
+_GENERIC = ("Classify the text into one of these labels: {labels}.", "Text", "Label")
+MAX_TEXT_TOKENS = {"medical_abstracts": 96, "cuad_clause_types_top10": 128}
+SUBSETS = {"banking77_15": ("banking77", 15)}
+
+
+@dataclass
+class SharedSet:
+    """One evaluation set: its task, pool and test records."""
+
+    name: str
+    task: object  # neuroshot.Task
+    pool: list
+    test: list
+
+
+def base_name(name: str) -> str:
+    return SUBSETS.get(name, (name, 0))[0]
+
+
+def make_task(name: str, labels, max_text_tokens: int | None = None):
+    """The neuroshot Task of a set: per-set wording, snake_case labels verbalised with spaces."""
+    from neuroshot.task import Task
+
+    instruction, field, answer = _TEMPLATES.get(base_name(name), _GENERIC)
+    verbalizers = {label: label.replace("_", " ") for label in labels if "_" in label}
+    return Task(labels=tuple(labels), instruction=instruction, input_template=f"{field}: {{text}}\n{answer}:",
+                demo_template=f"{field}: {{text}}\n{answer}: {{label}}", verbalizers=verbalizers,
+                max_text_tokens=max_text_tokens or MAX_TEXT_TOKENS.get(base_name(name)))
+
+
+def subset_labels(labels, n: int, seed: int = 0) -> list[str]:
+    """A fixed subset of ``n`` labels (seeded shuffle of the sorted labels)."""
+    rng = np.random.default_rng(seed)
+    return sorted(rng.permutation(sorted(labels))[:n].tolist())
+
+
+def load_shared_set(name: str, data: Path = DEFAULT_DATA, *, pool_size: int | None = None,
+                    test_size: int | None = None, validation: int | None = None, seed: int = 0,
+                    max_text_tokens: int | None = None) -> SharedSet:
+    """Task, pool and test records of a set.
+
+    ``pool_size`` / ``test_size`` keep a seeded random sample. ``validation=N`` replaces the test set
+    with N items held out of the pool (for choosing settings without touching the test split).
+    """
+    from neuroshot.data import load_records
+
+    folder = Path(data) / base_name(name)
+    card_path = folder / "card.json"
+    if not card_path.is_file():
+        raise SystemExit(f"{folder}: no card.json (is --data the shared data folder?)")
+    labels = json.loads(card_path.read_text(encoding="utf-8"))["labels"]
+    pool, test = load_records(folder / "pool.jsonl"), load_records(folder / "test.jsonl")
+    if name in SUBSETS:
+        labels = subset_labels(labels, SUBSETS[name][1])
+        pool = [r for r in pool if r.label in labels]
+        test = [r for r in test if r.label in labels]
+    rng = np.random.default_rng(seed)
+    pool = [pool[i] for i in rng.permutation(len(pool))]
+    if validation:
+        pool, test = pool[validation:], pool[:validation]
+    if pool_size:
+        pool = pool[:pool_size]
+    if test_size and test_size < len(test):
+        test = [test[i] for i in sorted(rng.choice(len(test), size=test_size, replace=False))]
+    return SharedSet(name, make_task(name, labels, max_text_tokens), pool, test)

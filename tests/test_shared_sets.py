@@ -1,0 +1,39 @@
+"""The benchmarks' view of the shared data: tasks, fixed subsets, seeded samples, disjoint splits."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from shared_sets import DEFAULT_DATA, load_shared_set, subset_labels  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not DEFAULT_DATA.is_dir(), reason="needs ../shared/data beside the repository")
+
+
+def test_banking77_subset_is_fixed_and_restricts_pool_and_test():
+    data = load_shared_set("banking77_15", pool_size=300)
+    labels = set(data.task.labels)
+    assert len(labels) == 15 and labels == set(subset_labels(load_shared_set("banking77").task.labels, 15))
+    assert {r.label for r in data.pool} <= labels and {r.label for r in data.test} <= labels
+    assert all("_" not in v for v in data.task.verbalized)  # snake_case intents read as words
+
+
+def test_samples_are_seeded_and_test_items_never_in_the_pool():
+    a = load_shared_set("trec", pool_size=100, test_size=50)
+    b = load_shared_set("trec", pool_size=100, test_size=50)
+    assert [r.id for r in a.pool] == [r.id for r in b.pool] and [r.id for r in a.test] == [r.id for r in b.test]
+    assert len(a.pool) == 100 and len(a.test) == 50
+    assert not {r.text for r in a.pool} & {r.text for r in a.test}
+
+
+def test_validation_holds_out_pool_items_instead_of_the_test_split():
+    data = load_shared_set("trec", validation=40)
+    assert len(data.test) == 40 and all("-pool-" in r.id for r in data.test)
+    assert not {r.id for r in data.pool} & {r.id for r in data.test}
+
+
+def test_medical_abstracts_are_truncated_to_96_tokens():
+    assert load_shared_set("medical_abstracts", pool_size=10, test_size=10).task.max_text_tokens == 96
