@@ -132,7 +132,7 @@ def run(args) -> dict:
     import torch
 
     from dspy_neuroshot import local_lm
-    from dspy_neuroshot._models import resolve_model
+    from neuroshot.models import resolve_model
 
     rng = random.Random(args.seed)
     trainset, testset = load_split(args, "pool", args.train, rng), load_split(args, "test", args.test, rng)

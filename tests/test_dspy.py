@@ -308,7 +308,7 @@ def trec(split: str, n: int) -> list[dspy.Example]:
 
 @pytest.fixture(scope="module")
 def real():
-    from dspy_neuroshot._models import resolve_model
+    from neuroshot.models import resolve_model
 
     model = resolve_model("default")
     return model, local_lm(model, max_new_tokens=16)

@@ -27,7 +27,7 @@ import torch
 from neuroshot import LanguageModel, NeuroshotError
 from neuroshot.scoring import cache_of, forward, scores_after_prompt
 
-from ._models import ModelLike, model_lock, resolve_model
+from neuroshot.models import ModelLike, model_lock, resolve_model
 
 _COMPLETED = "completed"
 _HEADER = "[[ ## {} ## ]]"

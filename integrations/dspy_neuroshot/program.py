@@ -17,7 +17,7 @@ from neuroshot.probing import item_scores
 from neuroshot.retrieval import Retrieved
 from neuroshot.signatures import CriticalNeurons
 
-from ._models import ModelLike, model_lock, resolve_model
+from neuroshot.models import ModelLike, model_lock, resolve_model
 from ._task import SignatureTask, label_field, program_signature
 
 log = logging.getLogger(__name__)

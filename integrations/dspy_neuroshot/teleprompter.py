@@ -14,7 +14,7 @@ from neuroshot import (NeuroshotError, Plan, ProbeResult, SimulatedAnnotator, ex
                        probe, read_annotations)
 from neuroshot.annotation import AnnotationItem
 
-from ._models import ModelLike, model_lock, resolve_model
+from neuroshot.models import ModelLike, model_lock, resolve_model
 from ._task import SignatureTask, label_field, program_signature
 from .program import NeuronFewShotProgram
 

@@ -12,7 +12,7 @@ from langchain_core.prompts import FewShotPromptTemplate, PromptTemplate
 
 from neuroshot import LanguageModel, NeuroshotError, Task
 
-from ._models import model_lock
+from neuroshot.models import model_lock
 from .selector import NeuronAwareExampleSelector
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from neuroshot import LanguageModel, NeuroshotError, Task, get_strategy, probe
 
-from ._models import model_lock, resolve_model
+from neuroshot.models import model_lock, resolve_model
 from .selector import example_text
 
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, InstanceOf, PrivateAttr, fiel
 
 from neuroshot import LanguageModel, NeuronRetriever, NeuroshotError, ProbeResult, Task, get_strategy, probe
 
-from ._models import model_lock, resolve_model
+from neuroshot.models import model_lock, resolve_model
 
 
 @dataclass

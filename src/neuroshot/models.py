@@ -15,9 +15,12 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Union
 
 import torch
 from torch import nn
@@ -284,3 +287,36 @@ def from_pretrained_objects(model: nn.Module, tokenizer, name: str = "custom") -
             digest.update(p_name.encode())
             digest.update(p.detach().float().flatten()[:64].numpy().tobytes())
     return LanguageModel(model, tokenizer, name, digest.hexdigest()[:16], find_ffn_layers(model))
+
+
+ModelLike = Union[LanguageModel, str, os.PathLike]
+_SHARED: dict[str, LanguageModel] = {}
+_SHARED_GUARD = threading.Lock()
+_MODEL_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # torch module -> RLock
+
+
+def resolve_model(model: ModelLike) -> LanguageModel:
+    """``model`` itself if loaded, else the model for a ``load_model`` spec, loaded once per process.
+
+    The integrations share models through this: a LangChain selector, a DSPy engine and a
+    teleprompter built with ``model="default"`` hold one copy of the weights.
+    """
+    if isinstance(model, LanguageModel):
+        return model
+    if isinstance(model, (str, os.PathLike)) and os.fspath(model):
+        key = os.fspath(model)
+        with _SHARED_GUARD:
+            if key not in _SHARED:
+                _SHARED[key] = load_model(key)
+            return _SHARED[key]
+    raise NeuroshotError(f"model must be a neuroshot LanguageModel or a load_model spec string, got {model!r}")
+
+
+def model_lock(lm: LanguageModel) -> threading.RLock:
+    """One re-entrant lock per torch model: probing hooks would see another thread's forward pass,
+    so every user of a shared model holds this around its model calls."""
+    with _SHARED_GUARD:
+        lock = _MODEL_LOCKS.get(lm.model)
+        if lock is None:
+            lock = _MODEL_LOCKS[lm.model] = threading.RLock()
+        return lock
