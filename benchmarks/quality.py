@@ -156,7 +156,9 @@ def summarize(args: argparse.Namespace) -> str:
     record_fields = set(ExperimentRecord.__dataclass_fields__)
     lines = ["# Selection benchmark results", "",
              "Produced by `benchmarks/quality.py` (see its `--help`); every number below is a mean ± std over the "
-             "seeds listed, from `benchmarks/results/quality/results.jsonl`.", ""]
+             "seeds listed, from `benchmarks/results/quality/results.jsonl`. A deterministic strategy plans the same "
+             "items for every seed; such a cell reuses the scores of the first (its seconds are then planning only).",
+             ""]
     efficiency_rows, versus = [], defaultdict(list)
     for key in sorted(groups, key=str):
         model, name, regime, retriever, k, validation, pool_size, test_size, method = key

@@ -221,6 +221,21 @@ def test_experiment_cell(tiny_lm, tiny_task, regime):
     assert [(r.budget, r.seed) for r in records] == [(2, 0), (2, 1), (3, 0), (3, 1)]
 
 
+@pytest.mark.parametrize("retriever", ["neuron", "random"])
+def test_the_same_plan_is_scored_once_unless_the_retriever_is_seeded(tiny_lm, tiny_task, monkeypatch, retriever):
+    import neuroshot.experiment as experiment
+
+    calls = []
+    real = experiment.predict_proba_per_query
+    monkeypatch.setattr(experiment, "predict_proba_per_query", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    exp = _experiment(tiny_lm, tiny_task, _records(tiny_task, POOL_TEXTS, "p"), regime="per-query", k=2,
+                      retriever=retriever)
+    first, second = (exp.run_one("neuron_coverage", 4, seed=s) for s in (0, 1))
+    assert first.ids == second.ids  # neuron_coverage is deterministic
+    assert len(calls) == (1 if retriever == "neuron" else 2)
+    assert first.accuracy == second.accuracy or retriever == "random"
+
+
 def test_experiment_rejects_bad_input(tiny_lm, tiny_task):
     pool = _records(tiny_task, POOL_TEXTS, "p")
     with pytest.raises(NeuroshotError, match="never be selectable"):

@@ -110,6 +110,7 @@ class Experiment:
         self.strategy_params = {name: dict(p) for name, p in (strategy_params or {}).items()}
         self.probe_kwargs = dict(probe_kwargs or {})
         self._pool_probe, self._test_probe = pool_probe, None
+        self._scored: dict[tuple, tuple[np.ndarray, np.ndarray | None]] = {}  # same demos -> same scores
 
     @property
     def pool_probe(self) -> ProbeResult:
@@ -161,21 +162,38 @@ class Experiment:
         if not set(getattr(annotator, "revealed", ())) - before <= set(ids):
             raise NeuroshotError(f"{strategy}: labels of unplanned items were revealed")
         texts, gold = [r.text for r in self.test], [r.label for r in self.test]
-        kw = dict(batch_size=self.batch_size)
-        if self.regime == "static":
-            demos = [Demonstration(self.pool[i].text, labels[self.pool[i].id]) for i in chosen]
-            probs = predict_proba_static(self.lm, self.task, texts, demos, progress=self.progress, **kw)
-            bias = content_free_static(self.lm, self.task, demos, **kw) if self.calibrated else None
-        else:
-            demos_per_query = self.demonstrations(chosen, [labels[i] for i in ids], seed)
-            probs = predict_proba_per_query(self.lm, self.task, texts, demos_per_query, progress=self.progress, **kw)
-            bias = content_free_per_query(self.lm, self.task, demos_per_query, **kw) if self.calibrated else None
+        key = (tuple(ids), tuple(labels[i] for i in ids), self._retrieval_seed(seed))
+        if key not in self._scored:  # a deterministic strategy plans the same items for every seed
+            self._scored[key] = self._score(chosen, [labels[i] for i in ids], seed)
+        probs, bias = self._scored[key]
         plain = metrics(self.task, gold, probs.argmax(1))
         fixed = metrics(self.task, gold, calibrate(probs, bias).argmax(1)) if bias is not None else None
         return ExperimentRecord(strategy, budget, seed, self.regime, plain.accuracy, plain.macro_f1,
                                 time.perf_counter() - t0, fixed.accuracy if fixed else None,
                                 fixed.macro_f1 if fixed else None, self.k if self.regime == "per-query" else None,
                                 len(texts), ids, plain.recall)
+
+    def _retrieval_seed(self, seed: int) -> int | None:
+        """The seed the retriever uses (None: static regime, or a retriever that takes no seed)."""
+        from .retrieval import RETRIEVERS
+
+        cls = RETRIEVERS.get(self.retriever)
+        seeded = cls is not None and "seed" in inspect.signature(cls.__init__).parameters
+        return seed if self.regime == "per-query" and seeded else None
+
+    def _score(self, chosen: Sequence[int], labels: Sequence[str], seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Test-set label probabilities with the annotated items as demonstrations, and the content-free bias."""
+        texts = [r.text for r in self.test]
+        kw = dict(batch_size=self.batch_size)
+        if self.regime == "static":
+            demos = [Demonstration(self.pool[i].text, label) for i, label in zip(chosen, labels)]
+            probs = predict_proba_static(self.lm, self.task, texts, demos, progress=self.progress, **kw)
+            bias = content_free_static(self.lm, self.task, demos, **kw) if self.calibrated else None
+        else:
+            demos_per_query = self.demonstrations(chosen, labels, seed)
+            probs = predict_proba_per_query(self.lm, self.task, texts, demos_per_query, progress=self.progress, **kw)
+            bias = content_free_per_query(self.lm, self.task, demos_per_query, **kw) if self.calibrated else None
+        return probs, bias
 
     def demonstrations(self, chosen: Sequence[int], labels: Sequence[str], seed: int) -> list[list[Demonstration]]:
         """Per test item, ``k`` demonstrations retrieved from the annotated items."""
