@@ -191,7 +191,7 @@ def summarize(args: argparse.Namespace) -> str:
                 if s in eff:
                     efficiency_rows.append((name, s, eff[s].budget is not None and eff[s].budget <= top / 2))
         for s in NEURON_AWARE:
-            for other in ("votek", "ideal"):
+            for other in ("votek", "fast_votek", "ideal"):
                 for b in budgets:
                     if b in curves.get(s, {}) and b in curves.get(other, {}):
                         versus[(regime, s, other)].append(np.mean(curves[s][b]) - np.mean(curves[other][b]))
@@ -202,9 +202,10 @@ def summarize(args: argparse.Namespace) -> str:
         hits = sorted({n for n, strat, ok in efficiency_rows if strat == s and ok})
         tried = sorted({n for n, strat, _ in efficiency_rows if strat == s})
         if tried:
+            verdict = "met" if len(hits) >= 3 else ("not met" if len(tried) - len(hits) > 2 else
+                                                    "not judged yet: fewer than 5 sets run")
             lines.append(f"- `{s}` reaches it with <= 50% of the labels on {len(hits)} of {len(tried)} set(s) run "
-                         f"({', '.join(hits) or 'none'}): **{'met' if len(hits) >= 3 else 'not met'}**"
-                         + ("" if len(tried) >= 5 else " (fewer than 5 sets run: the goal cannot be judged yet)"))
+                         f"({', '.join(hits) or 'none'}): **{verdict}**")
     for (regime, s, other), diffs in sorted(versus.items()):
         lines.append(f"- {regime}: `{s}` minus `{other}`, mean accuracy difference over {len(diffs)} "
                      f"(set, budget) cells: {np.mean(diffs):+.3f} ({'matches or beats' if np.mean(diffs) >= 0 else 'behind'})")
