@@ -19,21 +19,32 @@ def probed(tiny_lm):
     return probe(tiny_lm, task, TINY_TEXTS, top_k=8, critical_fraction=0.2, progress=False)
 
 
-def _cosine_on_critical(result, qi, di):
+def _cosine_on_critical(result, qi, di, standardize=False):
     dense = result.critical.restrict(result.signatures).toarray()
+    if standardize:  # z-scores with the annotated items' (rows 0-7) statistics
+        dense = (dense - dense[:8].mean(0)) / (dense[:8].std(0) + 1e-6)
     a, b = dense[qi], dense[di]
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-def test_pure_similarity_ranks_by_cosine_over_critical_neurons(probed):
+@pytest.mark.parametrize("standardize", [False, True])
+def test_pure_similarity_ranks_by_cosine_over_critical_neurons(probed, standardize):
     annotated, queries = probed.subset(range(8)), probed.subset(range(8, 12))
     labels = ["A", "B", "C", "A", "B", "C", "A", "B"]
-    chosen = NeuronRetriever(mmr=1.0).fit(annotated, labels).retrieve(queries, k=8)
+    chosen = NeuronRetriever(mmr=1.0, standardize=standardize).fit(annotated, labels).retrieve(queries, k=8)
     for q, row in enumerate(chosen):
-        expected = [_cosine_on_critical(probed, 8 + q, d) for d in range(8)]
+        expected = [_cosine_on_critical(probed, 8 + q, d, standardize) for d in range(8)]
         assert [r.similarity for r in row] == pytest.approx(sorted(expected, reverse=True), abs=1e-6)
         assert [r.index for r in row] == list(np.argsort(-np.array(expected), kind="stable"))
         assert [r.label for r in row] == [labels[r.index] for r in row]
+
+
+def test_too_few_annotated_items_are_not_standardized(probed):
+    annotated, queries = probed.subset(range(4)), probed.subset(range(8, 12))
+    labels = ["A", "B", "C", "A"]
+    plain = NeuronRetriever(mmr=1.0, standardize=False).fit(annotated, labels).retrieve(queries, k=4)
+    default = NeuronRetriever(mmr=1.0).fit(annotated, labels).retrieve(queries, k=4)
+    assert [[r.similarity for r in row] for row in default] == [[r.similarity for r in row] for row in plain]
 
 
 def test_an_item_retrieves_itself_first(probed):

@@ -142,23 +142,31 @@ class NeuronRetriever(Retriever):
     """Cosine similarity of signatures over the task-critical neurons, with MMR and optional label balance.
 
     ``mmr`` is MMR's lambda (1.0 = pure similarity). ``balance=True`` caps each label at
-    ``ceil(k / labels present)`` demonstrations. A query that touches none of the critical
-    neurons falls back to cosine over its whole signature.
+    ``ceil(k / labels present)`` demonstrations. With ``standardize`` (default) each critical
+    neuron is z-scored with the annotated items' mean and spread before the cosine (from
+    ``MIN_STANDARDIZE`` annotated items on), so neurons that fire alike for every item do not
+    make every pair look similar. A query that touches none of the critical neurons falls back to
+    cosine over its whole signature.
     """
+
+    MIN_STANDARDIZE: ClassVar[int] = 8
 
     name = "neuron"
 
-    def __init__(self, mmr: float = 0.7, balance: bool = False) -> None:
+    def __init__(self, mmr: float = 0.7, balance: bool = False, standardize: bool = True) -> None:
         if not 0.0 <= mmr <= 1.0:
             raise NeuroshotError(f"mmr must be in [0, 1], got {mmr}")
-        self.mmr, self.balance = mmr, balance
+        self.mmr, self.balance, self.standardize = mmr, balance, standardize
 
     def _fit(self, annotated: ProbeResult) -> None:
         self._critical = annotated.critical
-        self._demo_critical = _unit_rows(annotated.critical.restrict(annotated.signatures).astype(np.float64))
-        self._demo_full = _unit_rows(annotated.signatures.to_csr().astype(np.float64))
-        self._pair = (self._demo_critical @ self._demo_critical.T).toarray()
         self._demo_values = annotated.critical.restrict(annotated.signatures).toarray()
+        self._shift, self._scale = 0.0, 1.0
+        if self.standardize and len(annotated) >= self.MIN_STANDARDIZE:
+            self._shift, self._scale = self._demo_values.mean(0), self._demo_values.std(0) + 1e-6
+        self._demo_critical = self._vectors(self._demo_values)
+        self._demo_full = _unit_rows(annotated.signatures.to_csr().astype(np.float64))
+        self._pair = self._demo_critical @ self._demo_critical.T
         self._groups = np.array([annotated.task.label_index(label) for label in self.labels_])
         self._query_cache: tuple[ProbeResult, np.ndarray, np.ndarray] | None = None
 
@@ -168,14 +176,18 @@ class NeuronRetriever(Retriever):
         if self._query_cache is not None and self._query_cache[0] is queries:
             return self._query_cache[1], self._query_cache[2]
         restricted = self._critical.restrict(queries.signatures).astype(np.float64)
-        q_crit = _unit_rows(restricted)
-        sim = (q_crit @ self._demo_critical.T).toarray()
+        sim = self._vectors(restricted.toarray()) @ self._demo_critical.T
         empty = np.asarray(restricted.getnnz(axis=1)).ravel() == 0
         if empty.any():
             q_full = _unit_rows(queries.signatures.to_csr().astype(np.float64)[np.flatnonzero(empty)])
             sim[empty] = (q_full @ self._demo_full.T).toarray()
         self._query_cache = (queries, sim, restricted.toarray())
         return sim, self._query_cache[2]
+
+    def _vectors(self, values: np.ndarray) -> np.ndarray:
+        """Unit rows of (standardised) critical-neuron values."""
+        x = (values - self._shift) / self._scale
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
     def _retrieve_one(self, queries: ProbeResult, q: int, k: int) -> list[Retrieved]:
         sim, q_vectors = self._similarities(queries)

@@ -1,14 +1,22 @@
-"""``neuron_coverage``: the neuron-aware default. Greedy, submodular coverage of task-critical neurons.
+"""``neuron_coverage``: the neuron-aware default. Greedy facility location in task-critical-neuron space.
 
-Each item covers each critical neuron ``n`` to a degree ``c[x, n]`` in [0, 1] (its |attribution|
-on ``n`` over the pool's largest). The plan greedily maximises
+Each item is its signature restricted to the task-critical neurons, centred on the pool's mean
+and scaled to unit length, so neurons every item uses alike do not make all items look the same.
+The plan greedily maximises the share of the pool that has a neuron-similar annotated item,
 
-    F(S) = sum_n w_n * (1 - prod_{x in S} (1 - c[x, n]))  +  sum_{x in S} (a * influence~(x) + b * uncertainty~(x))
+    F(S) = 1/N * sum_x max_{s in S and the already annotated} max(0, cos(x, s))
 
-(a weighted coverage, monotone submodular, plus a modular bonus), so each pick adds the neurons
-the earlier picks (and the already annotated items) left uncovered: near-duplicates gain little
-and are not chosen twice. ``balance=True`` additionally divides a candidate's gain by
-1 + the number of chosen/annotated items of its (predicted or annotated) label.
+over each item's ``n_neighbors`` nearest items (a monotone submodular objective): each pick
+represents the neuron-activity patterns the earlier picks left uncovered, so near-duplicates
+gain little and are not chosen twice. That is what per-query retrieval needs (every query has a
+close annotated item) and what a static prompt needs (the demonstrations span the pool).
+
+An earlier version covered single critical neurons (weighted by their total attribution) and
+added influence and uncertainty bonuses; on validation slices of trec and banking77 (15 intents)
+it trailed random, because the heaviest critical neurons fire for most items (so one pick covers
+almost all weight) and the uncertainty bonus then chose ambiguous items. The bonuses remain as
+options, off by default. ``balance=True`` divides a candidate's gain by 1 + the number of
+chosen/annotated items of its (predicted or annotated) label.
 """
 
 from __future__ import annotations
@@ -16,64 +24,82 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from scipy import sparse
 
-from .base import Pick, Strategy, minmax, register
+from .base import Pick, Strategy, item_neurons, minmax, register
+from .embedding import knn
 
 
 @register
 class NeuronCoverageStrategy(Strategy):
-    """Greedy weighted coverage of task-critical neurons, plus influence and uncertainty bonuses."""
+    """Greedy facility location over centred critical-neuron signatures (cosine, ``n_neighbors`` graph)."""
 
     name = "neuron_coverage"
 
-    def __init__(self, influence_weight: float = 0.3, uncertainty_weight: float = 0.3, balance: bool = False) -> None:
+    def __init__(self, n_neighbors: int = 100, influence_weight: float = 0.0, uncertainty_weight: float = 0.0,
+                 balance: bool = False) -> None:
         if influence_weight < 0 or uncertainty_weight < 0:
             raise ValueError("weights must be >= 0")
-        self.influence_weight, self.uncertainty_weight, self.balance = influence_weight, uncertainty_weight, balance
+        if not isinstance(n_neighbors, (int, np.integer)) or n_neighbors < 1:
+            raise ValueError(f"n_neighbors must be a whole number >= 1, got {n_neighbors}")
+        self.n_neighbors, self.balance = n_neighbors, balance
+        self.influence_weight, self.uncertainty_weight = influence_weight, uncertainty_weight
 
     def _select(self, pool, candidates, budget, labeled, rng):
-        crit = pool.critical
-        signed = crit.restrict(pool.signatures)
-        degree = abs(signed).tocsc()
-        col_max = degree.max(axis=0).toarray().ravel()
-        degree = (degree @ _diag(1.0 / np.maximum(col_max, 1e-12))).tocsr()  # c[x, n] in [0, 1]
-        residual = np.ones(len(crit))  # prod over chosen of (1 - c[x, n])
+        n = len(pool)
+        reach = _similarity_graph(pool, self.n_neighbors)  # reach[c, x]: how well c represents x
+        best = np.zeros(n)  # per item: its best similarity to a chosen/annotated item
         for i in labeled:
-            residual *= 1.0 - degree[i].toarray().ravel()
+            _cover(reach, int(i), best)
         bonus = self.influence_weight * minmax(pool.scores.influence) + self.uncertainty_weight * minmax(pool.scores.entropy)
         classes = pool.predicted.copy()
         if isinstance(labeled, Mapping):
             for i, label in labeled.items():
                 classes[i] = pool.task.label_index(label)
         counts = np.bincount(classes[np.asarray(list(labeled), dtype=np.int64)], minlength=len(pool.task.labels))
-        scale = max(float((degree[candidates] @ crit.weights).max()), 1e-12)  # best first-step coverage gain
-        available = np.ones(len(pool), dtype=bool)
-        available[np.setdiff1d(np.arange(len(pool)), candidates)] = False
-        tiebreak = rng.random(len(pool)) * 1e-9
+        available = np.zeros(n, dtype=bool)
+        available[candidates] = True
+        tiebreak = rng.random(n) * 1e-9
         picks = []
         for _ in range(budget):
-            gain = degree @ (crit.weights * residual) / scale
+            gain = _gains(reach, best) / n
             total = gain + bonus
             if self.balance:
                 total = total / (1.0 + counts[classes])
             total = np.where(available, total + tiebreak, -np.inf)
             x = int(np.argmax(total))
-            row = degree[x].toarray().ravel()
-            newly = crit.weights * row * residual
-            top = np.argsort(-newly)[:5]
-            d_ff = pool.signatures.d_ff
-            values = signed[x, top].toarray().ravel()
+            represented = _cover(reach, x, best)
             picks.append(Pick(x, 0, float(total[x]), {
-                "coverage_gain": float(gain[x]), "influence": float(pool.scores.influence[x]),
-                "entropy": float(pool.scores.entropy[x])},
-                neurons=[(int(crit.ids[t] // d_ff), int(crit.ids[t] % d_ff), float(v)) for t, v in zip(top, values) if newly[t] > 0]))
-            residual *= 1.0 - row
+                "coverage_gain": float(gain[x]), "represents": float(represented),
+                "influence": float(pool.scores.influence[x]), "entropy": float(pool.scores.entropy[x])},
+                neurons=item_neurons(pool, x)))
             available[x] = False
             counts[classes[x]] += 1
         return picks
 
 
-def _diag(values: np.ndarray):
-    from scipy import sparse
+def _similarity_graph(pool, n_neighbors: int) -> sparse.csr_matrix:
+    """``[N, N]``: row ``c`` holds ``max(0, cos)`` to the items that have ``c`` among their nearest (and 1 to itself)."""
+    x = pool.critical.restrict(pool.signatures).toarray().astype(np.float32)
+    x -= x.mean(axis=0)
+    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    n = len(x)
+    idx, sim = knn(x, n_neighbors)
+    rows = np.repeat(np.arange(n), idx.shape[1])
+    graph = sparse.csr_matrix((np.clip(sim.ravel(), 0.0, 1.0), (rows, idx.ravel())), shape=(n, n))
+    return (graph.T + sparse.identity(n, format="csr")).tocsr()
 
-    return sparse.diags(values)
+
+def _gains(reach: sparse.csr_matrix, best: np.ndarray) -> np.ndarray:
+    """Per candidate, ``sum_x max(0, reach[c, x] - best[x])``."""
+    improvement = np.maximum(reach.data - best[reach.indices], 0.0)
+    return sparse.csr_matrix((improvement, reach.indices, reach.indptr), shape=reach.shape).sum(axis=1).A1
+
+
+def _cover(reach: sparse.csr_matrix, c: int, best: np.ndarray) -> int:
+    """Record ``c`` as chosen; returns how many items now have ``c`` as their closest chosen item."""
+    lo, hi = reach.indptr[c], reach.indptr[c + 1]
+    cols, values = reach.indices[lo:hi], reach.data[lo:hi]
+    better = values > best[cols]
+    best[cols[better]] = values[better]
+    return int(better.sum())

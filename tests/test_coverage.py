@@ -1,0 +1,81 @@
+"""``neuron_coverage`` mechanics on synthetic signatures with a known structure.
+
+A tiny random LLaMA probe supplies the task and the probe record; its signatures are replaced by
+four groups of items that share a neuron pattern (one group per "neuron circuit"), on top of
+neurons every item uses alike, so the expected picks are known.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from neuroshot.probing import critical_neurons, item_scores, probe
+from neuroshot.signatures import Signatures
+from neuroshot.strategies import get_strategy
+
+GROUPS, PER_GROUP, SHARED = 4, 8, 6
+
+
+@pytest.fixture(scope="module")
+def grouped_pool(tiny_lm):
+    """32 items in 4 groups of 8; each group has its own 6 neurons, and every item the same 6 strong ones."""
+    from neuroshot.task import Task
+
+    task = Task(labels=("A", "B", "C"), instruction="Pick {labels}.", answer_prefix="")
+    texts = [f"item {i} " + "xyz"[i % 3] for i in range(GROUPS * PER_GROUP)]
+    base = probe(tiny_lm, task, texts, top_k=8, progress=False, ids=[f"id{i}" for i in range(len(texts))])
+    rng = np.random.default_rng(0)
+    shared = np.arange(SHARED)  # used alike by every item, and strongly
+    neurons, values, group = [], [], []
+    for g in range(GROUPS):
+        own = 100 + 10 * g + np.arange(6)
+        for _ in range(PER_GROUP):
+            neurons.append(np.concatenate([shared, own]))
+            values.append(np.concatenate([np.full(SHARED, 5.0), 1.0 + 0.2 * rng.random(6)]))
+            group.append(g)
+    sig = Signatures.from_items(neurons, values, base.signatures.n_layers, base.signatures.d_ff)
+    crit = critical_neurons(sig, fraction=(SHARED + 6 * GROUPS) / sig.n_neurons)
+    return replace(base, signatures=sig, critical=crit, scores=item_scores(base.probs, sig, crit)), np.array(group)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_one_pick_per_neuron_group(grouped_pool, seed):
+    pool, group = grouped_pool
+    plan = get_strategy("neuron_coverage").plan(pool, GROUPS, seed=seed)
+    assert sorted(group[plan.indices]) == list(range(GROUPS))
+
+
+def test_annotated_items_cover_their_group(grouped_pool):
+    pool, group = grouped_pool
+    labeled = list(np.flatnonzero(group == 0)[:2]) + list(np.flatnonzero(group == 2)[:1])
+    plan = get_strategy("neuron_coverage").plan(pool, 2, labeled=labeled, seed=0)
+    assert sorted(group[plan.indices]) == [1, 3]
+
+
+def test_gains_shrink_and_explain(grouped_pool):
+    pool, _ = grouped_pool
+    plan = get_strategy("neuron_coverage").plan(pool, 6, seed=0)
+    gains = [p.parts["coverage_gain"] for p in plan.picks]
+    assert all(a >= b - 1e-12 for a, b in zip(gains, gains[1:]))  # greedy on a submodular objective
+    assert gains[GROUPS] < 0.1 * gains[GROUPS - 1]  # once every group is represented, little is left
+    assert all(p.parts["represents"] >= 1 and p.neurons for p in plan.picks[:GROUPS])
+    assert sum(p.parts["represents"] for p in plan.picks[:GROUPS]) == len(pool)
+
+
+def test_uncertainty_bonus_changes_the_plan(grouped_pool):
+    pool, _ = grouped_pool
+    entropy = np.zeros(len(pool))
+    entropy[[1, 2, 3]] = 1.0  # three items of group 0 look very uncertain
+    noisy = replace(pool, scores=replace(pool.scores, entropy=entropy))
+    plain = get_strategy("neuron_coverage").plan(noisy, 3, seed=0).indices
+    biased = get_strategy("neuron_coverage", uncertainty_weight=10.0).plan(noisy, 3, seed=0).indices
+    assert sorted(biased) == [1, 2, 3] and sorted(plain) != [1, 2, 3]
+
+
+@pytest.mark.parametrize("params", [{"n_neighbors": 0}, {"influence_weight": -1.0}, {"uncertainty_weight": -0.5}])
+def test_bad_parameters_are_refused(params):
+    with pytest.raises(ValueError):
+        get_strategy("neuron_coverage", **params)
