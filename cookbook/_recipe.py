@@ -48,7 +48,8 @@ class Recipe:
 
     ``make_task(labels)`` builds the recipe's :class:`neuroshot.Task` (its domain wording).
     ``labels`` restricts pool and test to a fixed subset (``--all-labels`` lifts it); None: every
-    label of the data set (``card.json``, else the pool's). ``smoke`` overrides the defaults under
+    label of the data set (``card.json``, else the pool's). ``embedding_candidates`` are the
+    baselines tried on the validation slice. ``smoke`` overrides the defaults under
     ``--smoke`` (tiny pool, test slice and budgets).
     """
 
@@ -63,6 +64,7 @@ class Recipe:
     seeds: Sequence[int] = (0, 1)
     k: int = 4
     max_text_tokens: int | None = None
+    embedding_candidates: Sequence[str] = EMBEDDING_BASELINES
     smoke: dict[str, Any] = field(default_factory=lambda: dict(
         pool_size=10, validation_size=3, test_size=3, budgets=(2, 4), seeds=(0,), k=2,
         embedding_candidates=("kmeans", "fast_votek")))
@@ -122,7 +124,7 @@ def parse_args(recipe: Recipe, argv: Sequence[str] | None = None,
     p.add_argument("--embedding", default=None, choices=EMBEDDING_BASELINES,
                    help="use this embedding baseline instead of choosing one on the validation slice")
     p.add_argument("--embedding-candidates", nargs="+", default=None, choices=EMBEDDING_BASELINES, metavar="NAME",
-                   help=f"embedding baselines tried on the validation slice (default: {' '.join(EMBEDDING_BASELINES)})")
+                   help=f"embedding baselines tried on the validation slice (default: {' '.join(recipe.embedding_candidates)})")
     if recipe.labels is not None:
         p.add_argument("--all-labels", action="store_true",
                        help=f"every label of the data set instead of the recipe's {len(recipe.labels)}-label subset")
@@ -134,8 +136,8 @@ def parse_args(recipe: Recipe, argv: Sequence[str] | None = None,
     if extra is not None:
         extra(p)
     args = p.parse_args(argv)
-    defaults = {**{f: getattr(recipe, f) for f in ("pool_size", "validation_size", "test_size", "budgets", "seeds", "k")},
-                "embedding_candidates": EMBEDDING_BASELINES,
+    defaults = {**{f: getattr(recipe, f) for f in ("pool_size", "validation_size", "test_size", "budgets", "seeds", "k",
+                                                   "embedding_candidates")},
                 **(recipe.smoke if args.smoke else {})}
     for name, value in defaults.items():
         if getattr(args, name) is None:

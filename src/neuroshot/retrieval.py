@@ -37,7 +37,7 @@ class Retrieved:
     label: str
     similarity: float  # to the query
     score: float  # the selection score when it was chosen (MMR for the neuron retriever)
-    neurons: list[tuple[int, int, float]] = field(default_factory=list)  # shared (layer, neuron, query x demo)
+    neurons: list[tuple[int, int, float]] = field(default_factory=list)  # (layer, neuron, share of the similarity)
 
     def why(self) -> str:
         bits = [f"similarity {self.similarity:.3f}", f"score {self.score:.3f}"]
@@ -160,11 +160,11 @@ class NeuronRetriever(Retriever):
 
     def _fit(self, annotated: ProbeResult) -> None:
         self._critical = annotated.critical
-        self._demo_values = annotated.critical.restrict(annotated.signatures).toarray()
+        values = annotated.critical.restrict(annotated.signatures).toarray()
         self._shift, self._scale = 0.0, 1.0
         if self.standardize and len(annotated) >= self.MIN_STANDARDIZE:
-            self._shift, self._scale = self._demo_values.mean(0), self._demo_values.std(0) + 1e-6
-        self._demo_critical = self._vectors(self._demo_values)
+            self._shift, self._scale = values.mean(0), values.std(0) + 1e-6
+        self._demo_critical = self._vectors(values)
         self._demo_full = _unit_rows(annotated.signatures.to_csr().astype(np.float64))
         self._pair = self._demo_critical @ self._demo_critical.T
         self._groups = np.array([annotated.task.label_index(label) for label in self.labels_])
@@ -172,16 +172,17 @@ class NeuronRetriever(Retriever):
 
     def _similarities(self, queries: ProbeResult) -> tuple[np.ndarray, np.ndarray]:
         """``[Q, D]`` cosine over critical neurons (full-signature cosine where a query has none) and
-        the ``[Q, n_critical]`` query vectors."""
+        the ``[Q, n_critical]`` unit query vectors."""
         if self._query_cache is not None and self._query_cache[0] is queries:
             return self._query_cache[1], self._query_cache[2]
         restricted = self._critical.restrict(queries.signatures).astype(np.float64)
-        sim = self._vectors(restricted.toarray()) @ self._demo_critical.T
+        vectors = self._vectors(restricted.toarray())
+        sim = vectors @ self._demo_critical.T
         empty = np.asarray(restricted.getnnz(axis=1)).ravel() == 0
         if empty.any():
             q_full = _unit_rows(queries.signatures.to_csr().astype(np.float64)[np.flatnonzero(empty)])
             sim[empty] = (q_full @ self._demo_full.T).toarray()
-        self._query_cache = (queries, sim, restricted.toarray())
+        self._query_cache = (queries, sim, vectors)
         return sim, self._query_cache[2]
 
     def _vectors(self, values: np.ndarray) -> np.ndarray:
@@ -197,8 +198,8 @@ class NeuronRetriever(Retriever):
         chosen = mmr_select(sim[q], self._pair, k, self.mmr, self._groups, per_group)
         out = []
         for index, score in chosen:
-            shared = q_vectors[q] * self._demo_values[index]
-            top = [int(t) for t in np.argsort(-np.abs(shared))[:5] if shared[t] != 0]
+            shared = q_vectors[q] * self._demo_critical[index]  # each neuron's share of the cosine
+            top = [int(t) for t in np.argsort(-shared)[:5] if shared[t] > 0]
             neurons = [(int(self._critical.ids[t] // self._critical.d_ff), int(self._critical.ids[t] % self._critical.d_ff),
                         float(shared[t])) for t in top]
             out.append(Retrieved(index, self.labels_[index], float(sim[q, index]), score, neurons))

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 import numpy as np
 from scipy import sparse
 
-from .base import Pick, Strategy, item_neurons, minmax, register
+from .base import Pick, Strategy, minmax, register
 from .embedding import knn
 
 
@@ -47,7 +47,8 @@ class NeuronCoverageStrategy(Strategy):
 
     def _select(self, pool, candidates, budget, labeled, rng):
         n = len(pool)
-        reach = _similarity_graph(pool, self.n_neighbors)  # reach[c, x]: how well c represents x
+        centred = _centred_signatures(pool)
+        reach = _similarity_graph(centred, self.n_neighbors)  # reach[c, x]: how well c represents x
         best = np.zeros(n)  # per item: its best similarity to a chosen/annotated item
         for i in labeled:
             _cover(reach, int(i), best)
@@ -72,17 +73,29 @@ class NeuronCoverageStrategy(Strategy):
             picks.append(Pick(x, 0, float(total[x]), {
                 "coverage_gain": float(gain[x]), "represents": float(represented),
                 "influence": float(pool.scores.influence[x]), "entropy": float(pool.scores.entropy[x])},
-                neurons=item_neurons(pool, x)))
+                neurons=_distinctive_neurons(pool, centred, x)))
             available[x] = False
             counts[classes[x]] += 1
         return picks
 
 
-def _similarity_graph(pool, n_neighbors: int) -> sparse.csr_matrix:
-    """``[N, N]``: row ``c`` holds ``max(0, cos)`` to the items that have ``c`` among their nearest (and 1 to itself)."""
+def _centred_signatures(pool) -> np.ndarray:
+    """``[N, n_critical]`` critical-neuron values minus the pool's mean."""
     x = pool.critical.restrict(pool.signatures).toarray().astype(np.float32)
-    x -= x.mean(axis=0)
-    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return x - x.mean(axis=0)
+
+
+def _distinctive_neurons(pool, centred: np.ndarray, i: int, k: int = 5) -> list[tuple[int, int, float]]:
+    """The critical neurons where item ``i`` departs most from the pool's mean: (layer, neuron, its value)."""
+    values = pool.critical.restrict(pool.signatures)[i].toarray().ravel()
+    top = np.argsort(-np.abs(centred[i]))[:k]
+    d_ff = pool.critical.d_ff
+    return [(int(pool.critical.ids[t] // d_ff), int(pool.critical.ids[t] % d_ff), float(values[t])) for t in top]
+
+
+def _similarity_graph(centred: np.ndarray, n_neighbors: int) -> sparse.csr_matrix:
+    """``[N, N]``: row ``c`` holds ``max(0, cos)`` to the items that have ``c`` among their nearest (and 1 to itself)."""
+    x = centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
     n = len(x)
     idx, sim = knn(x, n_neighbors)
     rows = np.repeat(np.arange(n), idx.shape[1])
