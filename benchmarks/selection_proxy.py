@@ -77,8 +77,9 @@ def run_set(lm, name: str, args: argparse.Namespace) -> list[str]:
     gold = np.array([labels.index(r.label) for r in data.test])
     pool_labels = [r.label for r in data.pool]  # plays the annotator: read only for planned items
     header = " | ".join(f"{r} B={b}" for r in args.retrievers for b in args.budgets)
+    touched = float((pool.critical.restrict(pool.signatures) != 0).mean())  # share of the pool per critical neuron
     lines = [f"### {name} ({len(labels)} labels; pool {len(pool)}, {len(queries)} validation queries, k={args.k}, "
-             f"seeds {args.seeds})", "", f"| strategy | {header} |", "|---|" + "---:|" * (len(args.retrievers) * len(args.budgets))]
+             f"seeds {args.seeds}; the average critical neuron is in {touched:.0%} of the pool's signatures)", "", f"| strategy | {header} |", "|---|" + "---:|" * (len(args.retrievers) * len(args.budgets))]
     for spec in args.strategies:
         s_name, s_params = named(spec)
         scores: dict[tuple[str, int], list[float]] = {}
