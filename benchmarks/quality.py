@@ -23,6 +23,7 @@ import shlex
 import sys
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +135,22 @@ def run(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------- summary
 
 
+def _accuracy_table(curves: dict, eff: dict, budgets: list[int], records: list) -> list[str]:
+    """Markdown rows: accuracy mean ± std per strategy and budget, label efficiency, median seconds."""
+    lines = ["| strategy | " + " | ".join(f"B={b}" for b in budgets) + " | label efficiency | s / run (median) |",
+             "|---|" + "---:|" * (len(budgets) + 2)]
+    for strategy in sorted(curves, key=lambda s: (s != "random", s)):
+        cells = []
+        for b in budgets:
+            values = curves[strategy].get(b)
+            cells.append(f"{np.mean(values):.3f} ± {np.std(values):.3f}" if values else "-")
+        e = eff.get(strategy)
+        e_text = "-" if e is None else ("not reached" if e.budget is None else f"{e.budget} ({e.saving:.2g}x)")
+        seconds = np.median([r.seconds for r in records if r.strategy == strategy])
+        lines.append(f"| `{strategy}` | " + " | ".join(cells) + f" | {e_text} | {seconds:.0f} |")
+    return lines
+
+
 def summarize(args: argparse.Namespace) -> str:
     """CSV, plots and the markdown page from the results file; returns the markdown."""
     import csv
@@ -169,19 +186,15 @@ def summarize(args: argparse.Namespace) -> str:
         how = f"k={k}, retriever `{retriever}`" if regime == "per-query" else "all annotated items in one prefix"
         seeds = sorted({r.seed for r in records})
         lines += [f"## {name}: {regime} ({how})", "",
-                  f"Model `{model}`, probe `{method}`, pool sample {pool_size}, scored on {split}, seeds {seeds}.", "",
-                  "| strategy | " + " | ".join(f"B={b}" for b in budgets) + " | label efficiency | s / run (median) |",
-                  "|---|" + "---:|" * (len(budgets) + 2)]
+                  f"Model `{model}`, probe `{method}`, pool sample {pool_size}, scored on {split}, seeds {seeds}.", ""]
         eff = label_efficiency(curves) if "random" in curves else {}
-        for strategy in sorted(curves, key=lambda s: (s != "random", s)):
-            cells = []
-            for b in budgets:
-                values = curves[strategy].get(b)
-                cells.append(f"{np.mean(values):.3f} ± {np.std(values):.3f}" if values else "-")
-            e = eff.get(strategy)
-            e_text = "-" if e is None else ("not reached" if e.budget is None else f"{e.budget} ({e.saving:.2g}x)")
-            seconds = np.median([r.seconds for r in records if r.strategy == strategy])
-            lines.append(f"| `{strategy}` | " + " | ".join(cells) + f" | {e_text} | {seconds:.0f} |")
+        lines += _accuracy_table(curves, eff, budgets, records)
+        calibrated = [replace(r, accuracy=r.accuracy_calibrated) for r in records if r.accuracy_calibrated is not None]
+        if calibrated:
+            curves_cal = learning_curves(calibrated)
+            lines += ["", "With contextual calibration (same cells, same demonstrations):", "",
+                      *_accuracy_table(curves_cal, label_efficiency(curves_cal) if "random" in curves_cal else {},
+                                       budgets, calibrated)]
         plot = args.out / f"{name}_{regime}_{Path(str(model)).stem}.png"
         plot_learning_curves(curves, plot, title=f"{name}, {regime}")
         lines += ["", f"![{name} {regime}]({os.path.relpath(plot, args.markdown.parent)})", ""]

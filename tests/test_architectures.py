@@ -53,3 +53,32 @@ def test_family_is_probed(family):
     att = attribute(lm, prompts[:1], labels, method="direct_logit")
     expected = acts["a"][0] * (lm.unembedding()[labels[predicted][0]] @ lm.output_weights()[0])
     torch.testing.assert_close(att.values[0, 0, -1], expected, atol=1e-5, rtol=1e-4)
+
+
+def _reference_scores(lm, prompts, labels) -> torch.Tensor:
+    """Each prompt + label scored alone, no cache, no padding: mean log-prob of the label's tokens."""
+    rows = []
+    for prompt in prompts:
+        row = []
+        for label in labels:
+            with torch.no_grad():
+                logits = lm.model(input_ids=torch.tensor([prompt + label])).logits[0].float()
+            logp = torch.log_softmax(logits[len(prompt) - 1:-1], dim=-1)
+            row.append(logp[torch.arange(len(label)), torch.tensor(label)].mean())
+        rows.append(torch.stack(row))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("logit_cap", [None, 1])
+def test_multi_token_labels_match_scoring_each_prompt_alone(family, logit_cap, monkeypatch):
+    """Block-masked continuation scoring (left-padded batch, one cache copy) equals one-by-one full prompts."""
+    from neuroshot import scoring
+
+    if logit_cap is not None:  # one continuation token per pass: every label split across passes
+        monkeypatch.setattr(scoring, "_MAX_LOGIT_FLOATS", logit_cap)
+    lm = _tiny(family)
+    prompts = [[1, 2, 3, 4, 5, 6], [5, 6], [7, 3, 9, 2]]
+    labels = [[7], [8, 9, 10], [11, 12], [13, 14, 15, 16], [17]]
+    got = scoring.label_scores(lm, prompts, labels)
+    torch.testing.assert_close(got, _reference_scores(lm, prompts, labels), atol=1e-5, rtol=1e-5)

@@ -125,6 +125,35 @@ def test_per_query_equals_one_prompt_at_a_time(tiny_lm, tiny_task_multi):
         predict_proba_per_query(tiny_lm, tiny_task_multi, texts, per_query[:2])
 
 
+@pytest.mark.parametrize("fixture", ["tiny_task", "tiny_task_multi"])
+def test_per_query_shares_the_instruction_prefix_and_scores_the_same(tiny_lm, fixture, request, monkeypatch):
+    import neuroshot.evaluate as evaluate
+
+    task = request.getfixturevalue(fixture)
+    texts = TINY_TEXTS[:7]
+    per_query = [_demos(task, 1 + q % 3) for q in range(len(texts))]
+    prefixes = []
+    real_cache = evaluate._prefix_cache
+    monkeypatch.setattr(evaluate, "_prefix_cache", lambda lm, prefix: prefixes.append(list(prefix)) or
+                        real_cache(lm, prefix))
+    shared = predict_proba_per_query(tiny_lm, task, texts, per_query, batch_size=3)
+    instruction = tiny_lm.tokenizer(task.prompt("", []))["input_ids"]
+    assert len(prefixes) == 1 and len(prefixes[0]) >= evaluate.MIN_SHARED_PREFIX
+    assert prefixes[0] == instruction[:len(prefixes[0])]  # the instruction, split on the prompts' own tokens
+    full = predict_proba_per_query(tiny_lm, task, texts, per_query, batch_size=3, reuse_prefix=False)
+    assert len(prefixes) == 1
+    np.testing.assert_allclose(shared, full, atol=1e-5)
+
+
+def test_common_prefix_length_leaves_every_prompt_a_token():
+    from neuroshot.evaluate import _common_prefix_length
+
+    assert _common_prefix_length([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
+    assert _common_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2
+    assert _common_prefix_length([[7], [7, 8]]) == 0
+    assert _common_prefix_length([[1, 2], [3, 2]]) == 0
+
+
 # ------------------------------------------------------------------------------ metrics
 
 

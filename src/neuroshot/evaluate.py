@@ -8,7 +8,7 @@ Two regimes (DESIGN.md, "Evaluation protocol"):
   (:func:`neuroshot.scoring.predict_proba`) up to float rounding; queries whose tokens would
   differ at the prefix/query boundary are scored with their full prompt instead.
 * **per-query**: each query has its own demonstrations (from a retriever); prompts are batched
-  by length.
+  by length, and the tokens they all start with (the instruction) run once, as a cached prefix.
 
 Contextual calibration (Zhao et al. 2021) divides by the label probabilities of content-free
 inputs under the same demonstrations. Static: 3 extra prompts for the whole set. Per-query:
@@ -36,6 +36,8 @@ from .models import LanguageModel
 from .scoring import (CONTENT_FREE, batches, cache_of, calibrate, encode, forward, label_scores, pad_left,
                       scores_after_prompt)
 from .task import Demonstration, Task
+
+MIN_SHARED_PREFIX = 8  # per-query: fewer shared leading tokens are not worth a separate cached pass
 
 __all__ = ["EvalResult", "metrics", "evaluate_static", "evaluate_per_query", "predict_proba_static",
            "predict_proba_per_query", "content_free_static", "content_free_per_query", "shared_prefix"]
@@ -171,6 +173,31 @@ def _score_full(lm: LanguageModel, prompts: Sequence[Sequence[int]], labels, row
         bar.update(len(chosen))
 
 
+def _score_after_prefix(lm: LanguageModel, prefix: Sequence[int], prompts: Sequence[Sequence[int]], labels,
+                        rows: Sequence[int], out: np.ndarray, batch_size: int, max_batch_tokens: int, bar) -> None:
+    """Score ``rows`` of ``prompts`` (each starting with ``prefix``) into ``out``: the prefix runs once."""
+    if not rows:
+        return
+    cache = _prefix_cache(lm, prefix)
+    suffixes = [prompts[i][len(prefix):] for i in rows]
+    for batch in batches([len(s) for s in suffixes], batch_size, max_batch_tokens):
+        scores = _continuation_scores(lm, cache, len(prefix), [suffixes[j] for j in batch], labels)
+        out[[rows[j] for j in batch]] = torch.softmax(scores, dim=-1).cpu().numpy()
+        bar.update(len(batch))
+
+
+def _common_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
+    """Number of leading tokens all prompts share, leaving every prompt at least one token of its own."""
+    n = min(map(len, prompts)) - 1
+    first = np.asarray(prompts[0][:max(n, 0)])
+    for prompt in prompts[1:]:
+        if n <= 0:
+            break
+        differ = np.flatnonzero(np.asarray(prompt[:n]) != first[:n])
+        n = int(differ[0]) if len(differ) else n
+    return max(n, 0)
+
+
 def predict_proba_static(lm: LanguageModel, task: Task, texts: Sequence[str], demos: Sequence[Demonstration] = (),
                          *, reuse_prefix: bool = True, batch_size: int = 16, max_batch_tokens: int = 8192,
                          progress: bool = False) -> np.ndarray:
@@ -189,14 +216,8 @@ def predict_proba_static(lm: LanguageModel, task: Task, texts: Sequence[str], de
     bar = tqdm(total=len(texts), unit="item", desc="evaluate (static)", disable=not progress)
     try:
         _score_full(lm, enc.prompts, enc.labels, np.flatnonzero(~ok).tolist(), out, batch_size, max_batch_tokens, bar)
-        rows = np.flatnonzero(ok).tolist()
-        if rows:
-            cache = _prefix_cache(lm, prefix)
-            suffixes = [enc.prompts[i][len(prefix):] for i in rows]
-            for batch in batches([len(s) for s in suffixes], batch_size, max_batch_tokens):
-                scores = _continuation_scores(lm, cache, len(prefix), [suffixes[j] for j in batch], enc.labels)
-                out[[rows[j] for j in batch]] = torch.softmax(scores, dim=-1).cpu().numpy()
-                bar.update(len(batch))
+        _score_after_prefix(lm, prefix, enc.prompts, enc.labels, np.flatnonzero(ok).tolist(), out, batch_size,
+                            max_batch_tokens, bar)
     finally:
         bar.close()
     return out
@@ -250,22 +271,33 @@ def _encode_groups(lm: LanguageModel, task: Task, texts: Sequence[str],
 
 
 def predict_proba_per_query(lm: LanguageModel, task: Task, texts: Sequence[str],
-                            demos_per_query: Sequence[Sequence[Demonstration]], *, batch_size: int = 16,
-                            max_batch_tokens: int = 8192, progress: bool = False) -> np.ndarray:
-    """``[N, C]`` label probabilities, each query with its own demonstrations; batched by prompt length."""
+                            demos_per_query: Sequence[Sequence[Demonstration]], *, reuse_prefix: bool = True,
+                            batch_size: int = 16, max_batch_tokens: int = 8192, progress: bool = False) -> np.ndarray:
+    """``[N, C]`` label probabilities, each query with its own demonstrations; batched by prompt length.
+
+    With ``reuse_prefix`` (default) the tokens every prompt starts with (the instruction) run
+    once and their KV cache is shared; the probabilities equal full-prompt scoring up to float
+    rounding, because the split is made on the prompts' own token ids.
+    """
     if len(demos_per_query) != len(texts):
         raise NeuroshotError(f"{len(demos_per_query)} demonstration lists for {len(texts)} queries")
     if not len(texts):
         raise NeuroshotError("nothing to score: no texts")
     prompts, labels = _encode_groups(lm, task, texts, _demo_groups(demos_per_query).items(), len(texts))
     out = np.zeros((len(texts), len(task.labels)), dtype=np.float32)
+    shared = _common_prefix_length(prompts) if reuse_prefix else 0
+    rows = list(range(len(texts)))
     with tqdm(total=len(texts), unit="item", desc="evaluate (per-query)", disable=not progress) as bar:
-        _score_full(lm, prompts, labels, list(range(len(texts))), out, batch_size, max_batch_tokens, bar)
+        if shared >= MIN_SHARED_PREFIX:
+            _score_after_prefix(lm, prompts[0][:shared], prompts, labels, rows, out, batch_size, max_batch_tokens, bar)
+        else:
+            _score_full(lm, prompts, labels, rows, out, batch_size, max_batch_tokens, bar)
     return out
 
 
 def content_free_per_query(lm: LanguageModel, task: Task, demos_per_query: Sequence[Sequence[Demonstration]], *,
-                           batch_size: int = 16, max_batch_tokens: int = 8192, progress: bool = False) -> np.ndarray:
+                           reuse_prefix: bool = True, batch_size: int = 16, max_batch_tokens: int = 8192,
+                           progress: bool = False) -> np.ndarray:
     """``[N, C]``: for each query, the content-free label probabilities under its own demonstrations.
 
     Exact contextual calibration per query. Costs 3 prompts per distinct demonstration set
@@ -274,7 +306,7 @@ def content_free_per_query(lm: LanguageModel, task: Task, demos_per_query: Seque
     groups = list(_demo_groups(demos_per_query))
     cf_texts = [t for _ in groups for t in CONTENT_FREE]
     cf_demos = [list(g) for g in groups for _ in CONTENT_FREE]
-    probs = predict_proba_per_query(lm, task, cf_texts, cf_demos, batch_size=batch_size,
+    probs = predict_proba_per_query(lm, task, cf_texts, cf_demos, reuse_prefix=reuse_prefix, batch_size=batch_size,
                                     max_batch_tokens=max_batch_tokens, progress=progress)
     bias = probs.reshape(len(groups), len(CONTENT_FREE), -1).mean(1)
     index = {g: i for i, g in enumerate(groups)}
@@ -283,16 +315,19 @@ def content_free_per_query(lm: LanguageModel, task: Task, demos_per_query: Seque
 
 def evaluate_per_query(lm: LanguageModel, task: Task, texts: Sequence[str], gold: Sequence[str],
                        demos_per_query: Sequence[Sequence[Demonstration]], *, batch_size: int = 16,
-                       calibrated: bool = False, confusion: bool = False, progress: bool = False) -> EvalResult:
+                       calibrated: bool = False, confusion: bool = False, reuse_prefix: bool = True,
+                       progress: bool = False) -> EvalResult:
     """Score each query with its own demonstrations (e.g. from a retriever).
 
     ``calibrated=True`` applies exact per-query contextual calibration: 3 content-free prompts
-    per distinct demonstration set (up to 4x the cost of plain evaluation).
+    per distinct demonstration set (up to 4x the cost of plain evaluation). The instruction's KV
+    cache is shared by all queries unless ``reuse_prefix=False``.
     """
     _check_gold(texts, gold)
-    probs = predict_proba_per_query(lm, task, texts, demos_per_query, batch_size=batch_size, progress=progress)
+    kw = dict(reuse_prefix=reuse_prefix, batch_size=batch_size)
+    probs = predict_proba_per_query(lm, task, texts, demos_per_query, progress=progress, **kw)
     if calibrated:
-        probs = calibrate(probs, content_free_per_query(lm, task, demos_per_query, batch_size=batch_size))
+        probs = calibrate(probs, content_free_per_query(lm, task, demos_per_query, **kw))
     return metrics(task, gold, probs.argmax(1), confusion=confusion)
 
 

@@ -126,35 +126,52 @@ def scores_after_prompt(lm: LanguageModel, out, mask: torch.Tensor, labels: Sequ
     if single:
         return scores
     multi = [c for c, lab in enumerate(labels) if len(lab) > 1]
-    width = max(len(labels[c]) for c in multi) - 1
-    vocab = out.logits.shape[-1]
-    per_pass = max(1, _MAX_LOGIT_FLOATS // (mask.shape[0] * width * vocab))
-    for start in range(0, len(multi), per_pass):
-        group = multi[start:start + per_pass]
-        scores[:, group] += _continuation_logprob(lm, cache_of(out), mask, [labels[c] for c in group], width)
+    per_pass = max(1, _MAX_LOGIT_FLOATS // (mask.shape[0] * out.logits.shape[-1]))  # continuation tokens per pass
+    for group in _token_groups([len(labels[c]) - 1 for c in multi], per_pass):
+        chosen = [multi[i] for i in group]
+        scores[:, chosen] += _continuation_logprob(lm, cache_of(out), mask, [labels[c] for c in chosen])
     lengths = torch.tensor([len(lab) for lab in labels], device=lm.device, dtype=scores.dtype)
     return scores / lengths
 
 
-def _continuation_logprob(lm: LanguageModel, cache, prompt_mask: torch.Tensor, labels: Sequence[Sequence[int]],
-                          width: int) -> torch.Tensor:
-    """Sum of log p(label token t | prompt, earlier label tokens) for t >= 1, rows x labels, via a copied KV cache."""
-    n_rows, n_lab = prompt_mask.shape[0], len(labels)
-    cache = copy.deepcopy(cache)
-    cache.batch_repeat_interleave(n_lab)
-    feed = torch.full((n_lab, width), lm.tokenizer.pad_token_id, dtype=torch.long)
-    target = torch.zeros((n_lab, width), dtype=torch.long)
-    valid = torch.zeros((n_lab, width), dtype=torch.bool)
-    for c, lab in enumerate(labels):
-        feed[c, :len(lab) - 1] = torch.tensor(lab[:-1])
-        target[c, :len(lab) - 1] = torch.tensor(lab[1:])
-        valid[c, :len(lab) - 1] = True
+def _token_groups(sizes: Sequence[int], cap: int) -> Iterator[list[int]]:
+    """Consecutive index groups whose sizes sum to at most ``cap`` (a single larger item gets its own group)."""
+    group: list[int] = []
+    total = 0
+    for i, size in enumerate(sizes):
+        if group and total + size > cap:
+            yield group
+            group, total = [], 0
+        group.append(i)
+        total += size
+    if group:
+        yield group
+
+
+def _continuation_logprob(lm: LanguageModel, cache, prompt_mask: torch.Tensor,
+                          labels: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Sum of log p(label token t | prompt, earlier label tokens) for t >= 1, rows x labels.
+
+    All labels' continuations run in one pass over one copy of the prompt's KV cache: they are laid
+    end to end, and a block attention mask lets each token see the prompt and its own label's
+    earlier tokens only, with positions restarting after the prompt for every label.
+    """
     dev = lm.device
-    feed, target, valid = (t.to(dev).repeat(n_rows, 1) for t in (feed, target, valid))
-    out = forward(lm, feed, valid.long(), logits_to_keep=width, past=cache,
-                  past_mask=prompt_mask.repeat_interleave(n_lab, dim=0))
-    logp = torch.log_softmax(out.logits.float(), dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
-    return (logp * valid).sum(-1).view(n_rows, n_lab)
+    feed = [t for lab in labels for t in lab[:-1]]
+    target = torch.tensor([t for lab in labels for t in lab[1:]], device=dev)
+    owner = torch.tensor([c for c, lab in enumerate(labels) for _ in lab[1:]], device=dev)
+    offset = torch.tensor([j for lab in labels for j in range(len(lab) - 1)], device=dev)
+    n_rows, n = prompt_mask.shape[0], len(feed)
+    own_label = (owner[:, None] == owner[None, :]) & (offset[None, :] <= offset[:, None])
+    attend = torch.cat([prompt_mask.bool()[:, None, :].expand(n_rows, n, -1), own_label.expand(n_rows, n, n)], dim=-1)
+    dtype = next(lm.model.parameters()).dtype
+    block_mask = torch.zeros(attend.shape, dtype=dtype, device=dev).masked_fill_(~attend, torch.finfo(dtype).min)
+    positions = prompt_mask.sum(-1, keepdim=True) + offset[None, :]
+    out = lm.model(input_ids=torch.tensor(feed, device=dev).expand(n_rows, n), attention_mask=block_mask[:, None],
+                   position_ids=positions, use_cache=True, logits_to_keep=n,
+                   **{_cache_kwarg(lm): copy.deepcopy(cache)})
+    logp = torch.log_softmax(out.logits.float(), dim=-1).gather(-1, target.expand(n_rows, n)[..., None]).squeeze(-1)
+    return torch.zeros((n_rows, len(labels)), device=dev, dtype=logp.dtype).index_add_(1, owner, logp)
 
 
 def predict_proba(lm: LanguageModel, task: Task, texts: Sequence[str], demos: Sequence[Demonstration] = (), *,
