@@ -55,6 +55,17 @@ def test_prefix_reuse_equals_full_prompts(request, tiny_lm, fixture, n_demos):
     assert not np.allclose(full, full.mean(0))  # the test could fail: the rows really differ
 
 
+def test_prefix_reuse_holds_when_max_text_tokens_cuts_the_demonstrations(tiny_lm, tiny_task_multi):
+    task = Task(labels=tiny_task_multi.labels, instruction=tiny_task_multi.instruction, max_text_tokens=6)
+    demos = [Demonstration(t * 3, task.labels[i % 3]) for i, t in enumerate(TINY_TEXTS[-3:])]
+    enc = encode(tiny_lm, task, TINY_TEXTS, demos)
+    prefix, ok = shared_prefix(tiny_lm, task, demos, enc.prompts)
+    assert ok.all()  # the prefix is built from the same cut demonstrations as the prompts
+    shown = tiny_lm.tokenizer.decode(prefix, skip_special_tokens=True)
+    assert all(d.text[:6] in shown and d.text[:7] not in shown for d in demos)
+    full = predict_proba(tiny_lm, task, TINY_TEXTS, demos, batch_size=5)
+    np.testing.assert_allclose(predict_proba_static(tiny_lm, task, TINY_TEXTS, demos, batch_size=4), full, atol=1e-5)
+
 def test_prefix_is_computed_once_and_queries_run_only_their_tokens(tiny_task):
     lm = build_tiny_lm()
     calls: list[tuple[int, int]] = []

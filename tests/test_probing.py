@@ -56,8 +56,8 @@ def _down_projs(lm):
     return [layer.module for layer in lm.layers]
 
 
-def _encode(lm, task, texts):
-    return scoring.encode(lm, task, texts)
+def _encode(lm, task, texts, demos=()):
+    return scoring.encode(lm, task, texts, demos)
 
 
 # --------------------------------------------------------------------------- 1. hooks
@@ -557,6 +557,20 @@ def test_long_text_is_truncated_to_fit_the_context(tiny_lm, tiny_task_multi, cap
     assert enc.truncated == 1 and not caplog.records
     assert "Text: abcde\nLabel:" in tiny_lm.tokenizer.decode(enc.prompts[0], skip_special_tokens=True)
 
+
+def test_max_text_tokens_cuts_demonstrations_as_it_cuts_queries(tiny_lm, tiny_task_multi):
+    from neuroshot.task import Demonstration
+
+    demos = [Demonstration("abcdefghij", "yes"), Demonstration("xyz", "no")]
+    capped = Task(labels=tiny_task_multi.labels, instruction=tiny_task_multi.instruction, max_text_tokens=5)
+    prompt = tiny_lm.tokenizer.decode(_encode(tiny_lm, capped, ["klmnopqrst"], demos).prompts[0],
+                                      skip_special_tokens=True)
+    for part in ("Text: abcde\nLabel: yes", "Text: xyz\nLabel: no", "Text: klmno\nLabel:"):
+        assert part in prompt
+    assert "abcdef" not in prompt and "klmnop" not in prompt
+    whole = tiny_lm.tokenizer.decode(_encode(tiny_lm, tiny_task_multi, ["klmnopqrst"], demos).prompts[0],
+                                     skip_special_tokens=True)
+    assert "Text: abcdefghij\nLabel: yes" in whole and "Text: klmnopqrst\nLabel:" in whole
 
 def test_multi_token_direct_logit_reusing_the_prompt_cache_matches_teacher_forcing(
         tiny_lm, tiny_task_multi, tiny_texts, single_thread):

@@ -33,8 +33,8 @@ except ImportError:  # older transformers: caches are repeated
 
 from .errors import NeuroshotError
 from .models import LanguageModel
-from .scoring import (CONTENT_FREE, batches, cache_of, calibrate, encode, forward, label_scores, pad_left,
-                      scores_after_prompt)
+from .scoring import (CONTENT_FREE, batches, cache_of, calibrate, encode, fit_demos, forward, label_scores,
+                      pad_left, scores_after_prompt)
 from .task import Demonstration, Task
 
 MIN_SHARED_PREFIX = 8  # per-query: fewer shared leading tokens are not worth a separate cached pass
@@ -109,7 +109,7 @@ def shared_prefix(lm: LanguageModel, task: Task, demos: Sequence[Demonstration],
     prefix of (or that would leave no query tokens) are marked False: score them in full.
     """
     query_part = task.input_template.format(text="")
-    text = task.prompt("", demos)
+    text = task.prompt("", fit_demos(lm, task, demos))
     prefix_text = text[: len(text) - len(query_part)]
     candidates = [prefix_text]
     if task.separator and prefix_text.endswith(task.separator):

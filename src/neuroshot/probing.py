@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from .attribution import METHODS, OBJECTIVES, attribute
 from .errors import NeuroshotError
 from .models import LanguageModel
-from .scoring import batches, encode, label_scores
+from .scoring import batches, encode, fit_demos, label_scores
 from .signatures import CriticalNeurons, Signatures, critical_neurons, top_k_signatures
 from .store import SignatureStore, StoredItem, text_key
 from .task import Demonstration, Task
@@ -133,7 +133,7 @@ def probe(
     settings = {"model": lm.fingerprint, "task": task.fingerprint(), "method": method, "top_k": top_k,
                 "objective": objective if method != "direct_logit" else None,
                 "ig_steps": ig_steps if method == "integrated_gradients" else None,
-                "demos": [[d.text, d.label] for d in demos]}
+                "demos": [[d.text, d.label] for d in fit_demos(lm, task, demos)]}
     cache = SignatureStore(store, settings) if store is not None else None
     results: dict[str, StoredItem] = {}
     todo, seen = [], set()

@@ -7,7 +7,7 @@ import functools
 import inspect
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -34,9 +34,31 @@ class EncodedPrompts:
         return all(len(ids) == 1 for ids in self.labels)
 
 
+def fit_demos(lm: LanguageModel, task: Task, demos: Sequence[Demonstration]) -> tuple[Demonstration, ...]:
+    """``demos`` with each text cut to ``task.max_text_tokens`` tokens, as query texts are.
+
+    A long pool text (a whole abstract or contract clause) would otherwise crowd the prompt in
+    every query it is shown to. Without ``max_text_tokens`` the demonstrations are kept whole.
+    """
+    if not task.max_text_tokens:
+        return tuple(demos)
+    cut = []
+    for demo in demos:
+        ids = lm.tokenizer(demo.text, add_special_tokens=False)["input_ids"]
+        if len(ids) > task.max_text_tokens:
+            demo = replace(demo, text=lm.tokenizer.decode(ids[:task.max_text_tokens], skip_special_tokens=True))
+        cut.append(demo)
+    return tuple(cut)
+
+
 def encode(lm: LanguageModel, task: Task, texts: Sequence[str], demos: Sequence[Demonstration] = ()) -> EncodedPrompts:
-    """Tokenise prompts and label answers; texts too long for the context are truncated with a warning."""
+    """Tokenise prompts and label answers.
+
+    Texts (queries and demonstrations) are cut to ``task.max_text_tokens``; queries too long for
+    the context are truncated with a warning.
+    """
     tok = lm.tokenizer
+    demos = fit_demos(lm, task, demos)
     labels = [tok(task.answer_prefix + v, add_special_tokens=False)["input_ids"] for v in task.verbalized]
     if any(not ids for ids in labels):
         raise ValueError("a verbalizer encodes to no tokens")

@@ -26,6 +26,8 @@ class Task:
     The prompt is ``instruction``, then the demonstrations rendered with ``demo_template``, then
     the query rendered with ``input_template``; the model's answer is the verbalizer of a label
     (``verbalizers[label]``, default the label itself), scored after ``answer_prefix``.
+    ``max_text_tokens`` cuts every text the model scores (queries and demonstrations) to its
+    first that many tokens.
     """
 
     labels: tuple[str, ...]
