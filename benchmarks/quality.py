@@ -204,28 +204,29 @@ def summarize(args: argparse.Namespace) -> str:
             top = eff["random"].baseline_budget
             for s in NEURON_AWARE:
                 if s in eff:
-                    efficiency_rows.append((regime, name, s, eff[s].budget is not None and eff[s].budget <= top / 2))
+                    efficiency_rows.append((model, regime, name, s, eff[s].budget is not None and eff[s].budget <= top / 2))
         for s in NEURON_AWARE:
             for other in ("votek", "fast_votek", "ideal"):
                 for b in budgets:
                     if b in curves.get(s, {}) and b in curves.get(other, {}):
-                        versus[(regime, s, other)].append(np.mean(curves[s][b]) - np.mean(curves[other][b]))
+                        versus[(model, regime, s, other)].append(np.mean(curves[s][b]) - np.mean(curves[other][b]))
     lines += ["## Goal", "",
               "Neuron-aware selection reaches random@max budget with <= 50% of the labels on >= 3 of 5 data sets, "
-              "and matches or beats vote-k and IDEAL at equal budget on average. Judged per regime, on the test "
+              "and matches or beats vote-k and IDEAL at equal budget on average. Judged per model and regime, on the test "
               "split only (banking77 and its 15-intent subset count as one data set).", ""]
-    for regime in sorted({row[0] for row in efficiency_rows}):
+    for model, regime in sorted({row[:2] for row in efficiency_rows}):
         for s in NEURON_AWARE:
-            rows_s = [(base_name(n), ok) for reg, n, strat, ok in efficiency_rows if reg == regime and strat == s]
+            rows_s = [(base_name(n), ok) for m, reg, n, strat, ok in efficiency_rows
+                      if (m, reg, strat) == (model, regime, s)]
             hits = sorted({n for n, ok in rows_s if ok})
             tried = sorted({n for n, _ in rows_s})
             if tried:
                 verdict = "met" if len(hits) >= 3 else ("not met" if len(tried) - len(hits) > 2 else
                                                         "not judged yet: fewer than 5 sets run")
-                lines.append(f"- {regime}: `{s}` reaches it with <= 50% of the labels on {len(hits)} of {len(tried)} "
+                lines.append(f"- `{model}`, {regime}: `{s}` reaches it with <= 50% of the labels on {len(hits)} of {len(tried)} "
                              f"set(s) run ({', '.join(hits) or 'none'}): **{verdict}**")
-    for (regime, s, other), diffs in sorted(versus.items()):
-        lines.append(f"- {regime}: `{s}` minus `{other}`, mean accuracy difference over {len(diffs)} "
+    for (model, regime, s, other), diffs in sorted(versus.items()):
+        lines.append(f"- `{model}`, {regime}: `{s}` minus `{other}`, mean accuracy difference over {len(diffs)} "
                      f"(set, budget) cells: {np.mean(diffs):+.3f} ({'matches or beats' if np.mean(diffs) >= 0 else 'behind'})")
     commands = sorted({r.get("command", "") for r in rows})
     lines += ["", "## Commands", "", "```", *commands, "```", ""]
