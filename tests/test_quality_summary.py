@@ -1,0 +1,46 @@
+"""The selection benchmark's summary: tables, plots and the goal verdict, from a results file."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import quality  # noqa: E402
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _row(model: str, name: str, strategy: str, budget: int, seed: int, accuracy: float) -> dict:
+    return dict(model=model, set=name, regime="per-query", retriever="neuron", k=4, strategy=strategy, budget=budget,
+                seed=seed, pool_size=600, test_size=100, validation=0, method="direct_logit", calibrated=False,
+                accuracy=accuracy, macro_f1=accuracy, seconds=1.0, n_test=100, ids=[], command="cmd")
+
+
+def _results(tmp_path: Path, rows: list[dict]) -> list[str]:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return ["--summarize", "--out", str(out), "--markdown", str(tmp_path / "RESULTS.md")]
+
+
+def test_goal_is_judged_per_model(tmp_path):
+    """The default model wins on every set, the second model on none: neither verdict leaks into the other."""
+    sets = ("trec", "sst2", "banking77_15", "cuad_clause_types_top10", "medical_abstracts")
+    rows = []
+    for model, good in (("default", True), ("gemma-3-270m", False)):
+        for name in sets:
+            for seed in (0, 1):
+                rows += [_row(model, name, "random", 18, seed, 0.3), _row(model, name, "random", 100, seed, 0.5)]
+            rows += [_row(model, name, "neuron_coverage", 18, 0, 0.6 if good else 0.2),
+                     _row(model, name, "neuron_coverage", 100, 0, 0.7 if good else 0.4)]
+    args = quality.parse_args(_results(tmp_path, rows))
+    text = quality.summarize(args)
+    assert "- `default`, per-query: `neuron_coverage` reaches it with <= 50% of the labels on 5 of 5" in text
+    assert "- `gemma-3-270m`, per-query: `neuron_coverage` reaches it with <= 50% of the labels on 0 of 5" in text
+    assert text.count("**met**") == 1 and text.count("**not met**") == 1
+    assert (tmp_path / "RESULTS.md").read_text(encoding="utf-8") == text
+    plots = sorted((tmp_path / "out").glob("*.png"))
+    assert len(plots) == 10 and all(p.read_bytes().startswith(PNG) for p in plots)
+    assert "gemma-3-270m" in {p.stem.rsplit("_", 1)[-1] for p in plots}
