@@ -153,6 +153,24 @@ def _accuracy_table(curves: dict, eff: dict, budgets: list[int], records: list) 
     return lines
 
 
+def _overview(overview: dict[tuple, dict[str, dict[str, float]]]) -> list[str]:
+    """Markdown: one table per model and regime, mean accuracy over the budgets run, strategies x sets."""
+    lines = []
+    for (model, regime), by_strategy in sorted(overview.items()):
+        sets = sorted({n for per_set in by_strategy.values() for n in per_set}, key=lambda n: (base_name(n), n))
+        lines += [f"## Overview: `{model}`, {regime}", "",
+                  "Mean accuracy over the budgets run (each budget: mean over seeds); `mean` averages the sets a "
+                  "strategy ran on (their number is given when it did not run on all).", "",
+                  "| strategy | " + " | ".join(sets) + " | mean |", "|---|" + "---:|" * (len(sets) + 1)]
+        for s in sorted(by_strategy, key=lambda s: (s not in NEURON_AWARE, s != "random", s)):
+            per_set = by_strategy[s]
+            cells = [f"{per_set[n]:.3f}" if n in per_set else "-" for n in sets]
+            mean = f"{np.mean(list(per_set.values())):.3f}" + ("" if len(per_set) == len(sets) else f" ({len(per_set)} sets)")
+            lines.append(f"| `{s}` | " + " | ".join(cells) + f" | {mean} |")
+        lines.append("")
+    return lines
+
+
 def summarize(args: argparse.Namespace) -> str:
     """CSV, plots and the markdown page from the results file; returns the markdown."""
     import csv
@@ -179,6 +197,7 @@ def summarize(args: argparse.Namespace) -> str:
              "items for every seed; such a cell reuses the scores of the first (its seconds are then planning only).",
              ""]
     efficiency_rows, versus = [], defaultdict(list)
+    overview: dict[tuple, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
     for key in sorted(groups, key=str):
         model, name, regime, retriever, k, validation, pool_size, test_size, method = key
         records = [ExperimentRecord(**{f: v for f, v in r.items() if f in record_fields}) for r in groups[key]]
@@ -205,11 +224,15 @@ def summarize(args: argparse.Namespace) -> str:
             for s in NEURON_AWARE:
                 if s in eff:
                     efficiency_rows.append((model, regime, name, s, eff[s].budget is not None and eff[s].budget <= top / 2))
+        if not validation:
+            for s, by_budget in curves.items():
+                overview[(model, regime)][s][name] = float(np.mean([np.mean(v) for v in by_budget.values()]))
         for s in NEURON_AWARE:
-            for other in ("votek", "fast_votek", "ideal"):
+            for other in [o for o in STRATEGIES if o not in NEURON_AWARE and o in curves]:
                 for b in budgets:
                     if b in curves.get(s, {}) and b in curves.get(other, {}):
                         versus[(model, regime, s, other)].append(np.mean(curves[s][b]) - np.mean(curves[other][b]))
+    lines += _overview(overview)
     lines += ["## Goal", "",
               "Neuron-aware selection reaches random@max budget with <= 50% of the labels on >= 3 of 5 data sets, "
               "and matches or beats vote-k and IDEAL at equal budget on average. Judged per model and regime, on the test "

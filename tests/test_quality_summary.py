@@ -44,3 +44,20 @@ def test_goal_is_judged_per_model(tmp_path):
     plots = sorted((tmp_path / "out").glob("*.png"))
     assert len(plots) == 10 and all(p.read_bytes().startswith(PNG) for p in plots)
     assert "gemma-3-270m" in {p.stem.rsplit("_", 1)[-1] for p in plots}
+
+
+def test_overview_and_comparisons_cover_every_baseline(tmp_path):
+    """Each strategy's mean over budgets per set, and neuron-aware minus every baseline that ran, not only vote-k/IDEAL."""
+    rows = []
+    for name, gap in (("trec", 0.1), ("sst2", 0.3)):
+        for strategy, acc in (("random", 0.4), ("kmeans", 0.5), ("ideal", 0.45), ("neuron_coverage", 0.4 + gap)):
+            rows += [_row("default", name, strategy, 18, 0, acc), _row("default", name, strategy, 100, 0, acc + 0.1)]
+    rows.append(_row("default", "trec", "typiclust", 18, 0, 0.2))
+    text = quality.summarize(quality.parse_args(_results(tmp_path, rows)))
+    overview = text.split("## Overview: `default`, per-query")[1].split("## Goal")[0]
+    assert "| strategy | sst2 | trec | mean |" in overview
+    assert "| `neuron_coverage` | 0.750 | 0.550 | 0.650 |" in overview
+    assert "| `typiclust` | - | 0.200 | 0.200 (1 sets) |" in overview
+    for other, diff in (("random", "+0.200"), ("kmeans", "+0.100"), ("ideal", "+0.150"), ("typiclust", "+0.300")):
+        assert f"`neuron_coverage` minus `{other}`, mean accuracy difference over" in text
+        assert f"cells: {diff} (matches or beats)" in text.split(f"minus `{other}`")[1].split("\n")[0]
