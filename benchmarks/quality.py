@@ -171,6 +171,20 @@ def _overview(overview: dict[tuple, dict[str, dict[str, float]]]) -> list[str]:
     return lines
 
 
+def _active_rounds(active_versus: dict[tuple, list[tuple[str, int, float]]]) -> list[str]:
+    """Markdown: what annotating in re-probed rounds (``active:<name>``) changes against ``<name>`` planned at once."""
+    if not active_versus:
+        return []
+    lines = ["", "## Active rounds", "",
+             "`active:<name>` annotates in rounds, re-probing the rest of the pool with the labels so far in context; "
+             "each line is its mean accuracy minus that of `<name>` planned in one go, on the same cells.", ""]
+    for (model, regime, s), diffs in sorted(active_versus.items()):
+        cells = ", ".join(f"{n} B={b} {d:+.3f}" for n, b, d in diffs)
+        lines.append(f"- `{model}`, {regime}: `{s}` minus `{s.split(':', 1)[1]}`: "
+                     f"{np.mean([d for _, _, d in diffs]):+.3f} over {len(diffs)} (set, budget) cells ({cells})")
+    return lines
+
+
 def summarize(args: argparse.Namespace) -> str:
     """CSV, plots and the markdown page from the results file; returns the markdown."""
     import csv
@@ -196,7 +210,7 @@ def summarize(args: argparse.Namespace) -> str:
              "seeds listed, from `benchmarks/results/quality/results.jsonl`. A deterministic strategy plans the same "
              "items for every seed; such a cell reuses the scores of the first (its seconds are then planning only).",
              ""]
-    efficiency_rows, versus = [], defaultdict(list)
+    efficiency_rows, versus, active_versus = [], defaultdict(list), defaultdict(list)
     overview: dict[tuple, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
     for key in sorted(groups, key=str):
         model, name, regime, retriever, k, validation, pool_size, test_size, method = key
@@ -232,6 +246,10 @@ def summarize(args: argparse.Namespace) -> str:
                 for b in budgets:
                     if b in curves.get(s, {}) and b in curves.get(other, {}):
                         versus[(model, regime, s, other)].append(np.mean(curves[s][b]) - np.mean(curves[other][b]))
+        for s in [s for s in curves if s.startswith("active:") and s.split(":", 1)[1] in curves]:
+            one_shot = curves[s.split(":", 1)[1]]
+            for b in sorted(set(curves[s]) & set(one_shot)):
+                active_versus[(model, regime, s)].append((name, b, np.mean(curves[s][b]) - np.mean(one_shot[b])))
     lines += _overview(overview)
     lines += ["## Goal", "",
               "Neuron-aware selection reaches random@max budget with <= 50% of the labels on >= 3 of 5 data sets, "
@@ -251,6 +269,7 @@ def summarize(args: argparse.Namespace) -> str:
     for (model, regime, s, other), diffs in sorted(versus.items()):
         lines.append(f"- `{model}`, {regime}: `{s}` minus `{other}`, mean accuracy difference over {len(diffs)} "
                      f"(set, budget) cells: {np.mean(diffs):+.3f} ({'matches or beats' if np.mean(diffs) >= 0 else 'behind'})")
+    lines += _active_rounds(active_versus)
     commands = sorted({r.get("command", "") for r in rows})
     lines += ["", "## Commands", "", "```", *commands, "```", ""]
     text = "\n".join(lines)

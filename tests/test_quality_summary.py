@@ -61,3 +61,17 @@ def test_overview_and_comparisons_cover_every_baseline(tmp_path):
     for other, diff in (("random", "+0.200"), ("kmeans", "+0.100"), ("ideal", "+0.150"), ("typiclust", "+0.300")):
         assert f"`neuron_coverage` minus `{other}`, mean accuracy difference over" in text
         assert f"cells: {diff} (matches or beats)" in text.split(f"minus `{other}`")[1].split("\n")[0]
+
+
+def test_active_rounds_are_compared_with_their_one_shot_plan(tmp_path):
+    """`active:<name>` gets its own section: its accuracy minus `<name>`'s on the cells both ran, per cell and mean."""
+    rows = [_row("default", "trec", "random", 18, 0, 0.4), _row("default", "trec", "random", 50, 0, 0.5),
+            _row("default", "trec", "entropy", 18, 0, 0.3), _row("default", "trec", "entropy", 50, 0, 0.4),
+            _row("default", "trec", "active:entropy", 18, 0, 0.35), _row("default", "trec", "active:entropy", 50, 0, 0.5),
+            _row("default", "trec", "active:kmeans", 18, 0, 0.9)]
+    text = quality.summarize(quality.parse_args(_results(tmp_path, rows)))
+    section = text.split("## Active rounds")[1].split("## Commands")[0]
+    assert ("- `default`, per-query: `active:entropy` minus `entropy`: +0.075 over 2 (set, budget) cells "
+            "(trec B=18 +0.050, trec B=50 +0.100)") in section
+    assert "active:kmeans" not in section  # kmeans planned at once never ran: nothing to compare with
+    assert "| `active:entropy` |" in text.split("## Overview")[1]
