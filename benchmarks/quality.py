@@ -254,7 +254,9 @@ def summarize(args: argparse.Namespace) -> str:
     lines += ["## Goal", "",
               "Neuron-aware selection reaches random@max budget with <= 50% of the labels on >= 3 of 5 data sets, "
               "and matches or beats vote-k and IDEAL at equal budget on average. Judged per model and regime, on the test "
-              "split only (banking77 and its 15-intent subset count as one data set).", ""]
+              "split only (banking77 and its 15-intent subset count as one data set). What was tried on validation "
+              "(objective, coverage weights, critical fraction, attribution method, tau, retriever) and which setting "
+              "came closest: `benchmarks/README.md`, \"Choosing settings on validation\".", ""]
     for model, regime in sorted({row[:2] for row in efficiency_rows}):
         for s in NEURON_AWARE:
             rows_s = [(base_name(n), ok) for m, reg, n, strat, ok in efficiency_rows

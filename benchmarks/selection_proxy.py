@@ -48,6 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pool-size", type=int, default=600)
     p.add_argument("--model", default="default")
     p.add_argument("--store", type=Path, default=STORE, help="signature store (default: the quality benchmark's)")
+    p.add_argument("--probe", type=json.loads, default={}, metavar="JSON",
+                   help="probe settings, e.g. '{\"critical_fraction\": 0.05}' or '{\"method\": \"grad_x_act\"}'")
     return p.parse_args(argv)
 
 
@@ -71,14 +73,15 @@ def run_set(lm, name: str, args: argparse.Namespace) -> list[str]:
 
     data = load_shared_set(name, args.data, pool_size=args.pool_size, validation=args.validation)
     labels = list(data.task.labels)
-    kw = dict(store=args.store, progress=False)
+    kw = dict(store=args.store, progress=False, **args.probe)
     pool = with_embeddings(probe(lm, data.task, [r.text for r in data.pool], ids=[r.id for r in data.pool], **kw))
     queries = with_embeddings(probe(lm, data.task, [r.text for r in data.test], ids=[r.id for r in data.test], **kw))
     gold = np.array([labels.index(r.label) for r in data.test])
     pool_labels = [r.label for r in data.pool]  # plays the annotator: read only for planned items
     header = " | ".join(f"{r} B={b}" for r in args.retrievers for b in args.budgets)
     touched = float((pool.critical.restrict(pool.signatures) != 0).mean())  # share of the pool per critical neuron
-    lines = [f"### {name} ({len(labels)} labels; pool {len(pool)}, {len(queries)} validation queries, k={args.k}, "
+    probed = f"; probe {json.dumps(args.probe)}" if args.probe else ""
+    lines = [f"### {name} ({len(labels)} labels; pool {len(pool)}, {len(queries)} validation queries, k={args.k}{probed}, "
              f"seeds {args.seeds}; the average critical neuron is in {touched:.0%} of the pool's signatures)", "", f"| strategy | {header} |", "|---|" + "---:|" * (len(args.retrievers) * len(args.budgets))]
     for spec in args.strategies:
         s_name, s_params = named(spec)
