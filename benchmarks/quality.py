@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import shlex
 import sys
-import time
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
@@ -29,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shared_sets import (DEFAULT_DATA, NAMED_MODELS, REPO, SETS, base_name, load_shared_set,  # noqa: E402
-                         model_spec)
+from _results import append_result, cell_key, main_loop, read_results, update_section  # noqa: E402
+from shared_sets import REPO, add_grid_args, base_name, load_shared_set, model_spec  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "quality"
 DEFAULT_MD = REPO / "benchmarks" / "RESULTS.md"
@@ -42,57 +40,17 @@ KEY = ("model", "set", "regime", "retriever", "k", "strategy", "budget", "seed",
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder (default: %(default)s)")
-    p.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS, metavar="SET",
-                   help=f"data sets (default: all: {' '.join(SETS)})")
-    p.add_argument("--regimes", nargs="+", default=["per-query", "static"], choices=["per-query", "static"])
+    add_grid_args(p, test_size=500, out=DEFAULT_OUT, markdown=DEFAULT_MD)
     p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), metavar="NAME",
                    help="strategy names; 'active:<name>' runs AdaICL-style rounds on top of <name>")
-    p.add_argument("--static-budgets", nargs="+", type=int, default=[5, 10, 20])
-    p.add_argument("--retrieval-budgets", nargs="+", type=int, default=[18, 50, 100])
-    p.add_argument("--k", type=int, default=4, help="demonstrations per query in the per-query regime")
     p.add_argument("--retriever", default="neuron", help="per-query retriever: neuron, embedding or random")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--pool-size", type=int, default=600, help="seeded sample of the pool to select from")
-    p.add_argument("--test-size", type=int, default=500, help="test items scored per cell (500 = all)")
-    p.add_argument("--validation", type=int, default=0,
-                   help="hold out N pool items and score on them instead of the test split (for tuning)")
-    p.add_argument("--model", default="default",
-                   help=f"model spec for neuroshot.load_model, or one of {', '.join(NAMED_MODELS)} (GGUF wheels)")
     p.add_argument("--method", default="direct_logit", help="attribution method of the probe")
     p.add_argument("--calibrated", action="store_true", help="also report contextually calibrated scores")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default: %(default)s)")
-    p.add_argument("--markdown", type=Path, default=DEFAULT_MD, help="summary page (default: %(default)s)")
-    p.add_argument("--summarize", action="store_true", help="only rebuild the summary from the results file")
     return p.parse_args(argv)
 
 
 # --------------------------------------------------------------------------- running
-
-
-def read_results(path: Path) -> list[dict]:
-    """Finished cells; a torn last line (killed mid-write) is ignored."""
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
-
-
-def append_result(path: Path, row: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps(row) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def cell_key(row: dict) -> tuple:
-    return tuple(row.get(k) for k in KEY)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -100,7 +58,7 @@ def run(args: argparse.Namespace) -> None:
     from neuroshot.experiment import Experiment
 
     results_path = args.out / "results.jsonl"
-    done = {cell_key(r) for r in read_results(results_path)}
+    done = {cell_key(KEY, r) for r in read_results(results_path)}
     lm = load_model(model_spec(args.model))
     command = ".venv/bin/python " + shlex.join(["benchmarks/quality.py", *sys.argv[1:]])
     for name in args.sets:
@@ -119,7 +77,7 @@ def run(args: argparse.Namespace) -> None:
                                     k=args.k if regime == "per-query" else None, strategy=strategy, budget=budget,
                                     seed=seed, pool_size=len(data.pool), test_size=len(data.test),
                                     validation=args.validation, method=args.method, calibrated=args.calibrated)
-                        if cell_key(base) in done:
+                        if cell_key(KEY, base) in done:
                             continue
                         if budget > len(data.pool):
                             print(f"skip {name} {strategy} budget {budget}: larger than the pool", file=sys.stderr)
@@ -129,7 +87,7 @@ def run(args: argparse.Namespace) -> None:
                                "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                                "command": command}
                         append_result(results_path, row)
-                        done.add(cell_key(base))
+                        done.add(cell_key(KEY, base))
                         print(f"{name:<24} {regime:<9} {strategy:<16} B={budget:<4} seed {seed}: "
                               f"acc {record.accuracy:.3f}  F1 {record.macro_f1:.3f}  ({record.seconds:.0f} s)", flush=True)
 
@@ -275,21 +233,12 @@ def summarize(args: argparse.Namespace) -> str:
     commands = sorted({r.get("command", "") for r in rows})
     lines += ["", "## Commands", "", "```", *commands, "```", ""]
     text = "\n".join(lines)
-    args.markdown.write_text(text, encoding="utf-8")
+    update_section(args.markdown, "quality", text)
     return text
 
 
 def main(argv: list[str] | None = None) -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    args = parse_args(argv)
-    if not args.summarize:
-        t0 = time.perf_counter()
-        try:
-            run(args)
-        except KeyboardInterrupt:
-            print("\ninterrupted: finished cells are kept; run the same command again to continue", file=sys.stderr)
-        print(f"run took {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    print(summarize(args))
+    main_loop(parse_args(argv), run, summarize)
 
 
 if __name__ == "__main__":

@@ -118,3 +118,24 @@ def load_shared_set(name: str, data: Path = DEFAULT_DATA, *, pool_size: int | No
     if test_size and test_size < len(test):
         test = [test[i] for i in sorted(rng.choice(len(test), size=test_size, replace=False))]
     return SharedSet(name, make_task(name, labels, max_text_tokens), pool, test)
+
+
+def add_grid_args(p, *, test_size: int, out: Path, markdown: Path) -> None:
+    """The options every selection benchmark shares: data, sets, regimes, budgets, k, sizes, model, output."""
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder (default: %(default)s)")
+    p.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS, metavar="SET",
+                   help=f"data sets (default: all: {' '.join(SETS)})")
+    p.add_argument("--regimes", nargs="+", default=["per-query", "static"], choices=["per-query", "static"])
+    p.add_argument("--static-budgets", nargs="+", type=int, default=[5, 10, 20])
+    p.add_argument("--retrieval-budgets", nargs="+", type=int, default=[18, 50, 100])
+    p.add_argument("--k", type=int, default=4, help="demonstrations per query in the per-query regime")
+    p.add_argument("--pool-size", type=int, default=600, help="seeded sample of the pool to select from")
+    p.add_argument("--test-size", type=int, default=test_size,
+                   help="fixed seeded sample of the test split, the same items for every cell (default: %(default)s)")
+    p.add_argument("--validation", type=int, default=0,
+                   help="hold out N pool items and score on them instead of the test split (for choosing settings)")
+    p.add_argument("--model", default="default",
+                   help=f"model spec for neuroshot.load_model, or one of {', '.join(NAMED_MODELS)} (GGUF wheels)")
+    p.add_argument("--out", type=Path, default=out, help="results folder (default: %(default)s)")
+    p.add_argument("--markdown", type=Path, default=markdown, help="results page (default: %(default)s)")
+    p.add_argument("--summarize", action="store_true", help="only rebuild the summary from the results file")

@@ -21,7 +21,7 @@ from dspy.utils import DummyLM  # noqa: E402
 
 from dspy_neuroshot import (AnnotationPending, LocalEngine, NeuronAwareFewShot, NeuronFewShotProgram,  # noqa: E402
                             local_lm, output_fields)
-from neuroshot import NeuroshotError, SimulatedAnnotator, get_strategy  # noqa: E402
+from neuroshot import NeuroshotError, SimulatedAnnotator, get_pipeline, get_strategy  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -72,7 +72,7 @@ def test_static_compile_puts_the_planned_demos_in_every_predictor_and_in_the_pro
     planned = [QUESTIONS[i][0] for i in tp.plan_.indices]
     assert [d.question for d in compiled.demos] == planned and len(planned) == 3
     # the core planner on the same probe gives the same plan (no copy of its logic)
-    assert get_strategy("neuron_coverage").plan(tp.probe_, 3, seed=0).indices == tp.plan_.indices
+    assert get_pipeline("recommended").make_strategy().plan(tp.probe_, 3, seed=0).indices == tp.plan_.indices
     assert "score" in tp.explain()
     lm = dummy()
     with dspy.context(lm=lm):

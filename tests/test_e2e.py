@@ -102,8 +102,12 @@ def test_demo_runs_the_whole_loop():
     from neuroshot.demo import run_demo
 
     lines: list[str] = []
-    rows = run_demo(budget=4, seeds=(0,), print_fn=lines.append, progress=False)
+    rows = run_demo(budget=8, seeds=(0, 1), print_fn=lines.append, progress=False)
     text = "\n".join(lines)
-    assert "Chosen by neuron_coverage" in text and "why:" in text
-    assert [r.strategy for r in rows] == ["zero-shot", "neuron_coverage", "random"]
+    assert "Chosen by recommended" in text and text.count("why:") == 8
+    assert [r.pipeline for r in rows] == ["zero-shot", "recommended", "random+knn"]
+    assert [len(r.accuracies) for r in rows] == [1, 2, 2]
     assert all(0.0 <= a <= 1.0 for r in rows for a in r.accuracies)
+    (line,) = [x for x in lines if x.startswith("\nrecommended minus random+knn: ")]
+    mean = float(line.split(": ")[1].split()[0])
+    assert mean == pytest.approx(np.mean(rows[1].accuracies) - np.mean(rows[2].accuracies), abs=1e-9)

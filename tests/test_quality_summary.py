@@ -40,7 +40,7 @@ def test_goal_is_judged_per_model(tmp_path):
     assert "- `default`, per-query: `neuron_coverage` reaches it with <= 50% of the labels on 5 of 5" in text
     assert "- `gemma-3-270m`, per-query: `neuron_coverage` reaches it with <= 50% of the labels on 0 of 5" in text
     assert text.count("**met**") == 1 and text.count("**not met**") == 1
-    assert (tmp_path / "RESULTS.md").read_text(encoding="utf-8") == text
+    assert text in (tmp_path / "RESULTS.md").read_text(encoding="utf-8")  # its own section of the page
     plots = sorted((tmp_path / "out").glob("*.png"))
     assert len(plots) == 10 and all(p.read_bytes().startswith(PNG) for p in plots)
     assert "gemma-3-270m" in {p.stem.rsplit("_", 1)[-1] for p in plots}

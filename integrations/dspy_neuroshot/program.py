@@ -12,7 +12,7 @@ import dspy
 import numpy as np
 from dspy.predict.parameter import Parameter
 
-from neuroshot import NeuroshotError, NeuronRetriever, ProbeResult, probe
+from neuroshot import NeuroshotError, ProbeResult, Retriever, get_pipeline, get_retriever, probe
 from neuroshot.probing import item_scores
 from neuroshot.retrieval import Retrieved
 from neuroshot.signatures import CriticalNeurons
@@ -67,7 +67,7 @@ class _Runtime:
     def __init__(self) -> None:
         self.key: tuple | None = None
         self.spec: SignatureTask | None = None
-        self.retriever: NeuronRetriever | None = None
+        self.retriever: Retriever | None = None
         self.lm = None
 
     def __deepcopy__(self, memo: dict) -> _Runtime:
@@ -89,8 +89,9 @@ class NeuronFewShotProgram(dspy.Module):
     """
 
     def __init__(self, program: dspy.Module, annotated: Sequence[dspy.Example] = (), *, k: int = 4,
-                 model: ModelLike = "default", mmr: float = 0.7, balance: bool = False,
-                 output_field: str | None = None, labels: Sequence[str] | None = None, method: str = "direct_logit",
+                 model: ModelLike = "default", retriever: str | None = None,
+                 retriever_params: dict[str, Any] | None = None, mmr: float | None = None,
+                 balance: bool | None = None, output_field: str | None = None, labels: Sequence[str] | None = None, method: str = "direct_logit",
                  top_k: int = 64, max_text_tokens: int | None = None, store: str | None = None,
                  critical: CriticalNeurons | None = None, _annotated_probe: ProbeResult | None = None) -> None:
         super().__init__()
@@ -99,7 +100,9 @@ class NeuronFewShotProgram(dspy.Module):
         self.program = program
         self.model = model
         self.store = store
-        settings = {"k": k, "mmr": mmr, "balance": balance, "output_field": output_field,
+        name, params = retriever_settings(retriever, retriever_params, mmr, balance)
+        get_retriever(name, **params)  # fail fast on a bad name or parameter
+        settings = {"k": k, "retriever": name, "retriever_params": params, "output_field": output_field,
                     "labels": None if labels is None else list(labels), "method": method, "top_k": top_k,
                     "max_text_tokens": max_text_tokens}
         self.annotated = AnnotatedSet(annotated, settings, critical)
@@ -172,8 +175,21 @@ class NeuronFewShotProgram(dspy.Module):
                                                   scores=item_scores(annotated_probe.probs, annotated_probe.signatures, critical))
         s = self.annotated.settings
         labels = [runtime.spec.label_of(ex, f"annotated example {i}") for i, ex in enumerate(self.annotated.examples)]
-        runtime.retriever = NeuronRetriever(mmr=s["mmr"], balance=s["balance"]).fit(annotated_probe, labels)
+        if "retriever" in s:
+            retriever = get_retriever(s["retriever"], **s["retriever_params"])
+        else:  # saved before retrievers were named: the neuron retriever
+            retriever = get_retriever("neuron", mmr=s.get("mmr", 0.7), balance=s.get("balance", False))
+        runtime.retriever = retriever.fit(annotated_probe, labels)
         runtime.key = (id(self.annotated.examples), len(self.annotated.examples), repr(self.annotated.settings))
+
+
+def retriever_settings(retriever: str | None, params: dict[str, Any] | None, mmr: float | None,
+                       balance: bool | None, pipeline: str = "recommended") -> tuple[str, dict[str, Any]]:
+    """Retriever name and parameters: the pipeline's unless ``retriever`` names another; ``params``,
+    ``mmr`` and ``balance`` (when given) override."""
+    extra = {**(params or {}), **{k: v for k, v in (("mmr", mmr), ("balance", balance)) if v is not None}}
+    chosen = get_pipeline(pipeline).customized(retriever=retriever, retriever_params=extra)
+    return chosen.retriever, dict(chosen.retriever_params)
 
 
 def _inputs_only(inputs: dict[str, Any]) -> dict[str, Any]:

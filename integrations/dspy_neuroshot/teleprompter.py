@@ -10,13 +10,13 @@ from typing import Any
 import dspy
 from dspy.teleprompt import Teleprompter
 
-from neuroshot import (NeuroshotError, Plan, ProbeResult, SimulatedAnnotator, export_for_annotation, get_strategy,
-                       probe, read_annotations)
+from neuroshot import (NeuroshotError, Plan, ProbeResult, SimulatedAnnotator, export_for_annotation, get_pipeline,
+                       get_retriever, get_strategy, probe, read_annotations)
 from neuroshot.annotation import AnnotationItem
 
 from neuroshot.models import ModelLike, model_lock, resolve_model
 from ._task import SignatureTask, label_field, program_signature
-from .program import NeuronFewShotProgram
+from .program import NeuronFewShotProgram, retriever_settings
 
 Annotator = Callable[[dspy.Example], "str | None"] | SimulatedAnnotator
 
@@ -29,13 +29,16 @@ class NeuronAwareFewShot(Teleprompter):
     """Choose few-shot demonstrations by the FFN neurons the local model uses for the task.
 
     Like ``LabeledFewShot``, but the demos are chosen, not sampled: the trainset's inputs are
-    probed on the local model (``model``), and a neuroshot planning ``strategy`` picks the items
-    that best cover the task-critical neurons. Labels are never read by the planner.
+    probed on the local model (``model``), and the planning strategy of ``pipeline`` (default
+    ``"recommended"``; or ``strategy``) picks the items that best cover what the model and a
+    sentence embedding see in the pool. Labels are never read by the planner.
 
     - **static** (default): ``compile`` returns a copy of the student whose predictors carry the
       ``k`` planned demos (saved and loaded with DSPy's ``save``/``load``).
     - **per-query** (``per_query=True``): ``compile`` returns a :class:`NeuronFewShotProgram`
-      that retrieves ``k`` demos per call from the annotated set by neuron-signature similarity.
+      that retrieves ``k`` demos per call from the annotated set with the pipeline's retriever (the
+      recommended one: task-critical-neuron and MiniLM similarity, weighed on the annotated labels;
+      ``retriever="neuron"`` for neurons only).
     - **active**: pass an unlabeled trainset with ``annotator=`` (a callable ``example -> label``
       or a ``neuroshot.SimulatedAnnotator``), or with ``export_path=`` (a .jsonl, .csv or Label
       Studio .json file written for annotators, read back on the next ``compile``). The planner
@@ -44,9 +47,11 @@ class NeuronAwareFewShot(Teleprompter):
     After ``compile``, ``plan_`` holds the plan and ``explain()`` says why each item was chosen.
     """
 
-    def __init__(self, k: int = 4, *, model: ModelLike = "default", strategy: str = "neuron_coverage",
-                 strategy_params: Mapping[str, Any] | None = None, per_query: bool = False, mmr: float = 0.7,
-                 balance: bool = False, labels: Sequence[str] | None = None, output_field: str | None = None,
+    def __init__(self, k: int = 4, *, model: ModelLike = "default", pipeline: str = "recommended",
+                 strategy: str | None = None, strategy_params: Mapping[str, Any] | None = None,
+                 per_query: bool = False, retriever: str | None = None,
+                 retriever_params: Mapping[str, Any] | None = None, mmr: float | None = None,
+                 balance: bool | None = None, labels: Sequence[str] | None = None, output_field: str | None = None,
                  annotator: Annotator | None = None, budget: int | None = None,
                  export_path: str | os.PathLike | None = None, method: str = "direct_logit", top_k: int = 64,
                  critical_fraction: float = 0.01, max_text_tokens: int | None = None, store: str | None = None,
@@ -57,13 +62,18 @@ class NeuronAwareFewShot(Teleprompter):
             raise NeuroshotError(f"budget must be a whole number >= 1, got {budget!r}")
         if annotator is not None and export_path is not None:
             raise NeuroshotError("pass annotator= or export_path=, not both")
-        self.k, self.model, self.strategy, self.strategy_params = k, model, strategy, dict(strategy_params or {})
+        self.k, self.model = k, model
+        chosen = get_pipeline(pipeline).customized(strategy=strategy, strategy_params=strategy_params)
+        self.pipeline, self.strategy, self.strategy_params = chosen.name, chosen.strategy, dict(chosen.strategy_params)
         self.per_query, self.mmr, self.balance = per_query, mmr, balance
+        self.retriever, self.retriever_params = retriever_settings(retriever, dict(retriever_params or {}), mmr,
+                                                                   balance, chosen.name)
         self.labels, self.output_field = None if labels is None else list(labels), output_field
         self.annotator, self.budget, self.export_path = annotator, budget, export_path
         self.method, self.top_k, self.critical_fraction = method, top_k, critical_fraction
         self.max_text_tokens, self.store, self.seed, self.progress = max_text_tokens, store, seed, progress
-        get_strategy(strategy, **self.strategy_params)  # fail fast on a bad name or parameter
+        get_strategy(self.strategy, **self.strategy_params)  # fail fast on a bad name or parameter
+        get_retriever(self.retriever, **self.retriever_params)
 
     @property
     def active(self) -> bool:
@@ -112,8 +122,8 @@ class NeuronAwareFewShot(Teleprompter):
         demos = [self._demo(trainset[i], label) for i, label in zip(rows, labels)]
 
         if self.per_query:
-            return NeuronFewShotProgram(student.reset_copy(), demos, k=self.k, model=lm, mmr=self.mmr,
-                                        balance=self.balance, output_field=spec.output_field,
+            return NeuronFewShotProgram(student.reset_copy(), demos, k=self.k, model=lm, retriever=self.retriever,
+                                        retriever_params=self.retriever_params, output_field=spec.output_field,
                                         labels=list(spec.task.labels), method=self.method, top_k=self.top_k,
                                         max_text_tokens=self.max_text_tokens, store=self.store,
                                         critical=pool.critical, _annotated_probe=pool.subset(rows))

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from neuroshot import LanguageModel, NeuroshotError, Task, get_strategy, probe
+from neuroshot import LanguageModel, NeuroshotError, Task, get_pipeline, probe
 
 from neuroshot.models import model_lock, resolve_model
 from .selector import example_text
@@ -18,7 +18,7 @@ def plan_annotations(
     model: LanguageModel | str,
     task: Task,
     budget: int,
-    strategy: str = "neuron_coverage",
+    strategy: str | None = None,
     seed: int = 0,
     input_keys: Sequence[str] | None = None,
     labeled: Sequence[int] = (),
@@ -50,6 +50,7 @@ def plan_annotations(
     with model_lock(lm):
         result = probe(lm, task, pool_texts, method=method, top_k=top_k, critical_fraction=critical_fraction,
                        store=store, progress=progress)
-    plan = get_strategy(strategy, **dict(strategy_params or {})).plan(result, budget, labeled=labeled, seed=seed)
+    chosen = get_pipeline("recommended").customized(strategy=strategy, strategy_params=strategy_params)
+    plan = chosen.make_strategy().plan(result, budget, labeled=labeled, seed=seed)
     return [{"rank": p.rank, "index": p.index, "text": pool_texts[p.index], "example": examples[p.index],
              "score": p.score, "why": p.why(), "neurons": list(p.neurons)} for p in plan.picks]

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from langchain_core.example_selectors import BaseExampleSelector
 from pydantic import BaseModel, ConfigDict, Field, InstanceOf, PrivateAttr, field_validator, model_validator
 
-from neuroshot import LanguageModel, NeuronRetriever, NeuroshotError, ProbeResult, Task, get_strategy, probe
+from neuroshot import LanguageModel, NeuroshotError, ProbeResult, Retriever, Task, get_pipeline, probe
 
 from neuroshot.models import model_lock, resolve_model
 
@@ -48,15 +48,17 @@ def example_text(example: Mapping[str, Any], keys: Sequence[str]) -> str:
 
 
 class NeuronAwareExampleSelector(BaseExampleSelector, BaseModel):
-    """Select few-shot examples by neuron-signature similarity to the query on a local LLM.
+    """Select few-shot examples by what the local LLM's task neurons (and a sentence embedding) say
+    is similar to the query.
 
     Every example is probed once on ``model`` (``neuroshot.probe``). ``mode="per_query"`` probes
     each query (no label needed: the probe follows the model's own prediction) and picks the
-    ``k`` examples closest to it by cosine over the task-critical neurons, with MMR diversity
-    (``mmr``, 1.0 = pure similarity) and optional label balance (``neuroshot.NeuronRetriever``).
-    ``mode="static"`` returns the same planned set for every query
-    (``neuroshot.get_strategy(strategy).plan``). Examples come back in prompt order: the most
-    relevant last, right before the query. The selector owns a copy of its examples.
+    ``k`` closest examples with the retriever of ``pipeline`` (default ``"recommended"``: the
+    hybrid of task-critical-neuron and MiniLM cosine; ``retriever="neuron"`` for neurons only),
+    with optional MMR diversity (``mmr``, 1.0 = pure similarity) and label balance.
+    ``mode="static"`` returns the same planned set for every query (the pipeline's strategy, or
+    ``strategy``). Examples come back in prompt order: the most relevant last, right before the
+    query. The selector owns a copy of its examples.
 
     Example::
 
@@ -80,13 +82,20 @@ class NeuronAwareExampleSelector(BaseExampleSelector, BaseModel):
     example_keys: list[str] | None = None
     """If given, returned examples hold only these keys."""
     mode: Literal["per_query", "static"] = "per_query"
-    mmr: float = Field(0.7, ge=0.0, le=1.0)
-    """MMR lambda for per-query selection (1.0 = pure similarity, lower = more diverse)."""
-    balance: bool = False
-    """Per-query: cap each label at ``ceil(k / labels present)`` examples."""
-    strategy: str = "neuron_coverage"
-    """Static mode: the ``neuroshot`` planning strategy."""
+    pipeline: str = "recommended"
+    """The ``neuroshot`` pipeline whose retriever (per query) and strategy (static) are used."""
+    retriever: str | None = None
+    """Per-query: a retriever name instead of the pipeline's (``neuron``, ``hybrid``, ``embedding``, ...)."""
+    retriever_params: dict[str, Any] = Field(default_factory=dict)
+    """Per-query: retriever parameters, over the pipeline's (when the retriever is the pipeline's)."""
+    mmr: float | None = Field(None, ge=0.0, le=1.0)
+    """MMR lambda for per-query selection (1.0 = pure similarity, lower = more diverse); default: the retriever's."""
+    balance: bool | None = None
+    """Per-query: cap each label at ``ceil(k / labels present)`` examples; default: the retriever's (off)."""
+    strategy: str | None = None
+    """Static mode: the ``neuroshot`` planning strategy; default: the pipeline's."""
     strategy_params: dict[str, Any] = Field(default_factory=dict)
+    """Static mode: strategy parameters, over the pipeline's (when the strategy is the pipeline's)."""
     seed: int = 0
     method: str = "direct_logit"
     """Neuron attribution of the probe (``direct_logit``, ``grad_x_act``, ``integrated_gradients``)."""
@@ -104,7 +113,7 @@ class NeuronAwareExampleSelector(BaseExampleSelector, BaseModel):
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     _probe: ProbeResult | None = PrivateAttr(default=None)
-    _retriever: NeuronRetriever | None = PrivateAttr(default=None)
+    _retriever: Retriever | None = PrivateAttr(default=None)
     _plan: Any = PrivateAttr(default=None)
     _queries: OrderedDict = PrivateAttr(default_factory=OrderedDict)
     _last_query: ProbeResult | None = PrivateAttr(default=None)
@@ -134,6 +143,7 @@ class NeuronAwareExampleSelector(BaseExampleSelector, BaseModel):
         for n, example in enumerate(self.examples):
             self._check_example(example, f"example {n}", error=ValueError)
         texts = [example_text(e, keys) for e in self.examples]
+        self._make_retriever()  # an unknown pipeline or retriever fails before any model call
         with model_lock(self.model):
             self._probe = probe(self.model, self.task, texts, progress=self.progress, store=self.store,
                                 **self._probe_settings())
@@ -228,9 +238,22 @@ class NeuronAwareExampleSelector(BaseExampleSelector, BaseModel):
             self._refit()
             return len(self.examples) - 1
 
+    def _pipeline(self):
+        """The pipeline with this selector's overrides (strategy, retriever, their parameters, mmr, balance)."""
+        extra = {**self.retriever_params,
+                 **{k: v for k, v in (("mmr", self.mmr), ("balance", self.balance)) if v is not None}}
+        return get_pipeline(self.pipeline).customized(strategy=self.strategy, strategy_params=self.strategy_params,
+                                                      retriever=self.retriever, retriever_params=extra)
+
+    def _make_retriever(self) -> Retriever:
+        return self._pipeline().make_retriever(self.seed)
+
+    def _make_strategy(self):
+        return self._pipeline().make_strategy()
+
     def _refit(self) -> None:
         labels = [str(e[self.label_key]) for e in self.examples]
-        self._retriever = NeuronRetriever(mmr=self.mmr, balance=self.balance).fit(self._probe, labels)
+        self._retriever = self._make_retriever().fit(self._probe, labels)
         self._plan = None
 
     def _query_text(self, input_variables: Mapping[str, Any]) -> str:
@@ -267,7 +290,6 @@ class NeuronAwareExampleSelector(BaseExampleSelector, BaseModel):
     def _static(self) -> list[ExampleExplanation]:
         with self._lock:
             if self._plan is None:
-                strategy = get_strategy(self.strategy, **self.strategy_params)
-                self._plan = strategy.plan(self._probe, min(self.k, len(self.examples)), seed=self.seed)
+                self._plan = self._make_strategy().plan(self._probe, min(self.k, len(self.examples)), seed=self.seed)
             return [ExampleExplanation(self._output(p.index), p.index, p.rank, p.score, None, list(p.neurons))
                     for p in self._plan.picks]

@@ -25,7 +25,9 @@ _PUBLIC = {
     "Experiment": "experiment", "ExperimentRecord": "experiment", "run_experiment": "experiment",
     "label_efficiency": "experiment", "learning_curves": "experiment",
     "active_plan": "active", "ActivePlan": "active",
-    "plot_learning_curves": "plots", "plot_critical_neurons": "plots",
+    "plot_learning_curves": "plots", "plot_critical_neurons": "plots", "plot_forest": "plots",
+    "Pipeline": "pipelines", "PIPELINES": "pipelines", "get_pipeline": "pipelines", "HybridRetriever": "retrieval",
+    "PairedDifference": "stats", "paired_difference": "stats", "mean_difference": "stats", "compare_records": "stats",
 }
 __all__ = sorted(_PUBLIC)
 

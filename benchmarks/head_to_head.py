@@ -1,0 +1,297 @@
+"""Head-to-head: neuroshot's recommended pipeline against the selectors users already have.
+
+One cell = (model, set, regime, pipeline, budget, seed): plan with the pipeline's strategy on the
+pool's zero-shot probe, let the simulated annotator label exactly the planned items, score every
+item of one fixed test sample (the same items for every pipeline): per query with ``k`` retrieved
+demonstrations (the pipeline's retriever), or static with every annotated item in one prefix
+(plain and contextually calibrated from the same run). Each finished cell is appended to
+``<out>/results.jsonl`` with its per-item correctness, so a killed run continues where it
+stopped and every comparison is paired. ``--summarize`` (also run at the end) writes the paired
+differences (recommended minus each baseline, 95% bootstrap interval over test items and seeds),
+win / tie / loss per set, the mean over cells, forest plots, and the head-to-head section at the
+top of ``benchmarks/RESULTS.md``.
+
+    .venv/bin/python benchmarks/head_to_head.py --sets trec sst2 --regimes per-query
+    .venv/bin/python benchmarks/head_to_head.py --summarize
+
+Pipelines are the named ones of :mod:`neuroshot.pipelines`; in the static regime the baselines are
+their strategies (``random``, ``votek``, ``ideal``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shlex
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import append_result, cell_key, main_loop, read_results, update_section  # noqa: E402
+from shared_sets import REPO, add_grid_args, load_shared_set, model_spec  # noqa: E402
+
+DEFAULT_OUT = REPO / "benchmarks" / "results" / "head_to_head"
+DEFAULT_MD = REPO / "benchmarks" / "RESULTS.md"
+STORE = REPO / "benchmarks" / "results" / "quality" / "signatures"  # probes shared with quality.py
+REFERENCE = "recommended"
+BASELINES = {"per-query": ("random+knn", "votek+knn", "ideal+knn"), "static": ("random", "votek", "ideal")}
+KEY = ("model", "set", "regime", "pipeline", "budget", "seed", "k", "pool_size", "test_size", "validation")
+GOAL_POINTS = 0.03
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_grid_args(p, test_size=300, out=DEFAULT_OUT, markdown=DEFAULT_MD)
+    p.add_argument("--pipelines", nargs="+", metavar="NAME[=JSON]",
+                   help="pipelines by name, or NAME={\"strategy\": ..., \"retriever\": ..., \"strategy_params\": ..., "
+                        "\"retriever_params\": ...} for a candidate (default: recommended and the regime's baselines: "
+                        + "; ".join(f"{r}: {' '.join(b)}" for r, b in BASELINES.items()) + ")")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="per-query seeds (default: 0 1 2)")
+    p.add_argument("--static-seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="static seeds (default: 0-4)")
+    p.add_argument("--reference", default=REFERENCE, help="the pipeline compared with every other (default: %(default)s)")
+    p.add_argument("--against", metavar="NAME",
+                   help="instead: every pipeline minus NAME (e.g. candidates against random+knn on validation)")
+    return p.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> None:
+    from neuroshot import load_model
+    from neuroshot.experiment import Experiment
+    results_path = args.out / "results.jsonl"
+    done = {cell_key(KEY, r) for r in read_results(results_path)}
+    lm = load_model(model_spec(args.model))
+    command = ".venv/bin/python " + shlex.join(["benchmarks/head_to_head.py", *sys.argv[1:]])
+    for name in args.sets:
+        data = load_shared_set(name, args.data, pool_size=args.pool_size, test_size=args.test_size,
+                               validation=args.validation or None)
+        gold = [r.label for r in data.test]
+        for regime in args.regimes:
+            static = regime == "static"
+            budgets, seeds = (args.static_budgets, args.static_seeds) if static else (args.retrieval_budgets, args.seeds)
+            pipelines = [_pipeline(p) for p in (args.pipelines or (REFERENCE, *BASELINES[regime]))]
+            exp = Experiment(lm, data.task, data.pool, data.test, regime=regime, k=args.k, calibrated=static,
+                             probe_kwargs={"store": STORE}, progress=False)
+            for pipeline in pipelines:
+                for budget in budgets:
+                    for seed in seeds:
+                        base = dict(model=args.model, set=name, regime=regime, pipeline=pipeline.name, budget=budget,
+                                    seed=seed, k=None if static else args.k, pool_size=len(data.pool),
+                                    test_size=len(data.test), validation=args.validation)
+                        if cell_key(KEY, base) in done or budget > len(data.pool):
+                            continue
+                        record = exp.run_one(pipeline, budget, seed)
+                        row = {**base, "strategy": pipeline.strategy, "retriever": record.retriever,
+                               "description": str(pipeline), "accuracy": record.accuracy,
+                               "macro_f1": record.macro_f1, "accuracy_calibrated": record.accuracy_calibrated,
+                               "macro_f1_calibrated": record.macro_f1_calibrated, "seconds": record.seconds,
+                               "retriever_fitted": record.retriever_fitted,
+                               "ids": record.ids, "correct": _bits(record.correct(gold)),
+                               "correct_calibrated": _bits(record.correct(gold, True)) if static else None,
+                               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                               "command": command}
+                        append_result(results_path, row)
+                        done.add(cell_key(KEY, base))
+                        cal = f"  calibrated {record.accuracy_calibrated:.3f}" if static else ""
+                        print(f"{name:<24} {regime:<9} {pipeline.name:<12} B={budget:<4} seed {seed}: "
+                              f"acc {record.accuracy:.3f}{cal}  ({record.seconds:.0f} s)", flush=True)
+
+
+def _pipeline(spec: str):
+    """A named pipeline, or ``'NAME={"strategy": ..., "retriever": ..., ...}'`` for a candidate setting."""
+    from neuroshot.pipelines import Pipeline, get_pipeline
+
+    name, sep, fields = spec.partition("=")
+    return Pipeline(name, **json.loads(fields)) if sep else get_pipeline(spec)
+
+
+def _bits(correct: np.ndarray) -> str:
+    return "".join("1" if c else "0" for c in correct)
+
+
+def _scores(bits: str) -> np.ndarray:
+    return np.frombuffer(bits.encode("ascii"), dtype=np.uint8) - ord("0")
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def comparisons(rows: list[dict], reference: str = REFERENCE, validation: int = 0) -> list[dict]:
+    """Per (model, set, regime, metric, budget) and baseline: ``reference`` minus the baseline, paired
+    (rows scored on the test split, or with ``validation`` on that many held-out pool items)."""
+    from neuroshot.stats import paired_difference
+
+    cells: dict[tuple, dict[str, dict[int, np.ndarray]]] = defaultdict(lambda: defaultdict(dict))
+    for r in rows:
+        if (r.get("validation") or 0) != validation:
+            continue
+        metrics = [("accuracy", "correct")] + ([("calibrated", "correct_calibrated")] if r.get("correct_calibrated") else [])
+        for metric, field in metrics:
+            cells[(r["model"], r["set"], r["regime"], metric, r["budget"])][r["pipeline"]][r["seed"]] = _scores(r[field])
+    out = []
+    for (model, name, regime, metric, budget), by_pipeline in sorted(cells.items(),
+                                                                     key=lambda kv: (str(kv[0][:4]), kv[0][4])):
+        mine = by_pipeline.get(reference, {})
+        for other, theirs in by_pipeline.items():
+            seeds = sorted(set(mine) & set(theirs))
+            if other == reference or not seeds:
+                continue
+            diff = paired_difference([mine[s] for s in seeds], [theirs[s] for s in seeds])
+            out.append(dict(model=model, set=name, regime=regime, metric=metric, budget=budget, baseline=other,
+                            diff=diff, seeds=seeds, reference_acc=float(np.mean([mine[s].mean() for s in seeds])),
+                            baseline_acc=float(np.mean([theirs[s].mean() for s in seeds]))))
+    return out
+
+
+def _fmt(d) -> str:
+    mark = {"win": "**", "loss": "_", "tie": ""}[d.verdict]
+    return f"{mark}{d.mean * 100:+.1f} [{d.low * 100:+.1f}, {d.high * 100:+.1f}]{mark}"
+
+
+def summarize(args: argparse.Namespace) -> str:
+    """The head-to-head section of RESULTS.md and the forest plots, from the results file."""
+    from neuroshot.plots import plot_forest
+    from neuroshot.stats import mean_difference
+
+    rows = read_results(args.out / "results.jsonl")
+    if not rows:
+        raise SystemExit(f"no results in {args.out / 'results.jsonl'} yet")
+    reference = args.against or args.reference
+    comps = comparisons(rows, reference, args.validation)
+    if not comps:
+        raise SystemExit(f"no paired results for '{reference}' (validation {args.validation}) yet")
+    if args.against:  # every pipeline minus the one named, rather than the reference minus every other
+        comps = [dict(c, diff=-c["diff"]) for c in comps]
+    split = f"validation ({args.validation} held-out pool items; for choosing settings)" if args.validation else "test"
+    title = f"each pipeline against `{args.against}`" if args.against else \
+        f"`{args.reference}` against what users already have"
+    what = f"each pipeline minus `{args.against}`" if args.against else f"`{args.reference}` minus the baseline"
+    lines = [f"# Head-to-head: {title} ({split})", "",
+             "Produced by `benchmarks/head_to_head.py` from `benchmarks/results/head_to_head/results.jsonl`. Each cell: "
+             f"accuracy of {what} in points, paired over the same test items and seeds, "
+             "with its 95% bootstrap interval (seeds and items resampled); **bold** = significant win, _italic_ = "
+             "significant loss. Per set, the verdict is on the mean over that set's budgets.", ""]
+    groups = defaultdict(list)
+    for c in comps:
+        groups[(c["model"], c["regime"], c["metric"])].append(c)
+    forest_rows = defaultdict(list)
+    for (model, regime, metric), cs in sorted(groups.items(), key=str):
+        baselines = list(dict.fromkeys(c["baseline"] for c in cs))
+        sets = list(dict.fromkeys(c["set"] for c in cs))
+        n_items = {c["set"]: c["diff"].n_items for c in cs}
+        seeds = sorted({s for c in cs for s in c["seeds"]})
+        lines += [f"## `{model}`, {regime}, {'calibrated ' if metric == 'calibrated' else ''}accuracy", "",
+                  f"Seeds {seeds}; test items per set: " + ", ".join(f"{s} {n_items[s]}" for s in sets) + ".", "",
+                  _header(args, baselines, "| set | budget | ")[0],
+                  "|---|---:|---:|" + "---:|" * len(baselines)]
+        by_cell = defaultdict(dict)
+        for c in cs:
+            by_cell[(c["set"], c["budget"])][c["baseline"]] = c
+        for (name, budget), per in by_cell.items():
+            ref = next(iter(per.values()))["reference_acc"]
+            lines.append(f"| {name} | {budget} | {ref:.3f} | "
+                         + " | ".join(_fmt(per[b]["diff"]) if b in per else "-" for b in baselines) + " |")
+        lines += ["", "Per set (mean over budgets) and over all cells:", "",
+                  _header(args, baselines, "| set | ")[1], "|---|" + "---:|" * len(baselines)]
+        tally = {b: {"win": 0, "tie": 0, "loss": 0} for b in baselines}
+        for name in sets + ["all cells"]:
+            cells = []
+            for b in baselines:
+                diffs = [c["diff"] for c in cs if c["baseline"] == b and name in (c["set"], "all cells")]
+                d = mean_difference(diffs) if diffs else None
+                if d is not None and name != "all cells":
+                    tally[b][d.verdict] += 1
+                cells.append(_fmt(d) if d else "-")
+                if d is not None:
+                    forest_rows[(model, regime, metric)].append(
+                        dict(group=name, label=f"{args.reference} − {b}", mean=d.mean, low=d.low, high=d.high))
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("| win / tie / loss (sets) | " + " | ".join(
+            f"{t['win']} / {t['tie']} / {t['loss']}" for t in tally.values()) + " |")
+        judged = not args.against and args.reference == REFERENCE
+        lines += ["", *(_goal(cs, regime, metric, rows, model) if judged else []), ""]
+    for (model, regime, metric), frows in forest_rows.items() if not args.validation else ():
+        path = args.out / f"forest_{Path(str(model)).stem}_{regime}_{metric}.png"
+        plot_forest(frows, path, title=f"{model}, {regime}, {metric}: recommended minus each baseline")
+        lines += [f"![forest {model} {regime} {metric}]({os.path.relpath(path, args.markdown.parent)})", ""]
+    commands = sorted({r.get("command", "") for r in rows})
+    lines += ["Commands:", "", "```", *commands, "```", ""]
+    text = "\n".join(lines)
+    if args.validation:
+        (args.out / f"validation_{args.validation}.md").write_text(text, encoding="utf-8")
+    else:
+        update_section(args.markdown, "head-to-head", text, first=True)
+    return text
+
+
+def _header(args, baselines: list[str], start: str) -> tuple[str, str]:
+    """Table headers: per cell (with the reference's accuracy) and per set."""
+    if args.against:
+        cols = " | ".join(f"`{b}` − `{args.against}`" for b in baselines)
+        return f"{start}{args.against} | {cols} |", f"{start}{cols} |"
+    cols = " | ".join(f"− `{b}`" for b in baselines)
+    return f"{start}{args.reference} | {cols} |", f"{start}{cols} |"
+
+
+def _goal(cs: list[dict], regime: str, metric: str, rows: list[dict], model: str) -> list[str]:
+    """The issue's goal, judged plainly on what ran."""
+    from neuroshot.stats import mean_difference
+
+    if metric != "accuracy":
+        return []
+    by_baseline = defaultdict(list)
+    for c in cs:
+        by_baseline[c["baseline"]].append(c)
+    standard = [b for b in BASELINES[regime] if b in by_baseline]
+    if not standard:
+        return []
+    best = max(standard, key=lambda b: np.mean([c["baseline_acc"] for c in by_baseline[b]]))
+    d = mean_difference([c["diff"] for c in by_baseline[best]])
+    sets = sorted({c["set"] for c in cs})
+    out = [f"Goal ({model}, {regime}; {len(sets)} set(s) run: {', '.join(sets)}):"]
+    if regime == "per-query":
+        met = d.mean >= GOAL_POINTS and d.low > 0
+        out.append(f"- beat the best baseline (`{best}`, highest mean accuracy) by >= {GOAL_POINTS * 100:.0f} points "
+                   f"over all cells, interval excluding 0: {_fmt(d)} → **{'met' if met else 'not met'}**")
+        wins = {s for s in sets if mean_difference([c["diff"] for c in by_baseline[best] if c["set"] == s]).verdict == "win"}
+        losses = {s for s in sets if mean_difference([c["diff"] for c in by_baseline[best] if c["set"] == s]).verdict == "loss"}
+        out.append(f"- significant wins on >= 3 sets and losses on none (vs `{best}`): wins {sorted(wins) or 'none'}, "
+                   f"losses {sorted(losses) or 'none'} → **{'met' if len(wins) >= 3 and not losses else 'not met'}**")
+        reach = _reaches(rows, model)
+        out.append(f"- reach `random+knn`@100 accuracy with <= 50 labels on >= 3 sets: {sorted(reach) or 'none'} → "
+                   f"**{'met' if len(reach) >= 3 else 'not met'}**")
+    else:
+        for b in ("random", "votek"):
+            if b in by_baseline:
+                db = mean_difference([c["diff"] for c in by_baseline[b]])
+                out.append(f"- beat `{b}` on average, interval excluding 0: {_fmt(db)} → "
+                           f"**{'met' if db.low > 0 else 'not met'}**")
+    if len(sets) < 6:
+        out.append(f"- judged on {len(sets)} of the 6 sets only: the remaining sets have not run yet.")
+    return out
+
+
+def _reaches(rows: list[dict], model: str) -> set[str]:
+    """Sets where recommended's mean accuracy at some budget <= 50 reaches random+knn's at 100 (per-query)."""
+    acc = defaultdict(list)
+    for r in rows:
+        if r["model"] == model and r["regime"] == "per-query" and not r.get("validation"):
+            acc[(r["set"], r["pipeline"], r["budget"])].append(r["accuracy"])
+    out = set()
+    for (name, pipeline, budget), values in acc.items():
+        target = acc.get((name, "random+knn", 100))
+        if pipeline == REFERENCE and budget <= 50 and target and np.mean(values) >= np.mean(target) - 1e-12:
+            out.add(name)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    main_loop(parse_args(argv), run, summarize)
+
+
+if __name__ == "__main__":
+    main()
