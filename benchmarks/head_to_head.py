@@ -218,7 +218,7 @@ def summarize(args: argparse.Namespace) -> str:
         path = args.out / f"forest_{Path(str(model)).stem}_{regime}_{metric}.png"
         plot_forest(frows, path, title=f"{model}, {regime}, {metric}: recommended minus each baseline")
         lines += [f"![forest {model} {regime} {metric}]({os.path.relpath(path, args.markdown.parent)})", ""]
-    commands = sorted({r.get("command", "") for r in rows})
+    commands = sorted({r.get("command", "") for r in rows if (r.get("validation") or 0) == args.validation})
     lines += ["Commands:", "", "```", *commands, "```", ""]
     text = "\n".join(lines)
     if args.validation:
