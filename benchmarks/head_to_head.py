@@ -205,7 +205,10 @@ def summarize(args: argparse.Namespace) -> str:
                 d = mean_difference(diffs) if diffs else None
                 if d is not None and name != "all cells":
                     tally[b][d.verdict] += 1
-                cells.append(_fmt(d) if d else "-")
+                ran = len(diffs) if name != "all cells" else None
+                full = len({c["budget"] for c in cs if c["set"] == name})
+                partial = f" ({ran} of {full} budgets)" if ran and ran < full else ""
+                cells.append((_fmt(d) + partial) if d else "-")
                 if d is not None:
                     forest_rows[(model, regime, metric)].append(
                         dict(group=name, label=f"{args.reference} − {b}", mean=d.mean, low=d.low, high=d.high))

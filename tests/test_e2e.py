@@ -110,4 +110,4 @@ def test_demo_runs_the_whole_loop():
     assert all(0.0 <= a <= 1.0 for r in rows for a in r.accuracies)
     (line,) = [x for x in lines if x.startswith("\nrecommended minus random+knn: ")]
     mean = float(line.split(": ")[1].split()[0])
-    assert mean == pytest.approx(np.mean(rows[1].accuracies) - np.mean(rows[2].accuracies), abs=1e-9)
+    assert mean == pytest.approx(np.mean(rows[1].accuracies) - np.mean(rows[2].accuracies), abs=5e-4)  # printed to 3 places

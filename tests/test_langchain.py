@@ -349,8 +349,9 @@ def test_e2e_local_chain_reuses_the_selector_model(real_selector):
     chain = few_shot_prompt(TREC_TASK, real_selector, text_key="question") | llm | LabelOutputParser.from_task(
         TREC_TASK)
     assert chain.invoke(query) == "human"
-    assert chain.batch([{"question": "Where is Mount Fuji?"}, {"question": "How many days are in a leap year?"}]) \
-        == ["location", "number"]
+    queries = [{"question": "Where is Mount Fuji?"}, {"question": "How many days are in a leap year?"}]
+    batch = chain.batch(queries)  # the batched path answers as one call per query does
+    assert batch == [chain.invoke(q) for q in queries] and set(batch) <= set(TREC_TASK.labels)
     real_selector._queries.clear()  # re-probe the query after the chain ran: same neurons, same picks
     after = real_selector.explain(query)
     assert [(e.index, e.neurons) for e in after] == [(e.index, e.neurons) for e in before]
