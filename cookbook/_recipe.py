@@ -1,21 +1,24 @@
 """The shared recipe runner: every cookbook recipe is a :class:`Recipe` (its task, data set and
 defaults) handed to :func:`main`.
 
-One run (per-query regime: each test item gets ``k`` demonstrations retrieved by neuron
-signatures from the annotated items, the same retriever for every strategy):
+One run (per-query regime: each test item gets ``k`` demonstrations retrieved from the annotated
+items by its pipeline's retriever; a pipeline is a strategy with a retriever,
+:mod:`neuroshot.pipelines`):
 
 1. load ``pool.jsonl`` / ``test.jsonl`` from ``--data``; a seeded permutation of the pool gives a
    validation slice (held out, never selectable) and the pool to select from (``--pool-size``);
    a seeded sample of the test split is scored (``--test-size``); test items are never selectable;
-2. choose the embedding baseline: every candidate (k-means, TypiClust, fast vote-k, vote-k, IDEAL)
-   plans at the largest budget, seed 0, and is scored on the validation slice; the best one
-   (highest validation accuracy) goes on (the test split is never used to choose);
-3. run neuron-aware planning (``neuron_coverage``), ``random`` and that embedding baseline at the
-   budgets and seeds (:class:`neuroshot.experiment.Experiment`; the simulated annotator reveals
-   only the planned items' labels), print the table, save ``results.json`` / ``results.csv``,
+2. choose the embedding baseline: every candidate (k-means, TypiClust, fast vote-k, vote-k, IDEAL),
+   each with MiniLM nearest-neighbour retrieval, plans at the largest budget, seed 0, and is
+   scored on the validation slice; the best one goes on (the test split is never used to choose);
+3. run neuroshot's ``recommended`` pipeline, ``random+knn`` (what LangChain's and DSPy's
+   similarity selectors do) and that embedding baseline at the budgets and seeds
+   (:class:`neuroshot.experiment.Experiment`; the simulated annotator reveals only the planned
+   items' labels), print the accuracy table and the paired differences (recommended minus each,
+   95% bootstrap interval over test items and seeds), save ``results.json`` / ``results.csv``,
    ``learning_curve.png`` and ``critical_neurons.png`` to ``--out``;
-4. print the ``--budget`` items neuron-aware planning asks to annotate, with why, and the
-   demonstrations retrieved for the first test items, with why.
+4. print the ``--budget`` items the recommended pipeline asks to annotate, with why, and the
+   demonstrations its retriever gives the first test items, with why.
 
 The recipe's own integration demo (LangChain or DSPy) then uses that annotated set.
 """
@@ -38,7 +41,8 @@ import numpy as np
 
 COOKBOOK = Path(__file__).resolve().parent
 SHARED_DATA = COOKBOOK.parent.parent / "shared" / "data"
-NEURON_AWARE = "neuron_coverage"
+REFERENCE = "recommended"  # neuroshot's pipeline, compared with each of the others
+STANDARD = "random+knn"
 EMBEDDING_BASELINES = ("kmeans", "typiclust", "fast_votek", "votek", "ideal")
 
 
@@ -59,7 +63,7 @@ class Recipe:
     labels: Sequence[str] | None = None
     pool_size: int = 300
     validation_size: int = 40
-    test_size: int = 100
+    test_size: int = 200
     budgets: Sequence[int] = (8, 24)
     seeds: Sequence[int] = (0, 1)
     k: int = 4
@@ -107,8 +111,8 @@ def parse_args(recipe: Recipe, argv: Sequence[str] | None = None,
                extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
     """The common options; ``extra`` adds a recipe's own."""
     p = argparse.ArgumentParser(prog=f"cookbook/{recipe.name}.py",
-                                description=f"{recipe.name}: neuron-aware planning vs random vs the best "
-                                            f"embedding baseline on {recipe.dataset}.")
+                                description=f"{recipe.name}: neuroshot's recommended pipeline vs random+knn vs "
+                                            f"the best embedding baseline on {recipe.dataset}.")
     default = recipe.default_data
     p.add_argument("--data", type=Path, default=default, required=default is None,
                    help=f"folder with pool.jsonl and test.jsonl (default: {default or '../shared/data/' + recipe.dataset})")
@@ -179,8 +183,8 @@ def load_split(recipe: Recipe, args: argparse.Namespace) -> Split:
 
 
 def choose_embedding(lm, task, split: Split, args: argparse.Namespace, pool_probe=None) -> tuple[str, dict[str, float], Any]:
-    """Each embedding baseline plans at the largest budget (seed 0), scored on the validation slice;
-    returns (best name, {name: validation accuracy}, the pool probe)."""
+    """Each embedding baseline (with MiniLM kNN retrieval) plans at the largest budget (seed 0), scored
+    on the validation slice; returns (best name, {name: validation accuracy}, the pool probe)."""
     from neuroshot.experiment import Experiment
 
     exp = Experiment(lm, task, split.pool, split.validation, regime="per-query", k=args.k,
@@ -188,41 +192,73 @@ def choose_embedding(lm, task, split: Split, args: argparse.Namespace, pool_prob
     if args.embedding:
         return args.embedding, {}, exp.pool_probe
     names = list(args.embedding_candidates)
-    scores = {name: exp.run_one(name, args.budgets[-1], 0).accuracy for name in names}
+    scores = {name: exp.run_one(with_knn(name), args.budgets[-1], 0).accuracy for name in names}
     return max(names, key=lambda n: (scores[n], -names.index(n))), scores, exp.pool_probe
 
 
+def with_knn(strategy: str):
+    """The pipeline ``<strategy>+knn``: that strategy's plan, MiniLM nearest-neighbour retrieval."""
+    from dataclasses import replace
+
+    from neuroshot.pipelines import get_pipeline
+
+    return replace(get_pipeline(strategy), name=f"{strategy}+knn", retriever="embedding", retriever_params={})
+
+
 def table(records: Sequence, embedding: str) -> str:
-    """Markdown table: accuracy and macro-F1 per strategy and budget, mean ± std over seeds."""
+    """Markdown table: accuracy and macro-F1 per pipeline and budget, mean ± std over seeds."""
     budgets = sorted({r.budget for r in records})
-    names = list(dict.fromkeys(r.strategy for r in records))
+    names = list(dict.fromkeys(r.pipeline for r in records))
     seeds = sorted({r.seed for r in records})
-    head = ["strategy"] + [f"B={b} accuracy" for b in budgets] + [f"B={b} macro-F1" for b in budgets]
+    head = ["pipeline"] + [f"B={b} accuracy" for b in budgets] + [f"B={b} macro-F1" for b in budgets]
     lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
     for name in names:
-        label = {NEURON_AWARE: f"{name} (neuron-aware)", embedding: f"{name} (best embedding baseline on validation)"}.get(name, name)
+        label = {REFERENCE: f"{name} (neuroshot)", f"{embedding}+knn": f"{name} (best embedding baseline on validation)"}.get(name, name)
         cells = []
         for metric in ("accuracy", "macro_f1"):
             for b in budgets:
-                v = np.array([getattr(r, metric) for r in records if r.strategy == name and r.budget == b])
+                v = np.array([getattr(r, metric) for r in records if r.pipeline == name and r.budget == b])
                 cells.append(f"{v.mean():.3f} ± {v.std():.3f}" if len(v) > 1 else f"{v.mean():.3f}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + f"\n\n(mean ± std over seeds {', '.join(map(str, seeds))}; n_test = {records[0].n_test})"
 
 
-def explain_choices(lm, task, split: Split, pool_probe, test_probe, args: argparse.Namespace, n_queries: int = 2):
-    """The neuron-aware plan at ``--budget`` (seed 0), the labels the annotator gives, and the
-    demonstrations retrieved for the first test items: (plan, examples, printed text)."""
-    from neuroshot import NeuronRetriever, SimulatedAnnotator, get_strategy
+def comparison_table(records: Sequence, gold: Sequence[str]) -> str:
+    """Markdown table: the recommended pipeline minus each other one, in points, per budget and over
+    the budgets, with the paired 95% bootstrap interval over test items and seeds."""
+    from neuroshot.stats import compare_records
 
-    plan = get_strategy(NEURON_AWARE).plan(pool_probe, args.budget, seed=0)
+    comparisons = compare_records(records, gold, REFERENCE)
+    budgets = sorted({c.budget for c in comparisons if c.budget is not None})
+    columns = budgets + ([None] if len(budgets) > 1 else [])
+    head = ["recommended minus"] + [f"B={b}" if b is not None else "all budgets" for b in columns]
+    lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * len(columns) + "|"]
+    for other in dict.fromkeys(c.other for c in comparisons):
+        cell = {c.budget: c.difference for c in comparisons if c.other == other}
+        lines.append(f"| {other} | " + " | ".join(_points(cell[b]) if b in cell else "-" for b in columns) + " |")
+    return "\n".join(lines) + ("\n\n(points; 95% bootstrap interval over test items and seeds; win / loss only "
+                               "when the interval excludes 0)")
+
+
+def _points(d) -> str:
+    return f"{100 * d.mean:+.1f} [{100 * d.low:+.1f}, {100 * d.high:+.1f}] {d.verdict}"
+
+
+def explain_choices(lm, task, split: Split, pool_probe, test_probe, args: argparse.Namespace, n_queries: int = 2):
+    """The recommended pipeline's plan at ``--budget`` (seed 0), the labels the annotator gives, and
+    the demonstrations its retriever gives the first test items: (plan, examples, printed text)."""
+    from neuroshot import SimulatedAnnotator
+    from neuroshot.pipelines import get_pipeline
+
+    pipeline = get_pipeline(REFERENCE)
+    plan = pipeline.make_strategy().plan(pool_probe, args.budget, seed=0)
     ids = [split.pool[i].id for i in plan.indices]
     labels = SimulatedAnnotator.from_records(split.pool)(ids)
     examples = [{"text": split.pool[i].text, "label": labels[split.pool[i].id]} for i in plan.indices]
-    out = [f"## The {args.budget} items neuron-aware planning asks to annotate (seed 0), and why", "",
+    out = [f"## The {args.budget} items the {REFERENCE} pipeline asks to annotate (seed 0), and why", "",
            plan.explain(pool_probe.texts), "", "labels given by the annotator: " +
            ", ".join(f"#{i} {e['label']}" for i, e in zip(plan.indices, examples))]
-    retriever = NeuronRetriever().fit(pool_probe.subset(plan.indices), [e["label"] for e in examples])
+    retriever = pipeline.make_retriever(seed=0).fit(pool_probe.subset(plan.indices), [e["label"] for e in examples])
     rows = list(range(min(n_queries, len(split.test))))
     for row, chosen in zip(rows, retriever.retrieve(test_probe.subset(rows), min(args.k, len(examples)))):
         out += ["", f"## Demonstrations retrieved for test item {split.test[row].id} (gold: {split.test[row].label})",
@@ -235,6 +271,7 @@ def evaluate(recipe: Recipe, args: argparse.Namespace, lm, split: Split, out: Pa
              embedding: str | None = None, title: str | None = None) -> RecipeResult:
     """Steps 2-4 of the module docstring on a loaded model; writes results to ``out``."""
     from neuroshot.experiment import Experiment, label_efficiency
+    from neuroshot.pipelines import get_pipeline
     from neuroshot.plots import plot_critical_neurons, plot_learning_curves
 
     task = split.task
@@ -249,14 +286,15 @@ def evaluate(recipe: Recipe, args: argparse.Namespace, lm, split: Split, out: Pa
               ", ".join(f"{n} {v:.3f}" for n, v in validation.items()) + f" -> {embedding}", flush=True)
     exp = Experiment(lm, task, split.pool, split.test, regime="per-query", k=args.k, pool_probe=pool_probe,
                      progress=not args.quiet)
-    strategies = [NEURON_AWARE, "random", embedding]
-    records = exp.run(strategies, args.budgets, args.seeds)
+    pipelines = [get_pipeline(REFERENCE), get_pipeline(STANDARD), with_knn(embedding)]
+    records = [exp.run_one(p, b, s) for p in pipelines for b in args.budgets for s in args.seeds]
     seconds = time.perf_counter() - t0
     text = table(records, embedding)
-    efficiency = label_efficiency(records)
-    print(f"\n## Results: {title or recipe.name} ({lm.name}, per-query k={args.k}, neuron retriever, "
-          f"pool {len(split.pool)}, test {len(split.test)})\n\n{text}\n", flush=True)
-    print("label efficiency (smallest budget reaching random's accuracy at its largest budget):\n  " +
+    differences = comparison_table(records, [r.label for r in split.test])
+    efficiency = label_efficiency(records, baseline=STANDARD)
+    print(f"\n## Results: {title or recipe.name} ({lm.name}, per-query k={args.k}, "
+          f"pool {len(split.pool)}, test {len(split.test)})\n\n{text}\n\n{differences}\n", flush=True)
+    print(f"label efficiency (smallest budget reaching {STANDARD}'s accuracy at its largest budget):\n  " +
           "\n  ".join(str(e) for e in efficiency.values()), flush=True)
     plan, examples, why = explain_choices(lm, task, split, pool_probe, exp.test_probe, args)
     print("\n" + why, flush=True)
@@ -265,16 +303,17 @@ def evaluate(recipe: Recipe, args: argparse.Namespace, lm, split: Split, out: Pa
     files = {"curve": plot_learning_curves(records, out / "learning_curve.png",
                                            title=f"{title or recipe.name}: accuracy vs labels (per-query, k={args.k})"),
              "neurons": plot_critical_neurons(pool_probe, out / "critical_neurons.png"),
+             "differences": _forest(records, split, out / "differences.png", title or recipe.name),
              "csv": out / "results.csv", "json": out / "results.json"}
     _write_csv(files["csv"], records)
     summary = dict(recipe=recipe.name, title=title, model=lm.name, data=str(args.data), dataset=recipe.dataset,
                    labels=list(task.labels), pool_size=len(split.pool), validation_size=len(split.validation),
                    test_size=len(split.test), budgets=args.budgets, seeds=args.seeds, k=args.k, regime="per-query",
-                   retriever="neuron", strategies=strategies, embedding_baseline=embedding,
+                   pipelines={p.name: str(p) for p in pipelines}, embedding_baseline=embedding,
                    embedding_validation=validation, smoke=args.smoke, seconds=round(seconds, 1),
                    load_average_start=load_start, load_average_end=os.getloadavg(), cpu_count=os.cpu_count(),
                    date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), command=args.command,
-                   table=text, label_efficiency={k: str(v) for k, v in efficiency.items()},
+                   table=text, differences=differences, label_efficiency={k: str(v) for k, v in efficiency.items()},
                    critical_neurons=dict(count=len(pool_probe.critical), fraction=pool_probe.critical.fraction,
                                          per_layer=[int(c) for c in pool_probe.critical.per_layer_counts()]),
                    plan=dict(budget=args.budget, ids=[split.pool[i].id for i in plan.indices],
@@ -283,6 +322,17 @@ def evaluate(recipe: Recipe, args: argparse.Namespace, lm, split: Split, out: Pa
     files["json"].write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     print(f"\nwrote {', '.join(str(p) for p in files.values())} ({seconds:.0f} s)", flush=True)
     return RecipeResult(args, lm, task, split, records, embedding, validation, plan, examples, pool_probe, files, summary)
+
+
+def _forest(records: Sequence, split: Split, path: Path, title: str) -> Path:
+    """Forest plot of recommended minus each other pipeline, per budget and over budgets."""
+    from neuroshot.plots import plot_forest
+    from neuroshot.stats import compare_records
+
+    rows = [dict(group=f"B = {c.budget}" if c.budget is not None else "all budgets", label=f"{REFERENCE} − {c.other}",
+                 mean=c.difference.mean, low=c.difference.low, high=c.difference.high)
+            for c in compare_records(records, [r.label for r in split.test], REFERENCE)]
+    return plot_forest(rows, path, title=f"{title}: {REFERENCE} minus each pipeline (accuracy)")
 
 
 def main(recipe: Recipe, argv: Sequence[str] | None = None,
@@ -297,7 +347,7 @@ def main(recipe: Recipe, argv: Sequence[str] | None = None,
     lm = load_model(args.model)
     result = evaluate(recipe, args, lm, split, args.out)
     if demo is not None:
-        print(f"\n## Integration demo", flush=True)
+        print("\n## Integration demo", flush=True)
         demo(result)
     total = time.perf_counter() - t0
     print(f"\ntotal {total:.0f} s wall-clock; 1-min load average {os.getloadavg()[0]:.1f} "

@@ -96,7 +96,7 @@ def compare(base: _recipe.RecipeResult, lora: _recipe.RecipeResult) -> dict:
     means = {}
     for name, res in (("base", base), ("lora", lora)):
         for r in res.records:
-            means.setdefault((r.strategy, r.budget), {}).setdefault(name, []).append(r.accuracy)
+            means.setdefault((r.pipeline, r.budget), {}).setdefault(name, []).append(r.accuracy)
     return dict(critical_jaccard=len(a & b) / len(a | b), critical_shared=len(a & b), critical_count=[len(a), len(b)],
                 critical_per_layer_base=[int(c) for c in base.probe.critical.per_layer_counts()],
                 critical_per_layer_lora=[int(c) for c in lora.probe.critical.per_layer_counts()],
@@ -142,13 +142,13 @@ def main(argv=None) -> dict:
     (args.out / "comparison.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
 
     print("\n## Base vs LoRA-adapted model\n")
-    print("| strategy, budget | base accuracy | LoRA accuracy |\n|---|---:|---:|")
+    print("| pipeline, budget | base accuracy | LoRA accuracy |\n|---|---:|---:|")
     print(f"| zero-shot | {zero['base']:.3f} | {zero['lora']:.3f} |")
     for key, acc in result["accuracy"].items():
         print(f"| {key} | {acc['base']:.3f} | {acc['lora']:.3f} |")
     print(f"\ntask-critical neurons: {result['critical_count'][0]} (base) / {result['critical_count'][1]} (LoRA), "
           f"{result['critical_shared']} shared (Jaccard {result['critical_jaccard']:.2f})")
-    print(f"items chosen by neuron-aware planning at budget {args.budget} (seed 0): {result['plan_overlap']} of "
+    print(f"items chosen by the recommended pipeline at budget {args.budget} (seed 0): {result['plan_overlap']} of "
           f"{args.budget} the same")
     print(f"\nwrote {args.out / 'comparison.json'}, {result['curve']}; total {result['total_seconds']:.0f} s, "
           f"1-min load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPU(s)", flush=True)

@@ -59,7 +59,7 @@ def test_round_sizes():
     assert round_sizes(6) == [2, 2, 2]
     with pytest.raises(NeuroshotError, match="not both"):
         round_sizes(6, rounds=2, batch_size=3)
-    with pytest.raises(NeuroshotError, match="at least 1"):
+    with pytest.raises(NeuroshotError, match="rounds must be a whole number >= 1"):
         round_sizes(6, rounds=0)
 
 

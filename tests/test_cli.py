@@ -78,7 +78,7 @@ def test_plan_rejects_bad_data_files(tmp_path, capsys, case, expected):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("budget, expected", [("0", "at least 1"), ("-3", "at least 1"), ("6", "larger than the 5")])
+@pytest.mark.parametrize("budget, expected", [("0", "--budget must be a whole number >= 1"), ("-3", "--budget must be a whole number >= 1"), ("6", "larger than the 5")])
 def test_plan_rejects_bad_budget(tmp_path, capsys, budget, expected):
     out = tmp_path / "plan.csv"
     _fails(capsys, ["plan", str(_pool(tmp_path)), "--labels", "a,b", "--budget", budget, "--out", str(out)], expected)

@@ -66,13 +66,16 @@ def test_bad_options_fail_with_one_line(tmp_path, capsys):
 
 def check_run(result, out: Path, candidates, chosen: bool = True) -> None:
     summary = json.loads((out / "results.json").read_text())
-    for name in ("learning_curve.png", "critical_neurons.png"):
+    for name in ("learning_curve.png", "critical_neurons.png", "differences.png"):
         assert (out / name).read_bytes()[:8] == PNG
-    assert (out / "results.csv").read_text().startswith("strategy,")
+    assert "pipeline" in (out / "results.csv").read_text().splitlines()[0].split(",")
     args = result.args
-    cells = {(r["strategy"], r["budget"], r["seed"]) for r in summary["records"]}
-    assert cells == {(s, b, seed) for s in ("neuron_coverage", "random", result.embedding)
+    cells = {(r["pipeline"], r["retriever"], r["budget"], r["seed"]) for r in summary["records"]}
+    assert cells == {(p, retriever, b, seed) for p, retriever in (("recommended", "hybrid"), ("random+knn", "embedding"),
+                                                                  (f"{result.embedding}+knn", "embedding"))
                      for b in args.budgets for seed in args.seeds}
+    assert set(summary["pipelines"]) == {"recommended", "random+knn", f"{result.embedding}+knn"}
+    assert "| random+knn |" in summary["differences"] and f"| {result.embedding}+knn |" in summary["differences"]
     assert result.embedding in candidates
     if chosen:  # chosen here on the validation slice (else given, as for the adapted model)
         assert set(result.validation) == set(candidates)
@@ -97,7 +100,8 @@ def test_recipe_smoke(name, tmp_path, capsys):
     result = module.main(["--smoke", "--quiet", "--out", str(tmp_path)])
     printed = capsys.readouterr().out
     check_run(result, tmp_path, module.RECIPE.smoke["embedding_candidates"])
-    assert "| neuron_coverage (neuron-aware) |" in printed and "best embedding baseline on validation" in printed
+    assert "| recommended (neuroshot) |" in printed and "best embedding baseline on validation" in printed
+    assert "| recommended minus |" in printed and "| random+knn |" in printed
     assert "asks to annotate" in printed and "why: similarity" in printed
     integration = result.summary.get("langchain") or result.summary.get("dspy")
     assert integration and len(integration) == 2  # the integration demo ran on the smoke queries

@@ -12,6 +12,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from neuroshot import NeuroshotError
 from neuroshot.probing import critical_neurons, item_scores, probe
 from neuroshot.signatures import Signatures
 from neuroshot.strategies import get_strategy
@@ -77,5 +78,5 @@ def test_uncertainty_bonus_changes_the_plan(grouped_pool):
 
 @pytest.mark.parametrize("params", [{"n_neighbors": 0}, {"influence_weight": -1.0}, {"uncertainty_weight": -0.5}])
 def test_bad_parameters_are_refused(params):
-    with pytest.raises(ValueError):
+    with pytest.raises(NeuroshotError, match=next(iter(params))):
         get_strategy("neuron_coverage", **params)

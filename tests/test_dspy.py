@@ -21,7 +21,7 @@ from dspy.utils import DummyLM  # noqa: E402
 
 from dspy_neuroshot import (AnnotationPending, LocalEngine, NeuronAwareFewShot, NeuronFewShotProgram,  # noqa: E402
                             local_lm, output_fields)
-from neuroshot import NeuroshotError, SimulatedAnnotator, get_pipeline, get_strategy  # noqa: E402
+from neuroshot import NeuroshotError, SimulatedAnnotator, get_pipeline  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

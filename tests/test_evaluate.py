@@ -356,9 +356,9 @@ def test_cli_evaluate_writes_results_plot_and_label_efficiency(tmp_path, capsys,
     (["--out", "results.txt"], ".csv or .jsonl"),
     (["--plot", "curve.svg"], ".png"),
     (["--budget", "99"], "larger than the 16"),
-    (["--budget", "0"], "at least 1"),
+    (["--budget", "0"], "--budget must be a whole number >= 1"),
     (["--strategy", "magic"], "unknown strategy"),
-    (["--k", "0"], "--k must be at least 1"),
+    (["--k", "0"], "--k must be a whole number >= 1"),
 ])
 def test_cli_evaluate_rejects_bad_input(tmp_path, capsys, cli_files, extra, expected, monkeypatch):
     from neuroshot.cli import main

@@ -30,7 +30,7 @@ from langchain_neuroshot import (
     plan_annotations,
     resolve_model,
 )
-from neuroshot import NeuronRetriever, NeuroshotError, Task, get_pipeline, get_strategy, probe
+from neuroshot import NeuronRetriever, NeuroshotError, Task, get_pipeline, probe
 from neuroshot.task import Demonstration
 from tests.conftest import TINY_TEXTS
 

@@ -149,7 +149,6 @@ class LocalEngine:
         from dspy.clients.engines.base import validate_request
 
         validate_request(request)
-        lm = self.lm
         system, messages = _plain_messages(request)
         fields = output_fields(system or "")
         first = _first_field(messages, fields)

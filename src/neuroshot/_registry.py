@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Generic, TypeVar
 
 from .errors import NeuroshotError
@@ -26,7 +27,20 @@ class Registry(Generic[T]):
             cls = self.classes[name]
         except KeyError:
             raise NeuroshotError(f"unknown {self.kind} '{name}' (available: {', '.join(sorted(self.classes))})") from None
+        known = parameters(cls)
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            raise NeuroshotError(f"{self.kind} '{name}' has no parameter {', '.join(map(repr, unknown))} "
+                                 f"(its parameters: {', '.join(known) or 'none'})")
         try:
             return cls(**params)
         except TypeError as exc:
             raise NeuroshotError(f"{self.kind} '{name}': {exc}") from None
+
+
+def parameters(cls: type) -> list[str]:
+    """The keyword parameters of ``cls``'s constructor, in order."""
+    if cls.__init__ is object.__init__:
+        return []
+    return [p.name for p in inspect.signature(cls.__init__).parameters.values()
+            if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]

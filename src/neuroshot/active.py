@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ._validation import check_whole
 from .errors import NeuroshotError
 from .models import LanguageModel
 from .probing import ProbeResult, probe
@@ -63,13 +64,10 @@ def round_sizes(budget: int, rounds: int | None = None, batch_size: int | None =
     if rounds is not None and batch_size is not None:
         raise NeuroshotError("give either rounds or batch_size, not both")
     if batch_size is not None:
-        if batch_size < 1:
-            raise NeuroshotError(f"batch_size must be at least 1, got {batch_size}")
+        check_whole("batch_size", batch_size)
         return [min(batch_size, budget - start) for start in range(0, budget, batch_size)]
     rounds = 3 if rounds is None else rounds
-    if rounds < 1:
-        raise NeuroshotError(f"rounds must be at least 1, got {rounds}")
-    rounds = min(rounds, budget)
+    rounds = min(check_whole("rounds", rounds), budget)
     return [budget // rounds + (r < budget % rounds) for r in range(rounds)]
 
 
@@ -110,8 +108,7 @@ def active_plan(lm: LanguageModel, task: Task, texts: Sequence[str], strategy: s
     sizes = round_sizes(budget, rounds, batch_size)
     if budget > len(texts):
         raise NeuroshotError(f"budget {budget} is larger than the {len(texts)} items in the pool")
-    if context_demos < 1:
-        raise NeuroshotError(f"context_demos must be at least 1, got {context_demos}")
+    check_whole("context_demos", context_demos)
     kwargs = dict(probe_kwargs or {})
     if ids is None:
         ids = pool.ids if pool is not None and pool.ids is not None else [str(i) for i in range(len(texts))]

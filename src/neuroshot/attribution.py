@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ._validation import check_choice
 from .models import LanguageModel
 from .scoring import cache_of, forward, pad_left, scores_after_prompt
 
@@ -98,6 +99,7 @@ def objective_fn(kind: str, logits: torch.Tensor, target: torch.Tensor, mask: to
     the best other) and ``entropy`` use the label distribution at the first answer position
     (exact for single-token verbalizers, the first token's view otherwise).
     """
+    check_choice("objective", kind, OBJECTIVES)
     logp = torch.log_softmax(logits.float(), dim=-1)
     if kind == "logprob":
         tok = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
@@ -108,9 +110,7 @@ def objective_fn(kind: str, logits: torch.Tensor, target: torch.Tensor, mask: to
     if kind == "margin":
         is_pred = torch.nn.functional.one_hot(predicted, label_logp.shape[1]).bool()
         return label_logp[rows, predicted] - label_logp.masked_fill(is_pred, float("-inf")).max(-1).values
-    if kind == "entropy":
-        return -(label_logp.exp() * label_logp).sum(-1)
-    raise ValueError(f"unknown objective '{kind}' (choose from {', '.join(OBJECTIVES)})")
+    return -(label_logp.exp() * label_logp).sum(-1)  # entropy
 
 
 def attribute(lm: LanguageModel, prompts: Sequence[Sequence[int]], labels: Sequence[Sequence[int]], *,
@@ -124,10 +124,8 @@ def attribute(lm: LanguageModel, prompts: Sequence[Sequence[int]], labels: Seque
     is reused, so only the answer tokens are run again. Otherwise pass the predicted label index
     per row (see ``scoring.label_scores``).
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown attribution method '{method}' (choose from {', '.join(METHODS)})")
-    if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective '{objective}' (choose from {', '.join(OBJECTIVES)})")
+    check_choice("attribution method", method, METHODS)
+    check_choice("objective", objective, OBJECTIVES)
     firsts = torch.tensor([lab[0] for lab in labels], device=lm.device)
     w_out = lm.output_weights() if method == "direct_logit" else None  # before hooks are on
     if predicted is None and any(len(lab) != 1 for lab in labels):

@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from ._validation import check_whole
 from .errors import NeuroshotError
 
 EPILOG = """examples:
@@ -133,6 +134,8 @@ def _evaluate_parser(sub) -> None:
     ev.add_argument("--k", type=int, default=4, help="demonstrations per test item in the per-query regime [4]")
     ev.add_argument("--retriever", default="neuron",
                     help="per-query retriever of --strategy runs: neuron (default), embedding, hybrid, random")
+    ev.add_argument("--retriever-param", action="append", default=[], metavar="KEY=VALUE",
+                    help="parameter of --retriever (repeatable; JSON values), e.g. mmr=0.5")
     ev.add_argument("--rounds", type=int, default=3, help="rounds of 'active:' strategies [3]")
     ev.add_argument("--calibrated", action="store_true",
                     help="also report contextually calibrated scores (Zhao et al. 2021)")
@@ -181,12 +184,12 @@ def _task(args):
     return task
 
 
-def _params(pairs: list[str]) -> dict:
+def _params(pairs: list[str], option: str = "--param") -> dict:
     params = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise NeuroshotError(f"--param expects KEY=VALUE, got '{pair}'")
+            raise NeuroshotError(f"{option} expects KEY=VALUE, got '{pair}'")
         try:
             params[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -212,8 +215,7 @@ def _run_plan(args) -> int:
     unknown = [i for i in labeled if i not in index]
     if unknown:
         raise NeuroshotError(f"{args.labeled}: ids not in {args.data}: {', '.join(unknown[:5])}")
-    if args.budget < 1:
-        raise NeuroshotError(f"--budget must be at least 1, got {args.budget}")
+    check_whole("--budget", args.budget)
     if args.budget > len(records) - len(labeled):
         raise NeuroshotError(f"--budget {args.budget} is larger than the {len(records) - len(labeled)} "
                              f"unlabeled items in {args.data}")
@@ -221,6 +223,7 @@ def _run_plan(args) -> int:
     name = args.strategy or pipeline.strategy
     defaults = dict(pipeline.strategy_params) if name == pipeline.strategy else {}
     strategy = get_strategy(name, **{**defaults, **_params(args.param)})
+    _check_probe_args(args)
     _quiet_transformers()
     lm = load_model(args.model, adapter=args.adapter)
     result = probe(lm, task, [r.text for r in records], method=args.method, objective=args.objective,
@@ -232,6 +235,14 @@ def _run_plan(args) -> int:
     print(plan.explain([r.text for r in records]))
     print(f"\nwrote {len(items)} items to annotate to {out}")
     return 0
+
+
+def _check_probe_args(args) -> None:
+    from .probing import check_probe_settings
+
+    check_probe_settings(method=args.method, objective=getattr(args, "objective", "logprob"), top_k=args.top_k,
+                         critical_fraction=args.critical_fraction)
+    check_whole("--batch-size", args.batch_size)
 
 
 def _run_annotate(args) -> int:
@@ -254,8 +265,8 @@ def _run_demo(args) -> int:
 
     for name in (args.pipeline, args.baseline):
         get_pipeline(name)  # fail before loading the model
-    if args.budget < 1 or args.k < 1:
-        raise NeuroshotError(f"--budget and --k must be at least 1, got {args.budget} and {args.k}")
+    check_whole("--budget", args.budget)
+    check_whole("--k", args.k)
     run_demo(model=args.model, budget=args.budget, pipeline=args.pipeline, baseline=args.baseline, k=args.k,
              seeds=args.seeds)
     return 0
@@ -270,13 +281,12 @@ def _run_evaluate(args) -> int:
     if args.plot and not args.plot.lower().endswith(".png"):
         raise NeuroshotError(f"--plot must end in .png, got '{Path(args.plot).name}'")
     for name in ("k", "rounds", "batch_size"):
-        if getattr(args, name) < 1:
-            raise NeuroshotError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+        check_whole(f"--{name.replace('_', '-')}", getattr(args, name))
+    _check_probe_args(args)
     fields = dict(text_field=args.text_field, id_field=args.id_field, label_field=args.label_field)
     pool, test = load_records(args.pool, **fields), load_records(args.test, **fields)
     if args.max_test is not None:
-        if args.max_test < 1:
-            raise NeuroshotError(f"--max-test must be at least 1, got {args.max_test}")
+        check_whole("--max-test", args.max_test)
         test = test[:args.max_test]
     for path, records in ((args.pool, pool), (args.test, test)):
         unlabeled = [r.id for r in records if r.label is None]
@@ -293,8 +303,7 @@ def _run_evaluate(args) -> int:
         pipelines = [get_pipeline("recommended"), get_pipeline("random+knn")]
     strategies = args.strategy or []
     budgets = sorted(set(args.budget))
-    if budgets[0] < 1:
-        raise NeuroshotError(f"--budget must be at least 1, got {budgets[0]}")
+    check_whole("--budget", budgets[0])
     if budgets[-1] > len(pool):
         raise NeuroshotError(f"--budget {budgets[-1]} is larger than the {len(pool)} items in {args.pool}")
     from .experiment import ACTIVE_PREFIX, Experiment, label_efficiency, learning_curves
@@ -305,17 +314,17 @@ def _run_evaluate(args) -> int:
         get_strategy(name[len(ACTIVE_PREFIX):] if name.startswith(ACTIVE_PREFIX) else name)  # fail early
     for pipeline in pipelines:
         pipeline.make_retriever()  # fail before probing
+    from .retrieval import get_retriever
+
+    retriever_params = _params(args.retriever_param, "--retriever-param")
+    get_retriever(args.retriever, **retriever_params)  # fail before loading the model
     _quiet_transformers()
     lm = load_model(args.model, adapter=args.adapter)
     probe_kwargs = dict(method=args.method, top_k=args.top_k, critical_fraction=args.critical_fraction,
                         batch_size=args.batch_size, store=args.store or cache_dir() / "signatures")
     exp = Experiment(lm, task, pool, test, regime=args.regime, k=args.k, retriever=args.retriever,
-                     calibrated=args.calibrated, rounds=args.rounds, probe_kwargs=probe_kwargs,
+                     retriever_params=retriever_params, calibrated=args.calibrated, rounds=args.rounds, probe_kwargs=probe_kwargs,
                      batch_size=args.batch_size)
-    if args.regime == "per-query":
-        from .retrieval import get_retriever
-
-        get_retriever(args.retriever)  # fail before probing
     records = []
     for name in [*pipelines, *strategies]:
         for budget in budgets:

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from .annotation import SimulatedAnnotator
 from .data import Record
+from ._validation import check_choice, check_whole
 from .errors import NeuroshotError
 from .evaluate import (content_free_per_query, content_free_static, metrics, predict_proba_per_query,
                        predict_proba_static)
@@ -107,10 +108,9 @@ class Experiment:
                  rounds: int = 3, strategy_params: Mapping[str, Mapping[str, Any]] | None = None,
                  probe_kwargs: Mapping[str, Any] | None = None, batch_size: int = 16,
                  pool_probe: ProbeResult | None = None, progress: bool = True) -> None:
-        if regime not in REGIMES:
-            raise NeuroshotError(f"unknown regime '{regime}' (choose from {', '.join(REGIMES)})")
-        if regime == "per-query" and k < 1:
-            raise NeuroshotError(f"k must be at least 1, got {k}")
+        check_choice("regime", regime, REGIMES)
+        if regime == "per-query":
+            check_whole("k", k)
         _check_records(task, pool, "pool")
         _check_records(task, test, "test set")
         overlap = {r.text.strip() for r in pool} & {r.text.strip() for r in test}

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ._validation import check_choice, check_in, check_whole
 from .attribution import METHODS, OBJECTIVES, attribute
 from .errors import NeuroshotError
 from .models import LanguageModel
@@ -120,12 +121,7 @@ def probe(
     next call with the same model, task, demonstrations and settings, so an interrupted probe
     (Ctrl-C or kill -9) resumes where it stopped.
     """
-    if method not in METHODS:
-        raise NeuroshotError(f"unknown attribution method '{method}' (choose from {', '.join(METHODS)})")
-    if objective not in OBJECTIVES:
-        raise NeuroshotError(f"unknown objective '{objective}' (choose from {', '.join(OBJECTIVES)})")
-    if top_k < 1:
-        raise NeuroshotError("top_k must be at least 1")
+    check_probe_settings(method=method, objective=objective, top_k=top_k, critical_fraction=critical_fraction)
     if not texts:
         raise NeuroshotError("nothing to probe: the pool is empty")
     enc = encode(lm, task, texts, demos)
@@ -176,6 +172,15 @@ def _probe_batch(lm, enc, prompts, method, objective, top_k, ig_steps, keys):
     neurons, values = top_k_signatures(att.values, top_k)
     score_rows = scores.cpu().numpy()
     return [(key, StoredItem(n, v, s)) for key, n, v, s in zip(keys, neurons, values, score_rows)]
+
+
+def check_probe_settings(*, method: str = "direct_logit", objective: str = "logprob", top_k: int = 64,
+                         critical_fraction: float = 0.01) -> None:
+    """Raise :class:`NeuroshotError` on a probe setting out of range, before any model is run."""
+    check_choice("attribution method", method, METHODS)
+    check_choice("objective", objective, OBJECTIVES)
+    check_whole("top_k", top_k)
+    check_in("critical fraction", critical_fraction, 0.0, 1.0, low_open=True)
 
 
 def _assemble(lm, task, texts, keys, results, method, critical_fraction, ids) -> ProbeResult:

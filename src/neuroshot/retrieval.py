@@ -21,6 +21,7 @@ import numpy as np
 from scipy import sparse
 
 from ._registry import Registry
+from ._validation import check_in, check_whole
 from .errors import NeuroshotError
 from .probing import ProbeResult
 from .task import Demonstration
@@ -67,9 +68,7 @@ class Retriever(ABC):
         """Per query, ``k`` annotated items, most relevant first."""
         if not hasattr(self, "annotated_"):
             raise NeuroshotError(f"{type(self).__name__} is not fitted: call fit(annotated, labels) first")
-        if not isinstance(k, (int, np.integer)) or k < 1:
-            raise NeuroshotError(f"k must be a whole number >= 1, got {k}")
-        k = min(int(k), len(self.annotated_))
+        k = min(check_whole("k", k), len(self.annotated_))
         return [self._retrieve_one(queries, q, k) for q in range(len(queries))]
 
     def demonstrations(self, queries: ProbeResult, k: int) -> list[list[Demonstration]]:
@@ -155,8 +154,7 @@ class NeuronRetriever(Retriever):
 
     def __init__(self, mmr: float = 0.7, balance: bool = False, standardize: bool = True,
                  label_weighted: bool = False) -> None:
-        if not 0.0 <= mmr <= 1.0:
-            raise NeuroshotError(f"mmr must be in [0, 1], got {mmr}")
+        check_in("mmr", mmr, 0.0, 1.0)
         self.mmr, self.balance, self.standardize = mmr, balance, standardize
         self.label_weighted = label_weighted
 
@@ -250,11 +248,9 @@ class HybridRetriever(NeuronRetriever):
     def __init__(self, embedding_weight: float | str = "auto", mmr: float = 1.0, balance: bool = False,
                  standardize: bool = True, label_weighted: bool = False, neighbours: int = 4,
                  model: Any = None) -> None:
-        if embedding_weight != "auto" and not (isinstance(embedding_weight, (int, float))
-                                               and 0.0 <= embedding_weight <= 1.0):
-            raise NeuroshotError(f"embedding_weight must be in [0, 1] or 'auto', got {embedding_weight!r}")
-        if not isinstance(neighbours, int) or neighbours < 1:
-            raise NeuroshotError(f"neighbours must be a whole number >= 1, got {neighbours!r}")
+        if embedding_weight != "auto":
+            check_in("embedding_weight ('auto' or a number)", embedding_weight, 0.0, 1.0)
+        check_whole("neighbours", neighbours)
         super().__init__(mmr=mmr, balance=balance, standardize=standardize, label_weighted=label_weighted)
         self.embedding_weight, self.neighbours, self.model = embedding_weight, neighbours, model
 
@@ -306,7 +302,7 @@ class RandomRetriever(Retriever):
     name = "random"
 
     def __init__(self, seed: int = 0) -> None:
-        self.seed = seed
+        self.seed = check_whole("seed", seed, minimum=0)
 
     def _fit(self, annotated: ProbeResult) -> None:
         self._rng = np.random.default_rng(self.seed)

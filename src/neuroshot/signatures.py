@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from scipy import sparse
 
+from ._validation import check_choice, check_in
+
 
 @dataclass
 class Signatures:
@@ -122,14 +124,12 @@ class CriticalNeurons:
 
 def critical_neurons(signatures: Signatures, fraction: float = 0.01, by: str = "attribution") -> CriticalNeurons:
     """Aggregate the pool's signatures (sum of |attribution|, or top-k frequency) and keep the top ``fraction``."""
-    if not 0 < fraction <= 1:
-        raise ValueError("fraction must be in (0, 1]")
+    check_in("critical fraction", fraction, 0.0, 1.0, low_open=True)
+    check_choice("aggregation", by, ("attribution", "frequency"))
     if by == "attribution":
         totals = np.bincount(signatures.neurons, weights=np.abs(signatures.values), minlength=signatures.n_neurons)
-    elif by == "frequency":
-        totals = np.bincount(signatures.neurons, minlength=signatures.n_neurons).astype(float)
     else:
-        raise ValueError("by must be 'attribution' or 'frequency'")
+        totals = np.bincount(signatures.neurons, minlength=signatures.n_neurons).astype(float)
     n = max(1, min(int(round(fraction * signatures.n_neurons)), int((totals > 0).sum())))
     ids = np.argsort(-totals, kind="stable")[:n]
     weights = totals[ids] / max(totals[ids].sum(), 1e-12)

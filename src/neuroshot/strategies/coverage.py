@@ -27,6 +27,7 @@ import numpy as np
 from scipy import sparse
 
 from ..embeddings import pool_embeddings
+from .._validation import check_in, check_whole
 from .base import Pick, Strategy, minmax, register
 from .embedding import knn
 
@@ -39,12 +40,10 @@ class NeuronCoverageStrategy(Strategy):
 
     def __init__(self, n_neighbors: int = 100, influence_weight: float = 0.0, uncertainty_weight: float = 0.0,
                  balance: bool = False, embedding_weight: float = 0.0) -> None:
-        if influence_weight < 0 or uncertainty_weight < 0:
-            raise ValueError("weights must be >= 0")
-        if not 0.0 <= embedding_weight <= 1.0:
-            raise ValueError(f"embedding_weight must be in [0, 1], got {embedding_weight}")
-        if not isinstance(n_neighbors, (int, np.integer)) or n_neighbors < 1:
-            raise ValueError(f"n_neighbors must be a whole number >= 1, got {n_neighbors}")
+        check_in("influence_weight", influence_weight, 0.0)
+        check_in("uncertainty_weight", uncertainty_weight, 0.0)
+        check_in("embedding_weight", embedding_weight, 0.0, 1.0)
+        check_whole("n_neighbors", n_neighbors)
         self.n_neighbors, self.balance = n_neighbors, balance
         self.influence_weight, self.uncertainty_weight = influence_weight, uncertainty_weight
         self.embedding_weight = embedding_weight

@@ -60,6 +60,7 @@ import numpy as np
 from scipy import sparse
 from tqdm.auto import tqdm
 
+from .._validation import check_in, check_whole
 from ..embeddings import pool_embeddings
 from ..errors import NeuroshotError
 from ..probing import ProbeResult
@@ -146,11 +147,6 @@ def _neurons(pool: ProbeResult, i: int) -> list[tuple[int, int, float]]:
     return item_neurons(pool, i) or item_neurons(pool, i, among=pool.signatures.item(i)[0])
 
 
-def _check_k(name: str, value: int) -> None:
-    if not isinstance(value, (int, np.integer)) or value < 1:
-        raise NeuroshotError(f"{name} must be a whole number >= 1, got {value}")
-
-
 class _EmbeddingStrategy(Strategy):
     """Shared: where the embeddings come from."""
 
@@ -173,7 +169,7 @@ class KMeansStrategy(_EmbeddingStrategy):
     name = "kmeans"
 
     def __init__(self, n_init: int = 10, model: Model = None) -> None:
-        _check_k("n_init", n_init)
+        check_whole("n_init", n_init)
         self.n_init, self.model = n_init, model
 
     def _select(self, pool, candidates, budget, labeled, rng):
@@ -217,9 +213,8 @@ class TypiClustStrategy(_EmbeddingStrategy):
     def __init__(self, k_nn: int = 20, min_cluster_size: int = 5, max_clusters: int = 500, n_init: int = 10,
                  model: Model = None) -> None:
         for key, value in (("k_nn", k_nn), ("max_clusters", max_clusters), ("n_init", n_init)):
-            _check_k(key, value)
-        if min_cluster_size < 0:
-            raise NeuroshotError(f"min_cluster_size must be >= 0, got {min_cluster_size}")
+            check_whole(key, value)
+        check_whole("min_cluster_size", min_cluster_size, minimum=0)
         self.k_nn, self.min_cluster_size, self.max_clusters, self.n_init = k_nn, min_cluster_size, max_clusters, n_init
         self.model = model
 
@@ -258,9 +253,8 @@ class FastVoteKStrategy(_EmbeddingStrategy):
     name = "fast_votek"
 
     def __init__(self, k: int = 150, rho: float = 10.0, model: Model = None) -> None:
-        _check_k("k", k)
-        if rho <= 1:
-            raise NeuroshotError(f"rho must be > 1, got {rho}")
+        check_whole("k", k)
+        check_in("rho", rho, 1.0, low_open=True)
         self.k, self.rho, self.model = k, rho, model
 
     def _select(self, pool, candidates, budget, labeled, rng):
@@ -294,11 +288,9 @@ class VoteKStrategy(_EmbeddingStrategy):
 
     def __init__(self, k: int = 150, rho: float = 10.0, stage1_fraction: float = 0.1, lm: Any = None,
                  annotator: Annotator | None = None, model: Model = None) -> None:
-        _check_k("k", k)
-        if rho <= 1:
-            raise NeuroshotError(f"rho must be > 1, got {rho}")
-        if not 0.0 < stage1_fraction <= 1.0:
-            raise NeuroshotError(f"stage1_fraction must be in (0, 1], got {stage1_fraction}")
+        check_whole("k", k)
+        check_in("rho", rho, 1.0, low_open=True)
+        check_in("stage1_fraction", stage1_fraction, 0.0, 1.0, low_open=True)
         if lm is not None and annotator is None:
             raise NeuroshotError("votek with lm= needs annotator= to label the stage-1 demonstrations")
         if annotator is not None and not callable(annotator):
@@ -403,8 +395,8 @@ class IdealStrategy(_EmbeddingStrategy):
     name = "ideal"
 
     def __init__(self, k: int = 10, n_simulations: int = 10, model: Model = None) -> None:
-        _check_k("k", k)
-        _check_k("n_simulations", n_simulations)
+        check_whole("k", k)
+        check_whole("n_simulations", n_simulations)
         self.k, self.n_simulations, self.model = k, n_simulations, model
 
     def _select(self, pool, candidates, budget, labeled, rng):
@@ -443,8 +435,7 @@ class EmbeddingRetriever(Retriever):
     name = "embedding"
 
     def __init__(self, mmr: float = 1.0, model: Model = None) -> None:
-        if not 0.0 <= mmr <= 1.0:
-            raise NeuroshotError(f"mmr must be in [0, 1], got {mmr}")
+        check_in("mmr", mmr, 0.0, 1.0)
         self.mmr, self.model = mmr, model
 
     def _fit(self, annotated: ProbeResult) -> None:

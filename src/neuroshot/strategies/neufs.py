@@ -13,6 +13,7 @@ from __future__ import annotations
 import kmedoids
 import numpy as np
 
+from .._validation import check_in, check_whole
 from ..probing import ProbeResult
 from .base import Pick, Strategy, item_neurons, minmax, register
 
@@ -33,8 +34,9 @@ class NeuFSStrategy(Strategy):
     name = "neufs"
 
     def __init__(self, tau: float = 0.5, n_init: int = 10, max_iter: int = 100) -> None:
-        if not 0.0 <= tau <= 1.0:
-            raise ValueError("tau must be in [0, 1]")
+        check_in("tau", tau, 0.0, 1.0)
+        check_whole("n_init", n_init)
+        check_whole("max_iter", max_iter)
         self.tau, self.n_init, self.max_iter = tau, n_init, max_iter
 
     def _select(self, pool, candidates, budget, labeled, rng):

@@ -1,0 +1,55 @@
+"""Parameter checks shared by strategies, retrievers, probing and the CLI.
+
+One wording and one error type (:class:`NeuroshotError`) everywhere, so that a bad value given on
+the command line ends in one ``neuroshot: error:`` line and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection
+from numbers import Integral, Real
+from typing import Any
+
+from .errors import NeuroshotError
+
+
+def check_whole(name: str, value: Any, minimum: int = 1) -> int:
+    """``value`` as an int, when it is a whole number >= ``minimum`` (bools are not numbers here)."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
+        raise NeuroshotError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_in(name: str, value: Any, low: float = -math.inf, high: float = math.inf, *,
+             low_open: bool = False, high_open: bool = False) -> float:
+    """``value`` as a float, when it is a number in the interval from ``low`` to ``high``.
+
+    The ends are included unless ``low_open`` / ``high_open``; the message writes the interval
+    the mathematical way, e.g. ``(0, 1]``.
+    """
+    ok = isinstance(value, Real) and not isinstance(value, bool) and not math.isnan(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        raise NeuroshotError(f"{name} must be {_interval(low, high, low_open, high_open)}, got {value!r}")
+    return float(value)
+
+
+def check_choice(name: str, value: Any, choices: Collection[str]) -> str:
+    """``value`` when it is one of ``choices``."""
+    if value not in choices:
+        raise NeuroshotError(f"unknown {name} {value!r} (choose from {', '.join(map(str, choices))})")
+    return value
+
+
+def _interval(low: float, high: float, low_open: bool, high_open: bool) -> str:
+    if math.isinf(high):
+        return f"{'>' if low_open else '>='} {_number(low)}"
+    if math.isinf(low):
+        return f"{'<' if high_open else '<='} {_number(high)}"
+    return f"in {'(' if low_open else '['}{_number(low)}, {_number(high)}{')' if high_open else ']'}"
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
