@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _recipe  # noqa: E402
 import support_ticket_routing as support  # noqa: E402
 
-RECIPE = replace(support.RECIPE, name="lora_adapted_model", pool_size=100, validation_size=16, test_size=40,
+RECIPE = replace(support.RECIPE, name="lora_adapted_model", pool_size=100, validation_size=16, test_size=200,
                  budgets=(8, 24), seeds=(0, 1), k=4,
                  smoke=dict(support.RECIPE.smoke, train_size=8, lora_steps=2))
 TARGETS = ("gate_proj", "up_proj")
