@@ -22,7 +22,9 @@ from neuroshot.probing import probe
 from neuroshot.retrieval import get_retriever
 from neuroshot.scoring import predict_proba
 from neuroshot.strategies import get_strategy
-from neuroshot.strategies.embedding import EmbeddingRetriever, IdealStrategy, knn, live_edge_reach
+from neuroshot.neighbours import knn
+from neuroshot.retrieval import EmbeddingRetriever
+from neuroshot.strategies.embedding import IdealStrategy, live_edge_reach
 from neuroshot.task import Demonstration
 
 DIM = 16

@@ -107,7 +107,7 @@ def test_hybrid_retriever_between_embedding_and_neuron(tiny_lm, tiny_task):
     from neuroshot.embeddings import with_embeddings
     from neuroshot.probing import probe
     from neuroshot.retrieval import HybridRetriever, NeuronRetriever, label_separation
-    from neuroshot.strategies.embedding import EmbeddingRetriever
+    from neuroshot.retrieval import EmbeddingRetriever
 
     pool = with_embeddings(probe(tiny_lm, tiny_task, POOL_TEXTS, critical_fraction=0.2, progress=False))
     queries = with_embeddings(probe(tiny_lm, tiny_task, TEST_TEXTS, critical_fraction=0.2, progress=False))

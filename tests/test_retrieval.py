@@ -7,7 +7,8 @@ import pytest
 
 from neuroshot.errors import NeuroshotError
 from neuroshot.probing import probe
-from neuroshot.retrieval import NeuronRetriever, RandomRetriever, get_retriever, mmr_select
+from neuroshot.neighbours import mmr_select
+from neuroshot.retrieval import NeuronRetriever, RandomRetriever, get_retriever
 
 
 @pytest.fixture(scope="module")

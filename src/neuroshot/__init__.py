@@ -19,7 +19,7 @@ _PUBLIC = {
     "probe": "probing", "predict_proba": "scoring", "NeuronRetriever": "retrieval", "RandomRetriever": "retrieval",
     "Retriever": "retrieval", "get_retriever": "retrieval", "Plan": "strategies", "Strategy": "strategies",
     "get_strategy": "strategies", "register": "strategies", "Demonstration": "task", "Task": "task",
-    "embed": "embeddings", "with_embeddings": "embeddings", "EmbeddingRetriever": "strategies.embedding",
+    "embed": "embeddings", "with_embeddings": "embeddings", "EmbeddingRetriever": "retrieval",
     "EvalResult": "evaluate", "evaluate_per_query": "evaluate", "predict_proba_static": "evaluate",
     "predict_proba_per_query": "evaluate", "metrics": "evaluate",
     "Experiment": "experiment", "ExperimentRecord": "experiment", "run_experiment": "experiment",

@@ -23,6 +23,7 @@ from scipy import sparse
 from ._registry import Registry
 from ._validation import check_in, check_whole
 from .errors import NeuroshotError
+from .neighbours import mmr_select
 from .probing import ProbeResult
 from .task import Demonstration
 
@@ -97,38 +98,7 @@ def register_retriever(cls: type[Retriever]) -> type[Retriever]:
 
 def get_retriever(name: str, **params: Any) -> Retriever:
     """A retriever by name, e.g. ``get_retriever("neuron", mmr=0.5)``."""
-    from . import strategies  # noqa: F401  (registers the embedding retriever)
-
     return _REGISTRY.create(name, **params)
-
-
-def mmr_select(query_sim: np.ndarray, pair_sim: np.ndarray, k: int, lambda_: float,
-               groups: np.ndarray | None = None, per_group: int | None = None) -> list[tuple[int, float]]:
-    """Maximal marginal relevance: greedily ``argmax lambda * sim(q, d) - (1 - lambda) * max_chosen sim(d, s)``.
-
-    With ``groups`` and ``per_group``, no group gets more than ``per_group`` picks (label balance).
-    Returns (index, MMR score) in the order chosen.
-    """
-    n = len(query_sim)
-    redundancy = np.full(n, -np.inf)
-    available = np.ones(n, dtype=bool)
-    taken: dict[int, int] = {}
-    chosen: list[tuple[int, float]] = []
-    for _ in range(min(k, n)):
-        penalty = np.where(np.isfinite(redundancy), redundancy, 0.0)
-        score = np.where(available, lambda_ * query_sim - (1 - lambda_) * penalty, -np.inf)
-        if groups is not None and per_group is not None:
-            full = [g for g, c in taken.items() if c >= per_group]
-            score[np.isin(groups, full)] = -np.inf
-        best = int(np.argmax(score))
-        if not np.isfinite(score[best]):
-            break
-        chosen.append((best, float(score[best])))
-        available[best] = False
-        redundancy = np.maximum(redundancy, pair_sim[best])
-        if groups is not None:
-            taken[int(groups[best])] = taken.get(int(groups[best]), 0) + 1
-    return chosen
 
 
 def _unit_rows(matrix: sparse.csr_matrix) -> sparse.csr_matrix:
@@ -310,3 +280,43 @@ class RandomRetriever(Retriever):
     def _retrieve_one(self, queries: ProbeResult, q: int, k: int) -> list[Retrieved]:
         picks = self._rng.choice(len(self.annotated_), size=k, replace=False)
         return [Retrieved(int(i), self.labels_[int(i)], 0.0, 0.0) for i in picks]
+
+
+@register_retriever
+class EmbeddingRetriever(Retriever):
+    """Per-query kNN by cosine of sentence embeddings over the annotated items (``mmr < 1`` adds diversity).
+
+    Embeddings come from ``annotated.embeddings`` / ``queries.embeddings`` when set, else MiniLM.
+    """
+
+    name = "embedding"
+
+    def __init__(self, mmr: float = 1.0, model: Any = None) -> None:
+        check_in("mmr", mmr, 0.0, 1.0)
+        self.mmr, self.model = mmr, model
+
+    def _fit(self, annotated: ProbeResult) -> None:
+        from .embeddings import pool_embeddings
+
+        self._demo = pool_embeddings(annotated, self.model)
+        self._pair = self._demo @ self._demo.T
+        self._query_cache: tuple[int, np.ndarray] | None = None
+
+    def _similarities(self, queries: ProbeResult) -> np.ndarray:
+        if self._query_cache is None or self._query_cache[0] != id(queries):
+            from .embeddings import pool_embeddings
+
+            q = pool_embeddings(queries, self.model)
+            if q.shape[1] != self._demo.shape[1]:
+                raise NeuroshotError(f"query embeddings have {q.shape[1]} dimensions, the annotated ones {self._demo.shape[1]}")
+            self._query_cache = (id(queries), q @ self._demo.T)
+        return self._query_cache[1]
+
+    def _retrieve_one(self, queries: ProbeResult, q: int, k: int) -> list[Retrieved]:
+        sim = self._similarities(queries)[q]
+        if self.mmr >= 1.0:
+            order = np.argsort(-sim, kind="stable")[:k]
+            chosen = [(int(j), float(sim[j])) for j in order]
+        else:
+            chosen = mmr_select(sim, self._pair, k, self.mmr)
+        return [Retrieved(j, self.labels_[j], float(sim[j]), score) for j, score in chosen]

@@ -15,6 +15,7 @@ import numpy as np
 
 from .._registry import Registry
 from ..errors import NeuroshotError
+from ..neighbours import minmax  # noqa: F401  (strategies import it from here)
 from ..probing import ProbeResult
 
 _REGISTRY: Registry[Strategy] = Registry("strategy")
@@ -128,13 +129,6 @@ def item_neurons(pool: ProbeResult, index: int, k: int = 5, among: np.ndarray | 
     order = np.argsort(-np.abs(values))[:k]
     d_ff = pool.signatures.d_ff
     return [(int(ids[o] // d_ff), int(ids[o] % d_ff), float(values[o])) for o in order]
-
-
-def minmax(x: np.ndarray) -> np.ndarray:
-    """Rescale to [0, 1] (all zeros when constant)."""
-    x = np.asarray(x, dtype=np.float64)
-    span = x.max() - x.min() if x.size else 0.0
-    return (x - x.min()) / span if span > 1e-12 else np.zeros_like(x)
 
 
 def _shorten(text: str, width: int) -> str:

@@ -28,8 +28,8 @@ from scipy import sparse
 
 from ..embeddings import pool_embeddings
 from .._validation import check_in, check_whole
+from ..neighbours import knn
 from .base import Pick, Strategy, minmax, register
-from .embedding import knn
 
 
 @register

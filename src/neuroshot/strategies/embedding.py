@@ -46,8 +46,8 @@ the papers; where this implementation differs, it says so here.
     with ``n_simulations`` times the total size of the cascades: fine for pools of a few
     thousand items.
 
-``EmbeddingRetriever`` (name ``"embedding"``): per-query kNN by cosine over the annotated
-items' embeddings, as in the vote-k / IDEAL prompt retrieval; ``mmr < 1`` adds MMR diversity.
+The per-query kNN retriever over the same embeddings, as in the vote-k / IDEAL prompt retrieval,
+is ``neuroshot.retrieval.EmbeddingRetriever`` (name ``"embedding"``).
 """
 
 from __future__ import annotations
@@ -64,33 +64,10 @@ from .._validation import check_in, check_whole
 from ..embeddings import pool_embeddings
 from ..errors import NeuroshotError
 from ..probing import ProbeResult
-from ..retrieval import Retrieved, Retriever, mmr_select, register_retriever
+from ..neighbours import knn
 from .base import Pick, Strategy, item_neurons, register
 
 Model = str | os.PathLike | Any | None
-
-
-def knn(x: np.ndarray, k: int, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """``(indices, cosines)``, each ``[N, k']``: every row's ``k' = min(k, N - 1)`` nearest other rows, nearest first.
-
-    ``x`` must have unit rows. Computed in chunks of rows, so memory stays ``O(chunk * N)``.
-    """
-    n = len(x)
-    k = min(int(k), n - 1)
-    idx = np.zeros((n, max(k, 0)), dtype=np.int64)
-    sim = np.zeros((n, max(k, 0)), dtype=np.float32)
-    if k <= 0:
-        return idx, sim
-    for start in range(0, n, chunk):
-        rows = np.arange(start, min(start + chunk, n))
-        s = x[rows] @ x.T
-        s[np.arange(len(rows)), rows] = -np.inf  # never one's own neighbour
-        part = np.argpartition(-s, k - 1, axis=1)[:, :k]
-        part_sim = np.take_along_axis(s, part, axis=1)
-        order = np.argsort(-part_sim, axis=1, kind="stable")
-        idx[rows] = np.take_along_axis(part, order, axis=1)
-        sim[rows] = np.take_along_axis(part_sim, order, axis=1)
-    return idx, sim
 
 
 def _neighbour_matrix(idx: np.ndarray, n: int, values: np.ndarray | None = None) -> sparse.csr_matrix:
@@ -423,39 +400,3 @@ class IdealStrategy(_EmbeddingStrategy):
             uncovered[reach[i].indices] = 0.0
             free[i] = False
         return picks
-
-
-@register_retriever
-class EmbeddingRetriever(Retriever):
-    """Per-query kNN by cosine of sentence embeddings over the annotated items (``mmr < 1`` adds diversity).
-
-    Embeddings come from ``annotated.embeddings`` / ``queries.embeddings`` when set, else MiniLM.
-    """
-
-    name = "embedding"
-
-    def __init__(self, mmr: float = 1.0, model: Model = None) -> None:
-        check_in("mmr", mmr, 0.0, 1.0)
-        self.mmr, self.model = mmr, model
-
-    def _fit(self, annotated: ProbeResult) -> None:
-        self._demo = pool_embeddings(annotated, self.model)
-        self._pair = self._demo @ self._demo.T
-        self._query_cache: tuple[int, np.ndarray] | None = None
-
-    def _similarities(self, queries: ProbeResult) -> np.ndarray:
-        if self._query_cache is None or self._query_cache[0] != id(queries):
-            q = pool_embeddings(queries, self.model)
-            if q.shape[1] != self._demo.shape[1]:
-                raise NeuroshotError(f"query embeddings have {q.shape[1]} dimensions, the annotated ones {self._demo.shape[1]}")
-            self._query_cache = (id(queries), q @ self._demo.T)
-        return self._query_cache[1]
-
-    def _retrieve_one(self, queries: ProbeResult, q: int, k: int) -> list[Retrieved]:
-        sim = self._similarities(queries)[q]
-        if self.mmr >= 1.0:
-            order = np.argsort(-sim, kind="stable")[:k]
-            chosen = [(int(j), float(sim[j])) for j in order]
-        else:
-            chosen = mmr_select(sim, self._pair, k, self.mmr)
-        return [Retrieved(j, self.labels_[j], float(sim[j]), score) for j, score in chosen]
