@@ -1,0 +1,74 @@
+"""The layering README's "Architecture" section draws: no module imports a layer below it, no cycles,
+and the core never imports LangChain or DSPy."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+# top to bottom, as in README; a module may import from its own layer or the ones above
+LAYERS = [
+    {"errors", "_io", "_registry", "_validation", "task", "data", "models"},
+    {"scoring", "attribution", "signatures", "store"},
+    {"probing"},
+    {"embeddings", "neighbours"},
+    {"strategies", "retrieval"},
+    {"pipelines"},
+    {"active", "evaluate", "experiment", "stats", "annotation"},
+    {"cli", "demo", "plots"},
+]
+SIBLINGS = [{"strategies", "retrieval"}]  # same layer, yet neither may import the other
+
+
+def _modules() -> dict[str, set[str]]:
+    """neuroshot module (top-level name, ``strategies`` for the whole package) -> what it imports."""
+    out: dict[str, set[str]] = {}
+    root = SRC / "neuroshot"
+    for path in root.rglob("*.py"):
+        parts = list(path.relative_to(SRC).with_suffix("").parts)
+        package = parts[:-1]
+        name = parts[1] if len(parts) > 1 else "__init__"
+        if name == "__init__":
+            continue  # the public table lazily names everything
+        deps = out.setdefault(name, set())
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                target = package[:len(package) - node.level + 1] + (node.module.split(".") if node.module else [])
+                names = [target[1]] if len(target) > 1 else [a.name for a in node.names]
+                deps.update(n for n in names if n != name)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("neuroshot."):
+                deps.add(node.module.split(".")[1])
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                deps.update(f"<external>{m.split('.')[0]}" for m in mods)
+    return out
+
+
+def _layer(name: str) -> int:
+    return next(i for i, layer in enumerate(LAYERS) if name in layer)
+
+
+def test_every_module_has_a_layer():
+    missing = sorted(set(_modules()) - set().union(*LAYERS))
+    assert not missing, f"add these modules to a layer (and to README's picture): {missing}"
+
+
+def test_no_module_imports_a_layer_below_it():
+    bad = [(m, d) for m, deps in _modules().items() for d in deps
+           if not d.startswith("<external>") and _layer(d) > _layer(m)]
+    assert not bad, bad
+
+
+def test_strategies_and_retrievers_do_not_import_each_other():
+    modules = _modules()
+    for pair in SIBLINGS:
+        for name in pair:
+            assert not (modules[name] & (pair - {name})), f"{name} imports {pair - {name}}"
+
+
+def test_the_core_never_imports_langchain_or_dspy():
+    external = {d for deps in _modules().values() for d in deps if d.startswith("<external>")}
+    assert not {e for e in external if e.split(">")[1] in {"langchain", "langchain_core", "dspy",
+                                                            "langchain_neuroshot", "dspy_neuroshot"}}
