@@ -55,8 +55,9 @@ import numpy as np
 os.environ.setdefault("DSPY_CACHEDIR", tempfile.mkdtemp(prefix="dspy-cache-"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shared_sets import DEFAULT_DATA, REPO  # noqa: E402
+
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "dspy.json"
 DEFAULT_ROWS = REPO / "benchmarks" / "results" / "dspy.jsonl"
 DEFAULT_README = REPO / "benchmarks" / "README.md"
@@ -192,7 +193,6 @@ def run(args) -> None:
     import dspy
     import torch
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _results import append_result, cell_key, read_results
 
     from dspy_neuroshot import local_lm
@@ -226,7 +226,6 @@ def run(args) -> None:
 
 def summarize(args) -> dict:
     """Per mode and method: mean score over seeds, and the paired difference from KNNFewShot."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _results import read_results
 
     from neuroshot.stats import paired_difference

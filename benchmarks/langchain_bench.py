@@ -42,8 +42,9 @@ from typing import Any
 import numpy as np
 from langchain_core.example_selectors import BaseExampleSelector
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shared_sets import DEFAULT_DATA, REPO  # noqa: E402
+
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "langchain.json"
 DEFAULT_README = REPO / "benchmarks" / "README.md"
 START, END = "<!-- langchain:start -->", "<!-- langchain:end -->"
@@ -57,7 +58,6 @@ SELECTOR_NAMES = {
     "random": "random annotated examples per query",
 }
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cost import environment, make_task  # noqa: E402  (the cost benchmark's task prompts and environment)
 
 
