@@ -4,10 +4,26 @@ from __future__ import annotations
 
 import os
 import string
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REQUIRE_SHARED = "NEUROSHOT_REQUIRE_SHARED_DATA"
+
+
+def require_shared(path: Path = SHARED_DATA) -> Path:
+    """``path`` (shared data beside the repository), or stop the test: a skip on a developer's machine,
+    a failure where ``$NEUROSHOT_REQUIRE_SHARED_DATA`` is set (``.ci/run`` sets it), so CI never passes
+    by skipping the tests on real data."""
+    if not path.exists():
+        message = f"shared data not found at {path}"
+        if os.environ.get(REQUIRE_SHARED):
+            pytest.fail(f"{message} (${REQUIRE_SHARED} is set)", pytrace=False)
+        pytest.skip(message)
+    return path
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 CHARS = [c for c in string.printable if c not in "\t\r\x0b\x0c"]  # letters, digits, punctuation, " ", "\n"

@@ -72,3 +72,16 @@ def test_the_core_never_imports_langchain_or_dspy():
     external = {d for deps in _modules().values() for d in deps if d.startswith("<external>")}
     assert not {e for e in external if e.split(">")[1] in {"langchain", "langchain_core", "dspy",
                                                             "langchain_neuroshot", "dspy_neuroshot"}}
+
+
+def test_missing_shared_data_skips_locally_and_fails_in_ci(tmp_path, monkeypatch):
+    import pytest
+    from conftest import REQUIRE_SHARED, require_shared
+
+    monkeypatch.delenv(REQUIRE_SHARED, raising=False)
+    assert require_shared(tmp_path) == tmp_path
+    with pytest.raises(pytest.skip.Exception):
+        require_shared(tmp_path / "absent")
+    monkeypatch.setenv(REQUIRE_SHARED, "1")
+    with pytest.raises(pytest.fail.Exception, match="absent"):
+        require_shared(tmp_path / "absent")

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import require_shared
 
 COOKBOOK = Path(__file__).resolve().parents[1] / "cookbook"
 sys.path.insert(0, str(COOKBOOK))
@@ -23,8 +24,6 @@ def recipe_module(name: str):
     return importlib.import_module(name)
 
 
-def needs(dataset: str):
-    return pytest.mark.skipif(not (DATA / dataset).is_dir(), reason=f"the shared data set {dataset} is not on this machine")
 
 
 def write_set(folder: Path, n_pool: int, n_test: int, labels=("a", "b", "c")) -> Path:
@@ -95,8 +94,7 @@ def check_run(result, out: Path, candidates, chosen: bool = True) -> None:
 @pytest.mark.parametrize("name", RECIPES)
 def test_recipe_smoke(name, tmp_path, capsys):
     module = recipe_module(name)
-    if module.RECIPE.default_data is None:
-        pytest.skip(f"the shared data set {module.RECIPE.dataset} is not on this machine")
+    require_shared(DATA / module.RECIPE.dataset)
     result = module.main(["--smoke", "--quiet", "--out", str(tmp_path)])
     printed = capsys.readouterr().out
     check_run(result, tmp_path, module.RECIPE.smoke["embedding_candidates"])
@@ -110,8 +108,8 @@ def test_recipe_smoke(name, tmp_path, capsys):
 
 
 @pytest.mark.e2e
-@needs("banking77")
 def test_lora_recipe_smoke(tmp_path, capsys):
+    require_shared(DATA / "banking77")
     lora = recipe_module("lora_adapted_model")
     adapter = tmp_path / "adapter"
     result = lora.main(["--smoke", "--quiet", "--out", str(tmp_path), "--adapter", str(adapter)])

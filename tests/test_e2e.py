@@ -15,9 +15,10 @@ from neuroshot.probing import probe
 from neuroshot.strategies import STRATEGIES, get_strategy
 from neuroshot.task import Task
 
+from conftest import SHARED_DATA, require_shared
+
 pytestmark = pytest.mark.e2e
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-TREC = SHARED / "trec" / "pool.jsonl"
+TREC = SHARED_DATA / "trec" / "pool.jsonl"
 TREC_TASK = Task(labels=("abbreviation", "description", "entity", "human", "location", "number"),
                  instruction="Classify the question by the type of its answer: {labels}.",
                  input_template="Question: {text}\nType:", demo_template="Question: {text}\nType: {label}")
@@ -30,8 +31,7 @@ def lm():
 
 @pytest.fixture(scope="module")
 def trec40():
-    if not TREC.is_file():
-        pytest.skip(f"shared evaluation data not found at {SHARED}")
+    require_shared(TREC)
     return load_records(TREC)[:40]
 
 

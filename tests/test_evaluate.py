@@ -18,7 +18,7 @@ from neuroshot.experiment import (Experiment, ExperimentRecord, label_efficiency
 from neuroshot.scoring import calibrate, content_free_proba, encode, predict_proba
 from neuroshot.task import Demonstration, Task
 
-from conftest import TINY_TEXTS, build_tiny_lm
+from conftest import SHARED_DATA, TINY_TEXTS, build_tiny_lm, require_shared
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -393,7 +393,6 @@ def test_cli_help_explains_evaluate(capsys):
 # ------------------------------------------------------------------------------ real model
 
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.mark.e2e
@@ -403,10 +402,9 @@ def test_real_model_prefix_reuse_and_cli(tmp_path, capsys):
     from neuroshot.data import load_records
     from neuroshot.models import load_model
 
-    if not (SHARED / "trec").is_dir():
-        pytest.fail(f"shared data missing: {SHARED / 'trec'}")
+    trec = require_shared(SHARED_DATA / "trec")
     lm = load_model("default")
-    pool, test = load_records(SHARED / "trec" / "pool.jsonl")[:10], load_records(SHARED / "trec" / "test.jsonl")[:4]
+    pool, test = load_records(trec / "pool.jsonl")[:10], load_records(trec / "test.jsonl")[:4]
     labels = tuple(sorted({r.label for r in pool + test}))
     texts, demos = [r.text for r in test], [Demonstration(r.text, r.label) for r in pool[:2]]
     for task in (Task(labels=labels), Task(labels=labels, verbalizers={lab: f"{lab} question" for lab in labels})):

@@ -7,12 +7,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import require_shared
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import selection_proxy  # noqa: E402
 from shared_sets import DEFAULT_DATA  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not DEFAULT_DATA.is_dir(), reason="needs ../shared/data beside the repository")
+
+
+@pytest.fixture(autouse=True)
+def _shared_data():
+    require_shared(DEFAULT_DATA)
 
 
 def _header(tiny_lm, store: Path, probe: str) -> str:

@@ -6,11 +6,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import require_shared
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from shared_sets import DEFAULT_DATA, load_shared_set, subset_labels  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not DEFAULT_DATA.is_dir(), reason="needs ../shared/data beside the repository")
+
+
+@pytest.fixture(autouse=True)
+def _shared_data():
+    require_shared(DEFAULT_DATA)
 
 
 def test_banking77_subset_is_fixed_and_restricts_pool_and_test():
