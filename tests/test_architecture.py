@@ -85,3 +85,19 @@ def test_missing_shared_data_skips_locally_and_fails_in_ci(tmp_path, monkeypatch
     monkeypatch.setenv(REQUIRE_SHARED, "1")
     with pytest.raises(pytest.fail.Exception, match="absent"):
         require_shared(tmp_path / "absent")
+
+
+def test_readme_public_api_lists_exactly_the_public_names_and_each_has_a_docstring():
+    import inspect
+    import re
+
+    import neuroshot
+
+    readme = (SRC.parent / "README.md").read_text()
+    section = readme.split("## Public API", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"`(\w+)`", section)) - {"neuroshot"}
+    assert listed == set(neuroshot.__all__), listed ^ set(neuroshot.__all__)
+    objects = {n: getattr(neuroshot, n) for n in neuroshot.__all__}
+    undocumented = [n for n, obj in objects.items() if (inspect.isclass(obj) or inspect.isfunction(obj))
+                    and not (obj.__doc__ or "").strip()]
+    assert not undocumented, undocumented

@@ -24,10 +24,9 @@ from dataclasses import dataclass
 
 import torch
 
-from neuroshot import LanguageModel, NeuroshotError
+from neuroshot import LanguageModel, ModelLike, NeuroshotError, model_lock, resolve_model
 from neuroshot.scoring import cache_of, forward, scores_after_prompt
 
-from neuroshot.models import ModelLike, model_lock, resolve_model
 
 _COMPLETED = "completed"
 _HEADER = "[[ ## {} ## ]]"

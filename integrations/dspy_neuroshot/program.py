@@ -12,12 +12,10 @@ import dspy
 import numpy as np
 from dspy.predict.parameter import Parameter
 
-from neuroshot import NeuroshotError, ProbeResult, Retriever, get_pipeline, get_retriever, probe
+from neuroshot import (CriticalNeurons, ModelLike, NeuroshotError, ProbeResult, Retrieved, Retriever, get_pipeline,
+                       get_retriever, model_lock, probe, resolve_model)
 from neuroshot.probing import item_scores
-from neuroshot.retrieval import Retrieved
-from neuroshot.signatures import CriticalNeurons
 
-from neuroshot.models import ModelLike, model_lock, resolve_model
 from ._task import SignatureTask, label_field, program_signature
 
 log = logging.getLogger(__name__)

@@ -10,11 +10,10 @@ from typing import Any
 import dspy
 from dspy.teleprompt import Teleprompter
 
-from neuroshot import (NeuroshotError, Plan, ProbeResult, SimulatedAnnotator, export_for_annotation, get_pipeline,
-                       get_retriever, get_strategy, probe, read_annotations)
-from neuroshot.annotation import AnnotationItem
+from neuroshot import (AnnotationItem, ModelLike, NeuroshotError, Plan, ProbeResult, SimulatedAnnotator,
+                       export_for_annotation, get_pipeline, get_retriever, get_strategy, model_lock, probe,
+                       read_annotations, resolve_model)
 
-from neuroshot.models import ModelLike, model_lock, resolve_model
 from ._task import SignatureTask, label_field, program_signature
 from .program import NeuronFewShotProgram, retriever_settings
 

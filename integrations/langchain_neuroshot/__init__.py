@@ -12,7 +12,7 @@ Two lines put neuron-selected demonstrations in a chain::
 
 from __future__ import annotations
 
-from neuroshot.models import model_lock, resolve_model
+from neuroshot import model_lock, resolve_model
 from .chain import LabelOutputParser, few_shot_prompt, neuroshot_pipeline
 from .planning import plan_annotations
 from .selector import ExampleExplanation, NeuronAwareExampleSelector

@@ -10,9 +10,8 @@ from langchain_core.exceptions import OutputParserException
 from langchain_core.output_parsers import BaseOutputParser
 from langchain_core.prompts import FewShotPromptTemplate, PromptTemplate
 
-from neuroshot import LanguageModel, NeuroshotError, Task
+from neuroshot import LanguageModel, NeuroshotError, Task, model_lock
 
-from neuroshot.models import model_lock
 from .selector import NeuronAwareExampleSelector
 
 

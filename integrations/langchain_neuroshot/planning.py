@@ -6,9 +6,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from neuroshot import LanguageModel, NeuroshotError, Task, get_pipeline, probe
+from neuroshot import LanguageModel, NeuroshotError, Task, get_pipeline, model_lock, probe, resolve_model
 
-from neuroshot.models import model_lock, resolve_model
 from .selector import example_text
 
 

@@ -13,9 +13,9 @@ from typing import Any, Literal
 from langchain_core.example_selectors import BaseExampleSelector
 from pydantic import BaseModel, ConfigDict, Field, InstanceOf, PrivateAttr, field_validator, model_validator
 
-from neuroshot import LanguageModel, NeuroshotError, ProbeResult, Retriever, Task, get_pipeline, probe
+from neuroshot import (LanguageModel, NeuroshotError, ProbeResult, Retriever, Task, get_pipeline, model_lock, probe,
+                       resolve_model)
 
-from neuroshot.models import model_lock, resolve_model
 
 
 @dataclass

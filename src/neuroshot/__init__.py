@@ -9,27 +9,68 @@ The public names are imported lazily, so ``neuroshot --help`` and input checks d
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
 _PUBLIC = {
-    "AnnotationLog": "annotation", "SimulatedAnnotator": "annotation", "export_for_annotation": "annotation",
-    "read_annotations": "annotation", "Record": "data", "load_records": "data", "NeuroshotError": "errors",
-    "evaluate_static": "evaluate", "LanguageModel": "models", "load_model": "models", "ProbeResult": "probing",
-    "probe": "probing", "predict_proba": "scoring", "NeuronRetriever": "retrieval", "RandomRetriever": "retrieval",
-    "Retriever": "retrieval", "get_retriever": "retrieval", "Plan": "strategies", "Strategy": "strategies",
-    "get_strategy": "strategies", "register": "strategies", "Demonstration": "task", "Task": "task",
-    "embed": "embeddings", "with_embeddings": "embeddings", "EmbeddingRetriever": "retrieval",
-    "EvalResult": "evaluate", "evaluate_per_query": "evaluate", "predict_proba_static": "evaluate",
-    "predict_proba_per_query": "evaluate", "metrics": "evaluate",
-    "Experiment": "experiment", "ExperimentRecord": "experiment", "run_experiment": "experiment",
-    "label_efficiency": "experiment", "learning_curves": "experiment",
+    # Data and task
+    "Record": "data", "load_records": "data",
+    "Task": "task", "Demonstration": "task",
+    "NeuroshotError": "errors",
+    # Models
+    "LanguageModel": "models", "ModelLike": "models", "load_model": "models", "resolve_model": "models",
+    "model_lock": "models",
+    # Probing and neurons
+    "probe": "probing", "ProbeResult": "probing",
+    "CriticalNeurons": "signatures",
+    "predict_proba": "scoring",
+    "embed": "embeddings", "with_embeddings": "embeddings",
+    # Planning (which items to annotate)
+    "Strategy": "strategies", "Plan": "strategies", "Pick": "strategies", "get_strategy": "strategies",
+    "register": "strategies",
     "active_plan": "active", "ActivePlan": "active",
-    "plot_learning_curves": "plots", "plot_critical_neurons": "plots", "plot_forest": "plots",
-    "Pipeline": "pipelines", "PIPELINES": "pipelines", "get_pipeline": "pipelines", "HybridRetriever": "retrieval",
+    # Retrieval (which annotated items each prompt shows)
+    "Retriever": "retrieval", "Retrieved": "retrieval", "get_retriever": "retrieval",
+    "NeuronRetriever": "retrieval", "EmbeddingRetriever": "retrieval", "HybridRetriever": "retrieval",
+    "RandomRetriever": "retrieval",
+    # Pipelines (a strategy and a retriever under one name)
+    "Pipeline": "pipelines", "PIPELINES": "pipelines", "get_pipeline": "pipelines",
+    # Annotation
+    "AnnotationItem": "annotation", "AnnotationLog": "annotation", "SimulatedAnnotator": "annotation",
+    "export_for_annotation": "annotation", "read_annotations": "annotation",
+    # Evaluation and experiments
+    "evaluate_static": "evaluate", "evaluate_per_query": "evaluate", "predict_proba_static": "evaluate",
+    "predict_proba_per_query": "evaluate", "EvalResult": "evaluate", "metrics": "evaluate",
+    "Experiment": "experiment", "ExperimentRecord": "experiment", "run_experiment": "experiment",
+    "learning_curves": "experiment", "label_efficiency": "experiment",
     "PairedDifference": "stats", "paired_difference": "stats", "mean_difference": "stats", "compare_records": "stats",
+    # Plots
+    "plot_learning_curves": "plots", "plot_critical_neurons": "plots", "plot_forest": "plots",
 }
 __all__ = sorted(_PUBLIC)
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load on first use
+    from .data import Record, load_records
+    from .task import Demonstration, Task
+    from .errors import NeuroshotError
+    from .models import LanguageModel, ModelLike, load_model, model_lock, resolve_model
+    from .probing import ProbeResult, probe
+    from .signatures import CriticalNeurons
+    from .scoring import predict_proba
+    from .embeddings import embed, with_embeddings
+    from .strategies import Pick, Plan, Strategy, get_strategy, register
+    from .active import ActivePlan, active_plan
+    from .retrieval import (EmbeddingRetriever,
+                            HybridRetriever, NeuronRetriever, RandomRetriever, Retrieved, Retriever, get_retriever)
+    from .pipelines import PIPELINES, Pipeline, get_pipeline
+    from .annotation import AnnotationItem, AnnotationLog, SimulatedAnnotator, export_for_annotation, read_annotations
+    from .evaluate import (EvalResult,
+                           evaluate_per_query, evaluate_static, metrics, predict_proba_per_query,
+                           predict_proba_static)
+    from .experiment import Experiment, ExperimentRecord, label_efficiency, learning_curves, run_experiment
+    from .stats import PairedDifference, compare_records, mean_difference, paired_difference
+    from .plots import plot_critical_neurons, plot_forest, plot_learning_curves
 
 
 def __getattr__(name: str):
