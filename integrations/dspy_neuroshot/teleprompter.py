@@ -17,7 +17,9 @@ from neuroshot import (AnnotationItem, ModelLike, NeuroshotError, Plan, ProbeRes
 from ._task import SignatureTask, label_field, program_signature
 from .program import NeuronFewShotProgram, retriever_settings
 
-Annotator = Callable[[dspy.Example], "str | None"] | SimulatedAnnotator
+# DSPy users label one example at a time; the core's ``neuroshot.Annotator`` (ids -> labels) is taken as a
+# SimulatedAnnotator, for evaluation
+ExampleAnnotator = Callable[[dspy.Example], "str | None"] | SimulatedAnnotator
 
 
 class AnnotationPending(NeuroshotError):
@@ -51,7 +53,7 @@ class NeuronAwareFewShot(Teleprompter):
                  per_query: bool = False, retriever: str | None = None,
                  retriever_params: Mapping[str, Any] | None = None, mmr: float | None = None,
                  balance: bool | None = None, labels: Sequence[str] | None = None, output_field: str | None = None,
-                 annotator: Annotator | None = None, budget: int | None = None,
+                 annotator: ExampleAnnotator | None = None, budget: int | None = None,
                  export_path: str | os.PathLike | None = None, method: str = "direct_logit", top_k: int = 64,
                  critical_fraction: float = 0.01, max_text_tokens: int | None = None, store: str | None = None,
                  seed: int = 0, progress: bool = True) -> None:

@@ -37,7 +37,8 @@ _PUBLIC = {
     # Pipelines (a strategy and a retriever under one name)
     "Pipeline": "pipelines", "PIPELINES": "pipelines", "get_pipeline": "pipelines",
     # Annotation
-    "AnnotationItem": "annotation", "AnnotationLog": "annotation", "SimulatedAnnotator": "annotation",
+    "Annotator": "data", "AnnotationItem": "annotation", "AnnotationLog": "annotation",
+    "SimulatedAnnotator": "annotation",
     "export_for_annotation": "annotation", "read_annotations": "annotation",
     # Evaluation and experiments
     "evaluate_static": "evaluate", "evaluate_per_query": "evaluate", "predict_proba_static": "evaluate",
@@ -51,7 +52,7 @@ _PUBLIC = {
 __all__ = sorted(_PUBLIC)
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load on first use
-    from .data import Record, load_records
+    from .data import Annotator, Record, load_records
     from .task import Demonstration, Task
     from .errors import NeuroshotError
     from .models import LanguageModel, ModelLike, load_model, model_lock, resolve_model

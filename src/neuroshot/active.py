@@ -13,13 +13,14 @@ Cost: one probe of the remaining pool per round after the first.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ._validation import check_whole
+from .data import Annotator
 from .errors import NeuroshotError
 from .models import LanguageModel
 from .probing import ProbeResult, probe
@@ -27,8 +28,6 @@ from .strategies import Pick, Plan, Strategy, get_strategy
 from .task import Demonstration, Task
 
 __all__ = ["ActivePlan", "ActiveRound", "active_plan", "round_sizes", "context_demonstrations"]
-
-Annotator = Callable[[Sequence[str]], Mapping[str, str]]
 
 
 @dataclass

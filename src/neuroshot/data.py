@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from .errors import NeuroshotError
 
@@ -20,6 +20,18 @@ class Record:
     text: str
     label: str | None = None
     meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Annotator(Protocol):
+    """Who gives labels: called with the ids of the items to label, returns ``{id: label}`` for them.
+
+    The one contract of every labelling step (active rounds, vote-k's stage 1, the integrations):
+    a :class:`~neuroshot.annotation.SimulatedAnnotator` for evaluation, or any function that asks
+    a person. It is called with exactly the items chosen, so no other label is ever revealed.
+    """
+
+    def __call__(self, ids: Sequence[str], /) -> Mapping[str, str]: ...
 
 
 def load_records(

@@ -53,7 +53,7 @@ is ``neuroshot.retrieval.EmbeddingRetriever`` (name ``"embedding"``).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -61,6 +61,7 @@ from scipy import sparse
 from tqdm.auto import tqdm
 
 from .._validation import check_in, check_whole
+from ..data import Annotator
 from ..embeddings import pool_embeddings
 from ..errors import NeuroshotError
 from ..probing import ProbeResult
@@ -247,9 +248,6 @@ class FastVoteKStrategy(_EmbeddingStrategy):
             votes.add(i)
             free[i] = False
         return picks
-
-
-Annotator = Callable[[list[str]], Mapping[str, str]]
 
 
 @register
