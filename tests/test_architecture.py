@@ -16,7 +16,8 @@ LAYERS = [
     {"embeddings", "neighbours"},
     {"strategies", "retrieval"},
     {"pipelines"},
-    {"active", "evaluate", "experiment", "stats", "annotation"},
+    {"annotation"},
+    {"active", "evaluate", "experiment", "stats"},
     {"cli", "demo", "plots"},
 ]
 SIBLINGS = [{"strategies", "retrieval"}]  # same layer, yet neither may import the other
