@@ -131,3 +131,58 @@ def test_active_plan_rejects_bad_input(tiny_lm, tiny_task, gold):
         active_plan(tiny_lm, tiny_task, TEXTS, "random", 2, annotator=lambda ids: {i: "Z" for i in ids}, ids=IDS,
                     rounds=1, probe_kwargs=PROBE, progress=False)
     assert not annotator.revealed
+
+
+def test_active_is_a_strategy_by_name_with_base_parameters():
+    from neuroshot.strategies.active import ActiveStrategy
+
+    s = get_strategy("active:neufs", tau=0.3, context_demos=4)
+    assert isinstance(s, ActiveStrategy) and s.base == "neufs" and s.base_params == {"tau": 0.3}
+    assert s.context_demos == 4 and s._base.tau == 0.3
+    assert get_strategy("active").base == "entropy"
+    with pytest.raises(NeuroshotError, match="nested"):
+        get_strategy("active:active")
+    with pytest.raises(NeuroshotError, match="bogus"):
+        get_strategy("active:random", bogus=1)
+
+
+def test_one_active_round_is_active_plans_round(tiny_lm, tiny_task, gold):
+    zero_shot = probe(tiny_lm, tiny_task, TEXTS, ids=IDS, progress=False, **PROBE)
+    first = get_strategy("active:entropy").plan(zero_shot, 3, seed=5)  # no labels: the base strategy, no model
+    assert first.indices == get_strategy("entropy").plan(zero_shot, 3, seed=5).indices
+    labels = {i: gold[IDS[i]] for i in first.indices}
+    with pytest.raises(NeuroshotError, match="lm="):
+        get_strategy("active:entropy").plan(zero_shot, 2, labeled=labels)
+
+    result = active_plan(tiny_lm, tiny_task, TEXTS, "entropy", 5, annotator=SimulatedAnnotator(gold), ids=IDS,
+                         batch_size=3, seed=1, pool=zero_shot, probe_kwargs=PROBE, progress=False)
+    r1, r2 = result.rounds
+    strategy = get_strategy("active:entropy", lm=tiny_lm, probe_kwargs=PROBE)
+    seed2 = int(np.random.SeedSequence([1, 2]).generate_state(1)[0])
+    step = strategy.plan(zero_shot, 2, labeled={i: gold[IDS[i]] for i in r1.indices}, seed=seed2)
+    assert step.indices == r2.indices and not set(step.indices) & set(r1.indices)
+    assert strategy.round_rows_ == r2.rows and [d.text for d in strategy.round_demos_] == [d.text for d in r2.demos]
+    assert step.strategy == "active:entropy"
+
+
+def test_cli_plan_runs_the_next_active_round_from_the_labels_given(tmp_path, tiny_task, gold, capsys):
+    import json
+
+    from neuroshot.cli import main
+
+    from conftest import build_char_tokenizer, build_tiny_llama
+
+    folder = tmp_path / "tiny"
+    build_tiny_llama().save_pretrained(folder)
+    build_char_tokenizer().save_pretrained(folder)
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in zip(IDS, TEXTS)))
+    labeled = tmp_path / "labels.jsonl"
+    labeled.write_text("".join(json.dumps({"id": i, "label": gold[i]}) + "\n" for i in IDS[:3]))
+    argv = ["plan", str(pool), "--labels", "A,B,C", "--budget", "2", "--strategy", "active:entropy", "--model",
+            str(folder), "--labeled", str(labeled), "--top-k", "8", "--critical-fraction", "0.1",
+            "--store", str(tmp_path / "store"), "--out", str(tmp_path / "next.jsonl")]
+    assert main(argv) == 0
+    planned = [json.loads(line)["id"] for line in (tmp_path / "next.jsonl").read_text().splitlines()]
+    assert len(planned) == 2 and not set(planned) & set(IDS[:3])
+    assert "plan: active:entropy" in capsys.readouterr().out

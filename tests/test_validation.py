@@ -27,6 +27,7 @@ BAD_STRATEGY_PARAMS = {
     "neuron_coverage": ["n_neighbors=0", "influence_weight=-1", "uncertainty_weight=-0.5", "embedding_weight=2",
                         'embedding_weight="high"'],
     "neufs": ["tau=2", "tau=-0.1", "tau=abc", "n_init=0", "max_iter=0"],
+    "active": ["context_demos=0", "bogus=1", 'base="active"'],
 }
 BAD_RETRIEVER_PARAMS = {
     "neuron": ["mmr=2", "mmr=-0.1", "bogus=1"],

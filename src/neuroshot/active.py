@@ -25,9 +25,10 @@ from .errors import NeuroshotError
 from .models import LanguageModel
 from .probing import ProbeResult, probe
 from .strategies import Pick, Plan, Strategy, get_strategy
+from .strategies.active import ActiveStrategy, context_demonstrations
 from .task import Demonstration, Task
 
-__all__ = ["ActivePlan", "ActiveRound", "active_plan", "round_sizes", "context_demonstrations"]
+__all__ = ["ActivePlan", "ActiveRound", "active_plan", "round_sizes", "context_demonstrations"]  # noqa: F822
 
 
 @dataclass
@@ -70,25 +71,6 @@ def round_sizes(budget: int, rounds: int | None = None, batch_size: int | None =
     return [budget // rounds + (r < budget % rounds) for r in range(rounds)]
 
 
-def context_demonstrations(texts: Sequence[str], annotated: Sequence[int], labels: Mapping[int, str],
-                           task: Task, limit: int) -> list[Demonstration]:
-    """The annotated items shown in context while re-probing: all of them up to ``limit``; beyond
-    that, label-balanced (round-robin over labels, earliest annotated first), in annotation order."""
-    chosen = list(annotated)
-    if len(chosen) > limit:
-        by_label: dict[str, list[int]] = {}
-        for i in annotated:
-            by_label.setdefault(labels[i], []).append(i)
-        queues = [by_label[lab] for lab in task.labels if lab in by_label]
-        picked: set[int] = set()
-        while len(picked) < limit:
-            for queue in queues:
-                if queue and len(picked) < limit:
-                    picked.add(queue.pop(0))
-        chosen = [i for i in annotated if i in picked]
-    return [Demonstration(texts[i], labels[i]) for i in chosen]
-
-
 def active_plan(lm: LanguageModel, task: Task, texts: Sequence[str], strategy: str | Strategy, budget: int, *,
                 annotator: Annotator, ids: Sequence[str] | None = None, rounds: int | None = None,
                 batch_size: int | None = None, seed: int = 0, pool: ProbeResult | None = None,
@@ -103,40 +85,33 @@ def active_plan(lm: LanguageModel, task: Task, texts: Sequence[str], strategy: s
     top_k, critical_fraction, store, ...). At most ``context_demos`` annotated items are placed in
     context (see :func:`context_demonstrations`). Each pick's explanation carries its round.
     """
-    base = get_strategy(strategy) if isinstance(strategy, str) else strategy
-    sizes = round_sizes(budget, rounds, batch_size)
+    if isinstance(strategy, str):
+        strategy = get_strategy(strategy)
     if budget > len(texts):
         raise NeuroshotError(f"budget {budget} is larger than the {len(texts)} items in the pool")
-    check_whole("context_demos", context_demos)
+    sizes = round_sizes(budget, rounds, batch_size)
     kwargs = dict(probe_kwargs or {})
     if ids is None:
         ids = pool.ids if pool is not None and pool.ids is not None else [str(i) for i in range(len(texts))]
     ids = list(ids)
     if len(ids) != len(texts) or len(set(ids)) != len(ids):
         raise NeuroshotError("ids must name every text once")
+    base = strategy._base if isinstance(strategy, ActiveStrategy) else strategy
+    rounds_of = ActiveStrategy(base, context_demos=context_demos, lm=lm, probe_kwargs=kwargs, progress=progress)
     if pool is None:
         pool = probe(lm, task, texts, ids=ids, progress=progress, **kwargs)
     elif len(pool) != len(texts) or list(pool.texts) != list(texts):
         raise NeuroshotError("pool must be the probe of the same texts, in the same order")
-
     annotated: list[int] = []
     labels: dict[int, str] = {}
     picks: list[Pick] = []
     history: list[ActiveRound] = []
-    current, rows, demos = pool, list(range(len(texts))), []
+    state = pool  # pool order; annotated items keep the probe of the round they were planned in
     for r, size in enumerate(sizes, start=1):
-        if r > 1:  # re-probe the rest with the annotated items in context
-            demos = context_demonstrations(texts, annotated, labels, task, context_demos)
-            rest = [i for i in range(len(texts)) if i not in labels]
-            row_of = {pool_index: row for row, pool_index in enumerate(rows)}
-            fresh = probe(lm, task, [texts[i] for i in rest], demos=demos, ids=[ids[i] for i in rest],
-                          progress=progress, **kwargs)
-            current = current.subset([row_of[i] for i in annotated]).extend(fresh)
-            rows = annotated + rest
-        labeled = {row: labels[i] for row, i in enumerate(rows) if i in labels}
         round_seed = int(np.random.SeedSequence([seed, r]).generate_state(1)[0])
-        step = base.plan(current, size, labeled=labeled, seed=round_seed)
-        chosen = [rows[p.index] for p in step.picks]
+        step = rounds_of.plan(state, size, labeled={i: labels[i] for i in annotated}, seed=round_seed)
+        current, rows = rounds_of.round_probe_, rounds_of.round_rows_
+        chosen = step.indices
         given = annotator([ids[i] for i in chosen])
         missing = [ids[i] for i in chosen if ids[i] not in given]
         if missing:
@@ -146,10 +121,11 @@ def active_plan(lm: LanguageModel, task: Task, texts: Sequence[str], strategy: s
             labels[i] = given[ids[i]]
             annotated.append(i)
             picks.append(Pick(i, 0, p.score, {"round": float(r), **p.parts}, p.cluster, p.neurons))
-        history.append(ActiveRound(r, chosen, list(demos), current, list(rows)))
+        history.append(ActiveRound(r, chosen, list(rounds_of.round_demos_), current, list(rows)))
+        row_of = {pool_index: row for row, pool_index in enumerate(rows)}
+        state = current.subset([row_of[i] for i in range(len(texts))])
     for rank, pick in enumerate(picks, start=1):
         pick.rank = rank
-    params = {"base": base.name, "base_params": base.get_params(), "rounds": len(sizes), "sizes": sizes,
-              "context_demos": context_demos}
+    params = {**rounds_of.get_params(), "rounds": len(sizes), "sizes": sizes}
     plan = Plan(f"active:{base.name}", int(budget), seed, picks, params)
     return ActivePlan(plan, {ids[i]: labels[i] for i in annotated}, history)

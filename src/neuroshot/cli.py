@@ -36,6 +36,24 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Fills the registries' names into help texts ({strategies}, {retrievers}, {pipelines}) when help is
+    shown: a new strategy or retriever file is listed without editing the CLI, and building the parser
+    does not import torch."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = super()._get_help_string(action) or ""
+        if "{" in text:
+            from .pipelines import PIPELINES
+            from .retrieval import RETRIEVERS
+            from .strategies import STRATEGIES
+
+            names = {"strategies": STRATEGIES, "retrievers": RETRIEVERS, "pipelines": PIPELINES}
+            for key, registry in names.items():
+                text = text.replace("{" + key + "}", ", ".join(sorted(registry)))
+        return text
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neuroshot",
@@ -44,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
-    plan = sub.add_parser("plan", help="probe an unlabeled pool and choose the items to annotate",
+    plan = sub.add_parser("plan", help="probe an unlabeled pool and choose the items to annotate", formatter_class=_Help,
                           description="Probe every text of DATA on the model, then choose BUDGET items to annotate "
                                       "and write them for annotators (JSONL, CSV or Label Studio JSON).")
     plan.add_argument("data", help="unlabeled pool: a .jsonl or .csv file with one text per row")
@@ -52,8 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--budget", type=int, required=True, help="how many items to annotate")
     plan.add_argument("--pipeline", default="recommended",
                       help="named pipeline whose strategy plans (default: recommended; see `neuroshot evaluate`)")
-    plan.add_argument("--strategy", help="a strategy instead of the pipeline's: neuron_coverage, neufs, kmeans, "
-                                         "votek, ideal, entropy, random, ...")
+    plan.add_argument("--strategy", help="a strategy instead of the pipeline's: {strategies}; 'active:NAME' plans the "
+                                         "next round of NAME, re-probing with the --labeled items in context")
     plan.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                       help="strategy parameter, e.g. --param tau=0.3 (repeatable)")
     plan.add_argument("--out", default="plan.jsonl",
@@ -111,20 +129,20 @@ def _evaluate_parser(sub) -> None:
                "  neuroshot evaluate --pool pool.jsonl --test test.jsonl --regime per-query --k 4 \\\n"
                "      --strategy random --strategy neuron_coverage --strategy active:entropy --budget 18 --budget 50 \\\n"
                "      --calibrated --out results.csv --plot curve.png",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=_Help)
     ev.add_argument("--pool", required=True, help="labelled pool to plan from: .jsonl or .csv with text and label")
     ev.add_argument("--test", required=True, help="labelled test set (.jsonl or .csv); never selectable")
     group = ev.add_mutually_exclusive_group()
     group.add_argument("--labels", help="comma-separated label set (default: the labels found in the two files)")
     group.add_argument("--task", help="task JSON: labels, instruction, templates, verbalizers")
     ev.add_argument("--pipeline", action="append", metavar="NAME",
-                    help="pipeline to compare (repeatable): recommended, random+knn, votek+knn, ideal+knn, ... (a "
+                    help="pipeline to compare (repeatable): {pipelines}, or any strategy name (a "
                          "strategy and its retriever under one name); the first is compared with each other one, "
                          "paired over test items and seeds, with a 95%% bootstrap interval "
                          "[recommended and random+knn, when no --strategy is given]")
     ev.add_argument("--strategy", action="append", metavar="NAME",
-                    help="strategy to compare (repeatable), with --retriever in the per-query regime; 'active:NAME' "
-                         "runs NAME in active rounds (re-probing with the labels so far in context)")
+                    help="strategy to compare (repeatable): {strategies}, with --retriever in the per-query regime; "
+                         "'active:NAME' runs NAME in active rounds (re-probing with the labels so far in context)")
     ev.add_argument("--budget", type=int, action="append", required=True, metavar="N",
                     help="number of items to annotate (repeatable: one point of the learning curve each)")
     ev.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="SEED", help="seeds [0 1 2]")
@@ -133,7 +151,7 @@ def _evaluate_parser(sub) -> None:
                          "for each test item [static]")
     ev.add_argument("--k", type=int, default=4, help="demonstrations per test item in the per-query regime [4]")
     ev.add_argument("--retriever", default="neuron",
-                    help="per-query retriever of --strategy runs: neuron (default), embedding, hybrid, random")
+                    help="per-query retriever of --strategy runs: {retrievers} [neuron]")
     ev.add_argument("--retriever-param", action="append", default=[], metavar="KEY=VALUE",
                     help="parameter of --retriever (repeatable; JSON values), e.g. mmr=0.5")
     ev.add_argument("--rounds", type=int, default=3, help="rounds of 'active:' strategies [3]")
@@ -204,6 +222,7 @@ def _run_plan(args) -> int:
     from .pipelines import get_pipeline
     from .probing import probe
     from .strategies import get_strategy
+    from .strategies.active import ActiveStrategy
 
     task = _task(args)
     out = Path(args.out)
@@ -226,9 +245,12 @@ def _run_plan(args) -> int:
     _check_probe_args(args)
     _quiet_transformers()
     lm = load_model(args.model, adapter=args.adapter)
-    result = probe(lm, task, [r.text for r in records], method=args.method, objective=args.objective,
-                   top_k=args.top_k, critical_fraction=args.critical_fraction, batch_size=args.batch_size,
-                   store=args.store or cache_dir() / "signatures", ids=[r.id for r in records])
+    probe_kwargs = dict(method=args.method, objective=args.objective, top_k=args.top_k,
+                        critical_fraction=args.critical_fraction, batch_size=args.batch_size,
+                        store=args.store or cache_dir() / "signatures")
+    if isinstance(strategy, ActiveStrategy):  # the next round: the rest re-probed with --labeled in context
+        strategy.lm, strategy.probe_kwargs, strategy.progress = lm, probe_kwargs, True
+    result = probe(lm, task, [r.text for r in records], ids=[r.id for r in records], **probe_kwargs)
     plan = strategy.plan(result, args.budget, labeled={index[i]: lab for i, lab in labeled.items()}, seed=args.seed)
     items = [AnnotationItem(records[p.index].id, records[p.index].text, p.rank, p.why()) for p in plan.picks]
     export_for_annotation(items, out, task.labels)
@@ -306,12 +328,12 @@ def _run_evaluate(args) -> int:
     check_whole("--budget", budgets[0])
     if budgets[-1] > len(pool):
         raise NeuroshotError(f"--budget {budgets[-1]} is larger than the {len(pool)} items in {args.pool}")
-    from .experiment import ACTIVE_PREFIX, Experiment, label_efficiency, learning_curves
+    from .experiment import Experiment, label_efficiency, learning_curves
     from .models import cache_dir, load_model
     from .strategies import get_strategy
 
     for name in strategies + [p.strategy for p in pipelines]:
-        get_strategy(name[len(ACTIVE_PREFIX):] if name.startswith(ACTIVE_PREFIX) else name)  # fail early
+        get_strategy(name)  # fail early
     for pipeline in pipelines:
         pipeline.make_retriever()  # fail before probing
     from .retrieval import get_retriever

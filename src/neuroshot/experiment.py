@@ -45,7 +45,6 @@ __all__ = ["ExperimentRecord", "Experiment", "run_experiment", "learning_curves"
            "label_efficiency", "REGIMES"]
 
 REGIMES = ("static", "per-query")
-ACTIVE_PREFIX = "active:"
 
 
 @dataclass
@@ -150,24 +149,24 @@ class Experiment:
         with this experiment's retriever and parameters."""
         if isinstance(strategy, Pipeline):
             return strategy
-        base = strategy[len(ACTIVE_PREFIX):] if strategy.startswith(ACTIVE_PREFIX) else strategy
+        base = strategy.partition(":")[2] or strategy  # "active:neufs" takes neufs' parameters
         return Pipeline(strategy, strategy, self.retriever, self.strategy_params.get(base, {}), self.retriever_params)
 
     def plan(self, strategy: str | Pipeline, budget: int, seed: int,
              annotator: SimulatedAnnotator) -> tuple[list[int], dict[str, str]]:
         """Plan ``budget`` pool items and have ``annotator`` label exactly those: (pool indices, id -> label)."""
-        from .strategies import get_strategy
+        from .strategies.active import ActiveStrategy
 
-        pipeline = self.pipeline(strategy)
-        if pipeline.strategy.startswith(ACTIVE_PREFIX):
+        planner = self.pipeline(strategy).make_strategy()
+        if isinstance(planner, ActiveStrategy):
             from .active import active_plan
 
-            base = get_strategy(pipeline.strategy[len(ACTIVE_PREFIX):], **dict(pipeline.strategy_params))
-            result = active_plan(self.lm, self.task, [r.text for r in self.pool], base, budget,
+            result = active_plan(self.lm, self.task, [r.text for r in self.pool], planner, budget,
                                  annotator=annotator, ids=[r.id for r in self.pool], rounds=self.rounds, seed=seed,
-                                 pool=self.pool_probe, probe_kwargs=self.probe_kwargs, progress=self.progress)
+                                 pool=self.pool_probe, context_demos=planner.context_demos,
+                                 probe_kwargs=self.probe_kwargs, progress=self.progress)
             return result.indices, result.labels
-        chosen = pipeline.make_strategy().plan(self.pool_probe, budget, seed=seed).indices
+        chosen = planner.plan(self.pool_probe, budget, seed=seed).indices
         return chosen, dict(annotator([self.pool[i].id for i in chosen]))
 
     def run_one(self, strategy: str | Pipeline, budget: int, seed: int, *,

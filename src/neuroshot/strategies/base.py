@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .._registry import Registry
+from .._registry import Registry, parameters
 from ..errors import NeuroshotError
 from ..neighbours import minmax  # noqa: F401  (strategies import it from here)
 from ..probing import ProbeResult
@@ -117,8 +117,17 @@ def register(cls: type[Strategy]) -> type[Strategy]:
 
 
 def get_strategy(name: str, **params: Any) -> Strategy:
-    """A strategy by name, e.g. ``get_strategy("neufs", tau=0.5)``."""
-    return _REGISTRY.create(name, **params)
+    """A strategy by name, e.g. ``get_strategy("neufs", tau=0.5)``.
+
+    ``"WRAPPER:BASE"`` (e.g. ``"active:entropy"``) builds the wrapper strategy around ``BASE``;
+    parameters the wrapper does not take go to the base strategy.
+    """
+    wrapper, sep, base = name.partition(":")
+    if not sep:
+        return _REGISTRY.create(name, **params)
+    own = set(parameters(STRATEGIES[wrapper])) if wrapper in STRATEGIES else set()
+    base_params = {**params.pop("base_params", {}), **{k: params.pop(k) for k in list(params) if k not in own}}
+    return _REGISTRY.create(wrapper, base=base, base_params=base_params, **params)
 
 
 def item_neurons(pool: ProbeResult, index: int, k: int = 5, among: np.ndarray | None = None) -> list[tuple[int, int, float]]:

@@ -1,0 +1,100 @@
+"""Active rounds as a strategy: ``get_strategy("active:entropy")`` (AdaICL-style).
+
+One ``plan`` call is one round. Without labels it is the base strategy on the given probe. With
+labels (``labeled`` as index -> label) it first re-probes the not-yet-annotated items with the
+annotated ones as demonstrations in the prompt, so label probabilities, signatures and
+task-critical neurons describe the model *with* those demonstrations, and then lets the base
+strategy plan on that probe. That needs the model (``lm=``); :func:`neuroshot.active.active_plan`
+runs all rounds with an annotator, ``neuroshot plan --strategy active:NAME --labeled FILE``
+plans the next round from the labels given so far.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .._validation import check_whole
+from ..errors import NeuroshotError
+from ..probing import ProbeResult, probe
+from ..task import Demonstration, Task
+from .base import Pick, Plan, Strategy, get_strategy, register
+
+__all__ = ["ActiveStrategy", "context_demonstrations"]
+
+
+def context_demonstrations(texts: Sequence[str], annotated: Sequence[int], labels: Mapping[int, str],
+                           task: Task, limit: int) -> list[Demonstration]:
+    """The annotated items shown in context while re-probing: all of them up to ``limit``; beyond
+    that, label-balanced (round-robin over labels, earliest annotated first), in annotation order."""
+    chosen = list(annotated)
+    if len(chosen) > limit:
+        by_label: dict[str, list[int]] = {}
+        for i in annotated:
+            by_label.setdefault(labels[i], []).append(i)
+        queues = [by_label[lab] for lab in task.labels if lab in by_label]
+        picked: set[int] = set()
+        while len(picked) < limit:
+            for queue in queues:
+                if queue and len(picked) < limit:
+                    picked.add(queue.pop(0))
+        chosen = [i for i in annotated if i in picked]
+    return [Demonstration(texts[i], labels[i]) for i in chosen]
+
+
+@register
+class ActiveStrategy(Strategy):
+    """The base strategy, planned on a probe re-run with the labels so far in context.
+
+    ``base`` / ``base_params``: the strategy that plans each round, by name or as an object
+    (``get_strategy("active:neufs", tau=0.3)`` puts ``tau`` into ``base_params``). ``context_demos``: at most this many annotated
+    items in context (see :func:`context_demonstrations`). ``lm`` and ``probe_kwargs`` (method,
+    top_k, critical_fraction, store, ...) re-probe; without ``lm`` only a first round (no labels)
+    can be planned. After each ``plan`` the round's probe is in ``round_probe_`` with its rows
+    (pool indices, annotated items first) in ``round_rows_`` and the demonstrations in ``round_demos_``.
+    """
+
+    name = "active"
+
+    def __init__(self, base: str | Strategy = "entropy", base_params: Mapping[str, Any] | None = None,
+                 context_demos: int = 8, lm: Any = None, probe_kwargs: Mapping[str, Any] | None = None,
+                 progress: bool = False) -> None:
+        if isinstance(base, Strategy):
+            self._base, self.base, self.base_params = base, base.name, base.get_params()
+        else:
+            self._base = get_strategy(base, **dict(base_params or {}))
+            self.base, self.base_params = base, dict(base_params or {})
+        if isinstance(self._base, ActiveStrategy):
+            raise NeuroshotError(f"active: base={self.base!r}: active rounds cannot be nested")
+        self.context_demos = check_whole("context_demos", context_demos)
+        self.lm, self.probe_kwargs, self.progress = lm, dict(probe_kwargs or {}), progress
+
+    def plan(self, pool: ProbeResult, budget: int, *, labeled: Sequence[int] | Mapping[int, str] = (),
+             seed: int = 0) -> Plan:
+        labels = dict(labeled) if isinstance(labeled, Mapping) else {}
+        current, rows, demos = pool, list(range(len(pool))), []
+        if labels:
+            if self.lm is None:
+                raise NeuroshotError("active rounds re-probe the pool with the labels so far in context: "
+                                     "give the model (lm=)")
+            annotated = list(labels)
+            demos = context_demonstrations(pool.texts, annotated, labels, pool.task, self.context_demos)
+            rest = [i for i in range(len(pool)) if i not in labels]
+            ids = None if pool.ids is None else [pool.ids[i] for i in rest]
+            fresh = probe(self.lm, pool.task, [pool.texts[i] for i in rest], demos=demos, ids=ids,
+                          progress=self.progress, **self.probe_kwargs)
+            current, rows = pool.subset(annotated).extend(fresh), annotated + rest
+        step = self._base.plan(current, budget, labeled={row: labels[i] for row, i in enumerate(rows) if i in labels}
+                               if labels else labeled, seed=seed)
+        self.round_probe_, self.round_rows_, self.round_demos_ = current, rows, demos
+        picks = [Pick(rows[p.index], p.rank, p.score, dict(p.parts), p.cluster, p.neurons) for p in step.picks]
+        return Plan(f"{self.name}:{self.base}", int(budget), seed, picks, self.get_params())
+
+    def _select(self, pool: ProbeResult, candidates: np.ndarray, budget: int,
+                labeled: Sequence[int] | Mapping[int, str], rng: np.random.Generator) -> list[Pick]:
+        raise NotImplementedError("ActiveStrategy plans in plan()")  # pragma: no cover
+
+    def get_params(self) -> dict[str, Any]:
+        return {"base": self.base, "base_params": self.base_params, "context_demos": self.context_demos}
