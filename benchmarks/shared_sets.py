@@ -94,10 +94,11 @@ def load_shared_set(name: str, data: Path = DEFAULT_DATA, *, pool_size: int | No
                     max_text_tokens: int | None = None) -> SharedSet:
     """Task, pool and test records of a set.
 
-    ``pool_size`` / ``test_size`` keep a seeded random sample. ``validation=N`` replaces the test set
-    with N items held out of the pool (for choosing settings without touching the test split).
+    ``pool_size`` / ``test_size`` keep a seeded random sample (:func:`neuroshot.data.split_records`).
+    ``validation=N`` replaces the test set with the N items held out of the pool (all of them; for
+    choosing settings without touching the test split).
     """
-    from neuroshot.data import load_records
+    from neuroshot.data import load_records, split_records
 
     folder = Path(data) / base_name(name)
     card_path = folder / "card.json"
@@ -109,15 +110,10 @@ def load_shared_set(name: str, data: Path = DEFAULT_DATA, *, pool_size: int | No
         labels = subset_labels(labels, SUBSETS[name][1])
         pool = [r for r in pool if r.label in labels]
         test = [r for r in test if r.label in labels]
-    rng = np.random.default_rng(seed)
-    pool = [pool[i] for i in rng.permutation(len(pool))]
-    if validation:
-        pool, test = pool[validation:], pool[:validation]
-    if pool_size:
-        pool = pool[:pool_size]
-    if test_size and test_size < len(test):
-        test = [test[i] for i in sorted(rng.choice(len(test), size=test_size, replace=False))]
-    return SharedSet(name, make_task(name, labels, max_text_tokens), pool, test)
+    split = split_records(pool, test, validation=validation or 0, pool_size=pool_size,
+                          test_size=None if validation else test_size, seed=seed)
+    return SharedSet(name, make_task(name, labels, max_text_tokens), split.pool,
+                     split.validation if validation else split.test)
 
 
 def add_grid_args(p, *, test_size: int, out: Path, markdown: Path) -> None:

@@ -163,7 +163,7 @@ def parse_args(recipe: Recipe, argv: Sequence[str] | None = None,
 
 def load_split(recipe: Recipe, args: argparse.Namespace) -> Split:
     """Validation slice and pool from one seeded permutation of ``pool.jsonl``; a seeded test sample."""
-    from neuroshot.data import load_records
+    from neuroshot.data import load_records, split_records
 
     pool, test = load_records(args.data / "pool.jsonl"), load_records(args.data / "test.jsonl")
     labels = recipe.labels
@@ -172,14 +172,11 @@ def load_split(recipe: Recipe, args: argparse.Namespace) -> Split:
         labels = json.loads(card.read_text(encoding="utf-8"))["labels"] if card.is_file() else sorted({r.label for r in pool})
     keep = set(labels)
     pool, test = [r for r in pool if r.label in keep], [r for r in test if r.label in keep]
-    rng = np.random.default_rng(0)
-    pool = [pool[i] for i in rng.permutation(len(pool))]
-    validation, pool = pool[:args.validation_size], pool[args.validation_size:args.validation_size + args.pool_size]
-    if args.test_size < len(test):
-        test = [test[i] for i in sorted(rng.choice(len(test), size=args.test_size, replace=False))]
-    if max(args.budgets + [args.budget]) > len(pool):
-        raise SystemExit(f"{recipe.name}: a budget is larger than the pool ({len(pool)} items)")
-    return Split(recipe.make_task(labels), pool, validation, test)
+    split = split_records(pool, test, validation=args.validation_size, pool_size=args.pool_size,
+                          test_size=args.test_size, seed=0)
+    if max(args.budgets + [args.budget]) > len(split.pool):
+        raise SystemExit(f"{recipe.name}: a budget is larger than the pool ({len(split.pool)} items)")
+    return Split(recipe.make_task(labels), split.pool, split.validation, split.test)
 
 
 def choose_embedding(lm, task, split: Split, args: argparse.Namespace, pool_probe=None) -> tuple[str, dict[str, float], Any]:

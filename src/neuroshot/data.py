@@ -89,6 +89,32 @@ def records_from_rows(
     return records
 
 
+@dataclass(frozen=True)
+class RecordSplit:
+    """A pool to select from, a validation slice held out of it (never selectable), and test items."""
+
+    pool: list[Record]
+    validation: list[Record]
+    test: list[Record]
+
+
+def split_records(pool: Sequence[Record], test: Sequence[Record], *, validation: int = 0,
+                  pool_size: int | None = None, test_size: int | None = None, seed: int = 0) -> RecordSplit:
+    """One seeded permutation of ``pool``: its first ``validation`` items are the validation slice, the
+    next ``pool_size`` (default: all) the pool to select from; ``test_size`` test items are a seeded
+    sample kept in file order (default: all). Recipes and benchmarks split with this, so the same
+    arguments give the same items everywhere."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    shuffled = [pool[i] for i in rng.permutation(len(pool))]
+    held, rest = shuffled[:validation], shuffled[validation:]
+    rest = rest[:pool_size] if pool_size else rest
+    if test_size and test_size < len(test):
+        test = [test[i] for i in sorted(rng.choice(len(test), size=test_size, replace=False))]
+    return RecordSplit(rest, held, list(test))
+
+
 def label_set(records: Sequence[Record]) -> list[str]:
     """The sorted distinct gold labels of ``records`` (for evaluation and the demo)."""
     return sorted({r.label for r in records if r.label is not None})

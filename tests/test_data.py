@@ -1,0 +1,26 @@
+"""The one pool / validation / test split that recipes and benchmarks share."""
+
+from __future__ import annotations
+
+from neuroshot.data import Record, split_records
+
+POOL = [Record(f"p{i}", f"pool text {i}", "ab"[i % 2]) for i in range(30)]
+TEST = [Record(f"t{i}", f"test text {i}", "ab"[i % 2]) for i in range(20)]
+
+
+def test_split_is_seeded_disjoint_and_keeps_test_order():
+    split = split_records(POOL, TEST, validation=5, pool_size=10, test_size=8, seed=3)
+    assert len(split.validation) == 5 and len(split.pool) == 10 and len(split.test) == 8
+    assert not {r.id for r in split.validation} & {r.id for r in split.pool}
+    assert [r.id for r in split.test] == sorted((r.id for r in split.test), key=lambda i: int(i[1:]))
+    again = split_records(POOL, TEST, validation=5, pool_size=10, test_size=8, seed=3)
+    assert again == split
+    other = split_records(POOL, TEST, validation=5, pool_size=10, test_size=8, seed=4)
+    assert [r.id for r in other.pool] != [r.id for r in split.pool]
+
+
+def test_pool_size_takes_a_prefix_of_the_same_permutation():
+    small = split_records(POOL, TEST, validation=5, pool_size=10)
+    full = split_records(POOL, TEST, validation=5)
+    assert full.validation == small.validation and full.pool[:10] == small.pool and len(full.pool) == 25
+    assert full.test == TEST
