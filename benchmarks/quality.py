@@ -30,6 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import append_result, cell_key, main_loop, read_results, update_section  # noqa: E402
 from shared_sets import REPO, add_grid_args, base_name, load_shared_set, model_spec  # noqa: E402
 
+from neuroshot.stats import mean_std  # noqa: E402
+
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "quality"
 DEFAULT_MD = REPO / "benchmarks" / "RESULTS.md"
 STRATEGIES = ("random", "entropy", "kmeans", "typiclust", "fast_votek", "votek", "ideal", "neufs", "neuron_coverage")
@@ -103,7 +105,7 @@ def _accuracy_table(curves: dict, eff: dict, budgets: list[int], records: list) 
         cells = []
         for b in budgets:
             values = curves[strategy].get(b)
-            cells.append(f"{np.mean(values):.3f} ± {np.std(values):.3f}" if values else "-")
+            cells.append(mean_std(values or []))
         e = eff.get(strategy)
         e_text = "-" if e is None else ("not reached" if e.budget is None else f"{e.budget} ({e.saving:.2g}x)")
         seconds = np.median([r.seconds for r in records if r.strategy == strategy])

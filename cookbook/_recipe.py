@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 COOKBOOK = Path(__file__).resolve().parent
 SHARED_DATA = COOKBOOK.parent.parent / "shared" / "data"
@@ -204,6 +203,8 @@ def with_knn(strategy: str):
 
 def table(records: Sequence, embedding: str) -> str:
     """Markdown table: accuracy and macro-F1 per pipeline and budget, mean ± std over seeds."""
+    from neuroshot.stats import mean_std
+
     budgets = sorted({r.budget for r in records})
     names = list(dict.fromkeys(r.pipeline for r in records))
     seeds = sorted({r.seed for r in records})
@@ -214,8 +215,7 @@ def table(records: Sequence, embedding: str) -> str:
         cells = []
         for metric in ("accuracy", "macro_f1"):
             for b in budgets:
-                v = np.array([getattr(r, metric) for r in records if r.pipeline == name and r.budget == b])
-                cells.append(f"{v.mean():.3f} ± {v.std():.3f}" if len(v) > 1 else f"{v.mean():.3f}")
+                cells.append(mean_std([getattr(r, metric) for r in records if r.pipeline == name and r.budget == b]))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + f"\n\n(mean ± std over seeds {', '.join(map(str, seeds))}; n_test = {records[0].n_test})"
 

@@ -239,3 +239,11 @@ def test_head_to_head_summary_judges_paired_cells(tmp_path):
     assert "| win / tie / loss (sets) | 1 / 1 / 0 |" in text
     assert "| sst2 | +0.0 [+0.0, +0.0] |" in text  # identical answers: no difference, no verdict
     assert (out / "forest_default_per-query_accuracy.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_mean_std_is_the_one_spread_format():
+    from neuroshot.stats import mean_std
+
+    assert mean_std([0.5, 0.7]) == "0.600 ± 0.100"
+    assert mean_std([0.5]) == "0.500" and mean_std([]) == "-"
+    assert mean_std([1, 2, 3], digits=1) == "2.0 ± 0.8"

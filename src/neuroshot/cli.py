@@ -411,9 +411,7 @@ def _comparison_table(records, gold, reference: str, calibrated: bool) -> str:
 def _results_table(records, calibrated: bool) -> str:
     import numpy as np
 
-    def cell(values) -> str:
-        a = np.asarray(values, dtype=float)
-        return f"{a.mean():.3f} ± {a.std():.3f}"
+    from .stats import mean_std
 
     groups: dict[tuple[str, int], list] = {}
     for r in records:
@@ -424,10 +422,9 @@ def _results_table(records, calibrated: bool) -> str:
     lines = [f"{records[0].regime} regime, {records[0].n_test} test items; mean ± std over seeds", "",
              head + "  s / run"]
     for (strategy, budget), rs in groups.items():
-        line = (f"{strategy:<{width}}  {budget:>6}  {len(rs):>5}  {cell([r.accuracy for r in rs])}  "
-                f"{cell([r.macro_f1 for r in rs])}")
-        if calibrated:
-            line += f"  {cell([r.accuracy_calibrated for r in rs])}  {cell([r.macro_f1_calibrated for r in rs])}"
+        metrics = ["accuracy", "macro_f1"] + (["accuracy_calibrated", "macro_f1_calibrated"] if calibrated else [])
+        line = f"{strategy:<{width}}  {budget:>6}  {len(rs):>5}  " + "  ".join(
+            f"{mean_std([getattr(r, m) for r in rs]):<13}" for m in metrics)
         lines.append(line + f"  {np.mean([r.seconds for r in rs]):7.1f}")
     return "\n".join(lines)
 

@@ -22,7 +22,7 @@ from .experiment import Experiment
 from .models import cache_dir, load_model
 from .pipelines import get_pipeline
 from .scoring import predict_proba
-from .stats import compare_records
+from .stats import compare_records, mean_std
 from .task import Task
 
 DEMO_LABELS = ("account", "billing", "feedback", "returns", "shipping", "technical")
@@ -59,9 +59,7 @@ class DemoRow:
 
     @property
     def summary(self) -> str:
-        a = np.array(self.accuracies)
-        spread = f" ± {a.std():.3f}" if len(a) > 1 else ""
-        return f"{self.pipeline:<12} {a.mean():.3f}{spread:<8}   {len(a)}"
+        return f"{self.pipeline:<12} {mean_std(self.accuracies):<13}   {len(self.accuracies)}"
 
 
 def run_demo(model: str = "default", budget: int = 12, pipeline: str = "recommended", baseline: str = "random+knn",

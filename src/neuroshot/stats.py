@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import NeuroshotError
 
-__all__ = ["PairedDifference", "Comparison", "paired_difference", "mean_difference", "compare_records"]
+__all__ = ["PairedDifference", "Comparison", "paired_difference", "mean_difference", "compare_records", "mean_std"]
 
 N_BOOT = 2000
 
@@ -53,6 +53,15 @@ class PairedDifference:
         """``b - a`` from ``a - b``."""
         return PairedDifference(-self.mean, -self.high, -self.low, self.n_seeds, self.n_items, self.confidence,
                                 -self.replicates)
+
+
+def mean_std(values: Sequence[float], digits: int = 3) -> str:
+    """``"mean ± std"`` over seeds (population std), the mean alone for one value, ``"-"`` for none:
+    the one way every table in the CLI, demo, recipes and benchmarks prints a spread."""
+    a = np.asarray(values, dtype=float)
+    if a.size == 0:
+        return "-"
+    return f"{a.mean():.{digits}f}" + (f" ± {a.std():.{digits}f}" if a.size > 1 else "")
 
 
 def paired_difference(a: np.ndarray | Sequence, b: np.ndarray | Sequence, *, n_boot: int = N_BOOT,
