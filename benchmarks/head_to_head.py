@@ -76,29 +76,34 @@ def run(args: argparse.Namespace) -> None:
             pipelines = [_pipeline(p) for p in (args.pipelines or (REFERENCE, *BASELINES[regime]))]
             exp = Experiment(lm, data.task, data.pool, data.test, regime=regime, k=args.k, calibrated=static,
                              probe_kwargs={"store": STORE}, progress=False)
-            for pipeline in pipelines:
-                for budget in budgets:
-                    for seed in seeds:
-                        base = dict(model=args.model, set=name, regime=regime, pipeline=pipeline.name, budget=budget,
-                                    seed=seed, k=None if static else args.k, pool_size=len(data.pool),
-                                    test_size=len(data.test), validation=args.validation)
-                        if cell_key(KEY, base) in done or budget > len(data.pool):
-                            continue
-                        record = exp.run_one(pipeline, budget, seed)
-                        row = {**base, "strategy": pipeline.strategy, "retriever": record.retriever,
-                               "description": str(pipeline), "accuracy": record.accuracy,
-                               "macro_f1": record.macro_f1, "accuracy_calibrated": record.accuracy_calibrated,
-                               "macro_f1_calibrated": record.macro_f1_calibrated, "seconds": record.seconds,
-                               "retriever_fitted": record.retriever_fitted,
-                               "ids": record.ids, "correct": _bits(record.correct(gold)),
-                               "correct_calibrated": _bits(record.correct(gold, True)) if static else None,
-                               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                               "command": command}
-                        append_result(results_path, row)
-                        done.add(cell_key(KEY, base))
-                        cal = f"  calibrated {record.accuracy_calibrated:.3f}" if static else ""
-                        print(f"{name:<24} {regime:<9} {pipeline.name:<12} B={budget:<4} seed {seed}: "
-                              f"acc {record.accuracy:.3f}{cal}  ({record.seconds:.0f} s)", flush=True)
+            by_name = {p.name: p for p in pipelines}
+
+            def cell(pipeline_name: str, budget: int, seed: int) -> dict:
+                return dict(model=args.model, set=name, regime=regime, pipeline=pipeline_name, budget=budget,
+                            seed=seed, k=None if static else args.k, pool_size=len(data.pool),
+                            test_size=len(data.test), validation=args.validation)
+
+            def skip(pipeline, budget: int, seed: int) -> bool:  # done in an earlier run, or too large
+                return cell_key(KEY, cell(pipeline.name, budget, seed)) in done or budget > len(data.pool)
+
+            def save(record) -> None:
+                base, pipeline = cell(record.pipeline, record.budget, record.seed), by_name[record.pipeline]
+                row = {**base, "strategy": pipeline.strategy, "retriever": record.retriever,
+                       "description": str(pipeline), "accuracy": record.accuracy,
+                       "macro_f1": record.macro_f1, "accuracy_calibrated": record.accuracy_calibrated,
+                       "macro_f1_calibrated": record.macro_f1_calibrated, "seconds": record.seconds,
+                       "retriever_fitted": record.retriever_fitted,
+                       "ids": record.ids, "correct": _bits(record.correct(gold)),
+                       "correct_calibrated": _bits(record.correct(gold, True)) if static else None,
+                       "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                       "command": command}
+                append_result(results_path, row)
+                done.add(cell_key(KEY, base))
+                cal = f"  calibrated {record.accuracy_calibrated:.3f}" if static else ""
+                print(f"{name:<24} {regime:<9} {pipeline.name:<12} B={record.budget:<4} seed {record.seed}: "
+                      f"acc {record.accuracy:.3f}{cal}  ({record.seconds:.0f} s)", flush=True)
+
+            exp.run(pipelines, budgets, seeds, skip=skip, on_record=save)
 
 
 def _pipeline(spec: str):

@@ -71,27 +71,29 @@ def run(args: argparse.Namespace) -> None:
             budgets = args.static_budgets if regime == "static" else args.retrieval_budgets
             exp = Experiment(lm, data.task, data.pool, data.test, regime=regime, k=args.k, retriever=args.retriever,
                              calibrated=args.calibrated, probe_kwargs=probe_kwargs)
-            for strategy in args.strategies:
-                for budget in budgets:
-                    for seed in args.seeds:
-                        base = dict(model=args.model, set=name, regime=regime,
-                                    retriever=args.retriever if regime == "per-query" else None,
-                                    k=args.k if regime == "per-query" else None, strategy=strategy, budget=budget,
-                                    seed=seed, pool_size=len(data.pool), test_size=len(data.test),
-                                    validation=args.validation, method=args.method, calibrated=args.calibrated)
-                        if cell_key(KEY, base) in done:
-                            continue
-                        if budget > len(data.pool):
-                            print(f"skip {name} {strategy} budget {budget}: larger than the pool", file=sys.stderr)
-                            continue
-                        record = exp.run_one(strategy, budget, seed)
-                        row = {**base, **{k: v for k, v in vars(record).items() if k not in base},
-                               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                               "command": command}
-                        append_result(results_path, row)
-                        done.add(cell_key(KEY, base))
-                        print(f"{name:<24} {regime:<9} {strategy:<16} B={budget:<4} seed {seed}: "
-                              f"acc {record.accuracy:.3f}  F1 {record.macro_f1:.3f}  ({record.seconds:.0f} s)", flush=True)
+
+            def cell(strategy: str, budget: int, seed: int) -> dict:
+                return dict(model=args.model, set=name, regime=regime,
+                            retriever=args.retriever if regime == "per-query" else None,
+                            k=args.k if regime == "per-query" else None, strategy=strategy, budget=budget,
+                            seed=seed, pool_size=len(data.pool), test_size=len(data.test),
+                            validation=args.validation, method=args.method, calibrated=args.calibrated)
+
+            def skip(pipeline, budget: int, seed: int) -> bool:  # done in an earlier run, or too large
+                if budget > len(data.pool):
+                    print(f"skip {name} {pipeline.strategy} budget {budget}: larger than the pool", file=sys.stderr)
+                return cell_key(KEY, cell(pipeline.strategy, budget, seed)) in done or budget > len(data.pool)
+
+            def save(record) -> None:
+                base = cell(record.strategy, record.budget, record.seed)
+                row = {**base, **{k: v for k, v in vars(record).items() if k not in base},
+                       "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "command": command}
+                append_result(results_path, row)
+                done.add(cell_key(KEY, base))
+                print(f"{name:<24} {regime:<9} {record.strategy:<16} B={record.budget:<4} seed {record.seed}: "
+                      f"acc {record.accuracy:.3f}  F1 {record.macro_f1:.3f}  ({record.seconds:.0f} s)", flush=True)
+
+            exp.run(args.strategies, budgets, args.seeds, skip=skip, on_record=save)
 
 
 # --------------------------------------------------------------------------- summary

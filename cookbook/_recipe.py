@@ -284,7 +284,7 @@ def evaluate(recipe: Recipe, args: argparse.Namespace, lm, split: Split, out: Pa
     exp = Experiment(lm, task, split.pool, split.test, regime="per-query", k=args.k, pool_probe=pool_probe,
                      progress=not args.quiet)
     pipelines = [get_pipeline(REFERENCE), get_pipeline(STANDARD), with_knn(embedding)]
-    records = [exp.run_one(p, b, s) for p in pipelines for b in args.budgets for s in args.seeds]
+    records = exp.run(pipelines, args.budgets, args.seeds)
     seconds = time.perf_counter() - t0
     text = table(records, embedding)
     differences = comparison_table(records, [r.label for r in split.test])

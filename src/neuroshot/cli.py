@@ -347,12 +347,13 @@ def _run_evaluate(args) -> int:
     exp = Experiment(lm, task, pool, test, regime=args.regime, k=args.k, retriever=args.retriever,
                      retriever_params=retriever_params, calibrated=args.calibrated, rounds=args.rounds, probe_kwargs=probe_kwargs,
                      batch_size=args.batch_size)
-    records = []
-    for name in [*pipelines, *strategies]:
-        for budget in budgets:
-            for seed in args.seeds:
-                records.append(exp.run_one(name, budget, seed))
-                _write_results(out, records)  # after every run: an interrupted evaluation keeps its results
+    finished: list = []
+
+    def save(record) -> None:  # after every run: an interrupted evaluation keeps its results
+        finished.append(record)
+        _write_results(out, finished)
+
+    records = exp.run([*pipelines, *strategies], budgets, args.seeds, on_record=save)
     print(_results_table(records, args.calibrated))
     metrics = ["accuracy"] + (["accuracy_calibrated"] if args.calibrated else [])
     names = [p.name for p in pipelines] + strategies

@@ -84,7 +84,7 @@ def run_demo(model: str = "default", budget: int = 12, pipeline: str = "recommen
 
     gold = [r.label for r in test]
     zero = metrics(DEMO_TASK, gold, predict_proba(lm, DEMO_TASK, [r.text for r in test], []).argmax(1)).accuracy
-    records = [exp.run_one(p, budget, seed) for p in (mine, theirs) for seed in seeds]
+    records = exp.run([mine, theirs], [budget], seeds)
     rows = [DemoRow("zero-shot", [zero])] + [DemoRow(p.name, [r.accuracy for r in records if r.pipeline == p.name])
                                               for p in (mine, theirs)]
     print_fn(f"\nTest accuracy ({len(test)} test tickets; mean ± std over seeds {list(seeds)}):")

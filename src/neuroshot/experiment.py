@@ -22,7 +22,7 @@ from __future__ import annotations
 import inspect
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -242,13 +242,23 @@ class Experiment:
                            if k.endswith("_") and not k.startswith("_") and isinstance(v, (int, float, str))})
         return retriever.demonstrations(self.test_probe, self.k)
 
-    def run(self, strategies: Iterable[str | Pipeline], budgets: Iterable[int],
-            seeds: Iterable[int]) -> list[ExperimentRecord]:
-        """Every (strategy, budget, seed) cell, in that nesting order."""
-        cells = [(s, b, seed) for s in strategies for b in budgets for seed in seeds]
+    def run(self, strategies: Iterable[str | Pipeline], budgets: Iterable[int], seeds: Iterable[int], *,
+            skip: Callable[[Pipeline, int, int], bool] | None = None,
+            on_record: Callable[[ExperimentRecord], None] | None = None) -> list[ExperimentRecord]:
+        """Every (strategy, budget, seed) cell, in that nesting order: the one runner behind the CLI, the
+        demo, the recipes and the benchmarks.
+
+        ``skip(pipeline, budget, seed)`` returning True leaves a cell out (one already in a results
+        file, so a killed run resumes where it stopped); ``on_record(record)`` is called as each cell
+        finishes (to append it to that file, print it), so nothing finished is lost on interruption.
+        """
+        cells = [(self.pipeline(s), b, seed) for s in strategies for b in budgets for seed in seeds]
+        cells = [c for c in cells if skip is None or not skip(*c)]
         records = []
-        for strategy, budget, seed in tqdm(cells, unit="cell", desc="experiment", disable=not self.progress):
-            records.append(self.run_one(strategy, budget, seed))
+        for pipeline, budget, seed in tqdm(cells, unit="cell", desc="experiment", disable=not self.progress):
+            records.append(self.run_one(pipeline, budget, seed))
+            if on_record is not None:
+                on_record(records[-1])
         return records
 
 
