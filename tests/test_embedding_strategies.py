@@ -241,8 +241,8 @@ def test_seeded_explained_and_never_repicks_labeled(blob_pool, name):
 
 
 def test_defaults_follow_the_papers():
-    assert get_strategy("fast_votek").get_params() == {"k": 150, "rho": 10.0, "model": None}
-    assert get_strategy("ideal").get_params() == {"k": 10, "n_simulations": 10, "model": None}
+    assert get_strategy("fast_votek").get_params() == {"k": 150, "rho": 10.0, "embedding_model": None}
+    assert get_strategy("ideal").get_params() == {"k": 10, "n_simulations": 10, "embedding_model": None}
     assert get_strategy("typiclust").get_params()["k_nn"] == 20
     with pytest.raises(NeuroshotError, match="rho"):
         get_strategy("fast_votek", rho=1.0)

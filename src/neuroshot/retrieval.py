@@ -217,18 +217,18 @@ class HybridRetriever(NeuronRetriever):
 
     def __init__(self, embedding_weight: float | str = "auto", mmr: float = 1.0, balance: bool = False,
                  standardize: bool = True, label_weighted: bool = False, neighbours: int = 4,
-                 model: Any = None) -> None:
+                 embedding_model: Any = None) -> None:
         if embedding_weight != "auto":
             check_in("embedding_weight ('auto' or a number)", embedding_weight, 0.0, 1.0)
         check_whole("neighbours", neighbours)
         super().__init__(mmr=mmr, balance=balance, standardize=standardize, label_weighted=label_weighted)
-        self.embedding_weight, self.neighbours, self.model = embedding_weight, neighbours, model
+        self.embedding_weight, self.neighbours, self.embedding_model = embedding_weight, neighbours, embedding_model
 
     def _fit(self, annotated: ProbeResult) -> None:
         from .embeddings import pool_embeddings
 
         super()._fit(annotated)
-        self._demo_embeddings = pool_embeddings(annotated, self.model)
+        self._demo_embeddings = pool_embeddings(annotated, self.embedding_model)
         embedding_pair, neuron_pair = self._demo_embeddings @ self._demo_embeddings.T, self._pair
         self.embedding_weight_ = (self._choose_weight(embedding_pair, neuron_pair)
                                   if self.embedding_weight == "auto" else float(self.embedding_weight))
@@ -260,7 +260,7 @@ class HybridRetriever(NeuronRetriever):
             return self._query_cache[1], self._query_cache[2]
         neuron_sim, vectors = super()._similarities(queries)
         w = self.embedding_weight_
-        sim = w * (pool_embeddings(queries, self.model) @ self._demo_embeddings.T) + (1 - w) * neuron_sim
+        sim = w * (pool_embeddings(queries, self.embedding_model) @ self._demo_embeddings.T) + (1 - w) * neuron_sim
         self._query_cache = (queries, sim, vectors)
         return sim, vectors
 
@@ -291,14 +291,14 @@ class EmbeddingRetriever(Retriever):
 
     name = "embedding"
 
-    def __init__(self, mmr: float = 1.0, model: Any = None) -> None:
+    def __init__(self, mmr: float = 1.0, embedding_model: Any = None) -> None:
         check_in("mmr", mmr, 0.0, 1.0)
-        self.mmr, self.model = mmr, model
+        self.mmr, self.embedding_model = mmr, embedding_model
 
     def _fit(self, annotated: ProbeResult) -> None:
         from .embeddings import pool_embeddings
 
-        self._demo = pool_embeddings(annotated, self.model)
+        self._demo = pool_embeddings(annotated, self.embedding_model)
         self._pair = self._demo @ self._demo.T
         self._query_cache: tuple[int, np.ndarray] | None = None
 
@@ -306,7 +306,7 @@ class EmbeddingRetriever(Retriever):
         if self._query_cache is None or self._query_cache[0] != id(queries):
             from .embeddings import pool_embeddings
 
-            q = pool_embeddings(queries, self.model)
+            q = pool_embeddings(queries, self.embedding_model)
             if q.shape[1] != self._demo.shape[1]:
                 raise NeuroshotError(f"query embeddings have {q.shape[1]} dimensions, the annotated ones {self._demo.shape[1]}")
             self._query_cache = (id(queries), q @ self._demo.T)

@@ -128,15 +128,16 @@ def _neurons(pool: ProbeResult, i: int) -> list[tuple[int, int, float]]:
 class _EmbeddingStrategy(Strategy):
     """Shared: where the embeddings come from."""
 
-    model: Model = None
+    embedding_model: Model = None
 
     def _embeddings(self, pool: ProbeResult) -> np.ndarray:
-        return pool_embeddings(pool, self.model)
+        return pool_embeddings(pool, self.embedding_model)
 
     def get_params(self) -> dict[str, Any]:
         params = super().get_params()
-        if params.get("model") is not None and not isinstance(params["model"], (str, os.PathLike)):
-            params["model"] = type(params["model"]).__name__
+        given = params.get("embedding_model")
+        if given is not None and not isinstance(given, (str, os.PathLike)):
+            params["embedding_model"] = type(given).__name__
         return params
 
 
@@ -146,9 +147,9 @@ class KMeansStrategy(_EmbeddingStrategy):
 
     name = "kmeans"
 
-    def __init__(self, n_init: int = 10, model: Model = None) -> None:
+    def __init__(self, n_init: int = 10, embedding_model: Model = None) -> None:
         check_whole("n_init", n_init)
-        self.n_init, self.model = n_init, model
+        self.n_init, self.embedding_model = n_init, embedding_model
 
     def _select(self, pool, candidates, budget, labeled, rng):
         x = self._embeddings(pool)[candidates]
@@ -189,12 +190,12 @@ class TypiClustStrategy(_EmbeddingStrategy):
     name = "typiclust"
 
     def __init__(self, k_nn: int = 20, min_cluster_size: int = 5, max_clusters: int = 500, n_init: int = 10,
-                 model: Model = None) -> None:
+                 embedding_model: Model = None) -> None:
         for key, value in (("k_nn", k_nn), ("max_clusters", max_clusters), ("n_init", n_init)):
             check_whole(key, value)
         check_whole("min_cluster_size", min_cluster_size, minimum=0)
         self.k_nn, self.min_cluster_size, self.max_clusters, self.n_init = k_nn, min_cluster_size, max_clusters, n_init
-        self.model = model
+        self.embedding_model = embedding_model
 
     def _select(self, pool, candidates, budget, labeled, rng):
         x = self._embeddings(pool)
@@ -230,10 +231,10 @@ class FastVoteKStrategy(_EmbeddingStrategy):
 
     name = "fast_votek"
 
-    def __init__(self, k: int = 150, rho: float = 10.0, model: Model = None) -> None:
+    def __init__(self, k: int = 150, rho: float = 10.0, embedding_model: Model = None) -> None:
         check_whole("k", k)
         check_in("rho", rho, 1.0, low_open=True)
-        self.k, self.rho, self.model = k, rho, model
+        self.k, self.rho, self.embedding_model = k, rho, embedding_model
 
     def _select(self, pool, candidates, budget, labeled, rng):
         votes = _Votes(self._embeddings(pool), self.k, self.rho, picked=list(labeled))
@@ -262,7 +263,7 @@ class VoteKStrategy(_EmbeddingStrategy):
     name = "votek"
 
     def __init__(self, k: int = 150, rho: float = 10.0, stage1_fraction: float = 0.1, lm: Any = None,
-                 annotator: Annotator | None = None, model: Model = None) -> None:
+                 annotator: Annotator | None = None, embedding_model: Model = None) -> None:
         check_whole("k", k)
         check_in("rho", rho, 1.0, low_open=True)
         check_in("stage1_fraction", stage1_fraction, 0.0, 1.0, low_open=True)
@@ -270,7 +271,7 @@ class VoteKStrategy(_EmbeddingStrategy):
             raise NeuroshotError("votek with lm= needs annotator= to label the stage-1 demonstrations")
         if annotator is not None and not callable(annotator):
             raise NeuroshotError("annotator must be callable: ids -> {id: label}")
-        self.k, self.rho, self.stage1_fraction, self.model = k, rho, stage1_fraction, model
+        self.k, self.rho, self.stage1_fraction, self.embedding_model = k, rho, stage1_fraction, embedding_model
         self._lm, self._annotator = lm, annotator
 
     def get_params(self) -> dict[str, Any]:
@@ -369,10 +370,10 @@ class IdealStrategy(_EmbeddingStrategy):
 
     name = "ideal"
 
-    def __init__(self, k: int = 10, n_simulations: int = 10, model: Model = None) -> None:
+    def __init__(self, k: int = 10, n_simulations: int = 10, embedding_model: Model = None) -> None:
         check_whole("k", k)
         check_whole("n_simulations", n_simulations)
-        self.k, self.n_simulations, self.model = k, n_simulations, model
+        self.k, self.n_simulations, self.embedding_model = k, n_simulations, embedding_model
 
     def _select(self, pool, candidates, budget, labeled, rng):
         emb = self._embeddings(pool)
