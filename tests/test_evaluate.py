@@ -198,7 +198,8 @@ def test_label_efficiency():
     eff = label_efficiency(curves)
     assert eff["good"].budget == 5 and eff["good"].saving == 4.0 and eff["good"].target == pytest.approx(0.45)
     assert eff["random"].budget == 20 and eff["bad"].budget is None
-    assert "does not reach" in str(eff["bad"]) and "4x fewer" in str(eff["good"])
+    assert "does not reach" in str(eff["bad"]) and "4x fewer labels" in str(eff["good"])
+    assert "the same budget" in str(eff["random"])
     records = [_rec(s, b, i, v) for s, c in curves.items() for b, vs in c.items() for i, v in enumerate(vs)]
     assert learning_curves(records) == curves
     assert label_efficiency(records)["good"].budget == 5

@@ -320,7 +320,8 @@ class LabelEfficiency:
     def __str__(self) -> str:
         if self.budget is None:
             return f"{self.strategy}: does not reach {self.target:.3f} within the budgets tried"
-        return f"{self.strategy}: reaches {self.target:.3f} at {self.budget} labels ({self.saving:.2g}x fewer)"
+        saving = "the same budget" if self.budget == self.baseline_budget else f"{self.saving:.2g}x fewer labels"
+        return f"{self.strategy}: reaches {self.target:.3f} at {self.budget} labels ({saving})"
 
 
 def label_efficiency(curves: Curves | Iterable[ExperimentRecord], baseline: str = "random",
