@@ -24,3 +24,12 @@ def test_pool_size_takes_a_prefix_of_the_same_permutation():
     full = split_records(POOL, TEST, validation=5)
     assert full.validation == small.validation and full.pool[:10] == small.pool and len(full.pool) == 25
     assert full.test == TEST
+
+
+def test_atomic_write_gives_the_permissions_a_plain_open_would(tmp_path):
+    from neuroshot._io import atomic_write
+
+    with atomic_write(tmp_path / "atomic.txt") as fh:
+        fh.write("x")
+    (tmp_path / "plain.txt").write_text("x")
+    assert (tmp_path / "atomic.txt").stat().st_mode == (tmp_path / "plain.txt").stat().st_mode
