@@ -11,7 +11,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # top to bottom, as in README; a module may import from its own layer or the ones above
 LAYERS = [
     {"errors", "_io", "_registry", "_validation", "task", "data", "models"},
-    {"scoring", "attribution", "signatures", "store"},
+    {"scoring", "attribution", "signatures", "store", "distributed"},
     {"probing"},
     {"embeddings", "neighbours"},
     {"strategies", "retrieval"},

@@ -80,3 +80,63 @@ def test_uncertainty_bonus_changes_the_plan(grouped_pool):
 def test_bad_parameters_are_refused(params):
     with pytest.raises(NeuroshotError, match=next(iter(params))):
         get_strategy("neuron_coverage", **params)
+
+
+@pytest.fixture(scope="module")
+def random_pool(tiny_lm):
+    """120 items with random signatures (40 neurons each) and random label probabilities."""
+    from neuroshot.task import Task
+
+    task = Task(labels=("A", "B", "C"), instruction="Pick {labels}.", answer_prefix="")
+    texts = [f"text {i}" for i in range(120)]
+    base = probe(tiny_lm, task, texts, top_k=8, progress=False)
+    rng = np.random.default_rng(1)
+    neurons = [rng.choice(base.signatures.n_neurons, 40, replace=False) for _ in texts]
+    values = [rng.gamma(2.0, 1.0, 40) for _ in texts]
+    sig = Signatures.from_items(neurons, values, base.signatures.n_layers, base.signatures.d_ff)
+    crit = critical_neurons(sig, fraction=0.5)
+    probs = rng.dirichlet(np.ones(3), len(texts))
+    return replace(base, probs=probs, signatures=sig, critical=crit, scores=item_scores(probs, sig, crit))
+
+
+def _full_greedy(pool, budget, labeled, seed, n_neighbors=10, balance=False, uncertainty_weight=0.0):
+    """The plan by recomputing every candidate's gain at every step (what the lazy greedy must equal)."""
+    from neuroshot.strategies.base import minmax
+    from neuroshot.strategies.coverage import _centred_signatures, _cover, _gains, _similarity_graph
+
+    n = len(pool)
+    reach = _similarity_graph(_centred_signatures(pool), n_neighbors)
+    best = np.zeros(n)
+    for i in labeled:
+        _cover(reach, i, best)
+    bonus = uncertainty_weight * minmax(pool.scores.entropy)
+    classes = pool.predicted.copy()
+    counts = np.bincount(classes[list(labeled)], minlength=3)
+    available = np.ones(n, dtype=bool)
+    available[list(labeled)] = False
+    tiebreak = np.random.default_rng(seed).random(n) * 1e-9
+    picks = []
+    for _ in range(budget):
+        total = _gains(reach, best) / n + bonus
+        total = total / (1.0 + counts[classes]) if balance else total
+        x = int(np.argmax(np.where(available, total + tiebreak, -np.inf)))
+        _cover(reach, x, best)
+        picks.append(x)
+        available[x] = False
+        counts[classes[x]] += 1
+    return picks
+
+
+@pytest.mark.parametrize("options", [{}, {"balance": True}, {"uncertainty_weight": 0.5}])
+@pytest.mark.parametrize("labeled", [[], [3, 50, 77]])
+def test_lazy_greedy_equals_the_full_greedy(random_pool, options, labeled):
+    plan = get_strategy("neuron_coverage", n_neighbors=10, **options).plan(random_pool, 15, labeled=labeled, seed=4)
+    assert plan.indices == _full_greedy(random_pool, 15, labeled, seed=4, **options)
+
+
+def test_approximate_neighbours_plan_like_exact_ones(random_pool):
+    exact = get_strategy("neuron_coverage", n_neighbors=10, neighbours="exact").plan(random_pool, 15, seed=0)
+    approx = get_strategy("neuron_coverage", n_neighbors=10, neighbours="hnsw").plan(random_pool, 15, seed=0)
+    assert len(set(exact.indices) & set(approx.indices)) >= 14
+    with pytest.raises(NeuroshotError, match="neighbours"):
+        get_strategy("neuron_coverage", neighbours="annoy")

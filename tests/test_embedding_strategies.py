@@ -270,6 +270,26 @@ def test_knn_is_exact(blob_pool):
         assert np.all(np.diff(sim[i]) <= 1e-7) and sim[i][0] == pytest.approx(full[i].max())
 
 
+
+def test_approximate_knn_finds_the_exact_neighbours(monkeypatch):
+    from neuroshot import neighbours
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(20, 32))
+    x = centres[rng.integers(0, 20, 2000)] + rng.normal(size=(2000, 32))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    exact_idx, exact_sim = knn(x, 10, method="exact")
+    idx, sim = knn(x, 10, method="hnsw")
+    assert idx.shape == (2000, 10) and not np.any(idx == np.arange(2000)[:, None])  # never oneself
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(idx, exact_idx)])
+    assert recall >= 0.95
+    assert np.all(np.diff(sim, axis=1) <= 1e-6) and np.all(sim[:, 0] <= exact_sim[:, 0] + 1e-5)
+    assert np.array_equal(knn(x, 10, method="hnsw")[0], idx)  # the same rows give the same graph
+    monkeypatch.setattr(neighbours, "EXACT_LIMIT", 1000)  # "auto" switches above the limit
+    assert np.array_equal(knn(x, 10)[0], idx) and np.array_equal(knn(x[:900], 10)[0], knn(x[:900], 10, method="exact")[0])
+    with pytest.raises(NeuroshotError, match="method"):
+        knn(x, 10, method="annoy")
+
 def test_embedding_retriever_returns_cosine_nearest(blob_pool):
     pool, blob = blob_pool
     annotated, queries = pool.subset(range(0, 32, 2)), pool.subset(range(1, 32, 2))

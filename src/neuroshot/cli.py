@@ -90,6 +90,10 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--text-field", default="text")
     plan.add_argument("--id-field", default="id")
     plan.add_argument("--batch-size", type=int, default=16)
+    plan.add_argument("--backend", default="local", choices=["local", "ray"],
+                      help='where to probe: this process, or Ray Data actors (pip install "neuroshot[ray]") [local]')
+    plan.add_argument("--ray-address", help="a running Ray cluster to join (default: start a local one)")
+    plan.add_argument("--actors", type=int, default=2, help="model copies (one per Ray actor) with --backend ray [2]")
     plan.set_defaults(run=_run_plan)
 
     ann = sub.add_parser("annotate", help="label the planned items in the terminal",
@@ -250,7 +254,8 @@ def _run_plan(args) -> int:
                         store=args.store or cache_dir() / "signatures")
     if isinstance(strategy, ActiveStrategy):  # the next round: the rest re-probed with --labeled in context
         strategy.lm, strategy.probe_kwargs, strategy.progress = lm, probe_kwargs, True
-    result = probe(lm, task, [r.text for r in records], ids=[r.id for r in records], **probe_kwargs)
+    result = probe(lm, task, [r.text for r in records], ids=[r.id for r in records], backend=args.backend,
+                   actors=args.actors, ray_address=args.ray_address, **probe_kwargs)
     plan = strategy.plan(result, args.budget, labeled={index[i]: lab for i, lab in labeled.items()}, seed=args.seed)
     items = [AnnotationItem(records[p.index].id, records[p.index].text, p.rank, p.why()) for p in plan.picks]
     export_for_annotation(items, out, task.labels)
@@ -265,6 +270,8 @@ def _check_probe_args(args) -> None:
     check_probe_settings(method=args.method, objective=getattr(args, "objective", "logprob"), top_k=args.top_k,
                          critical_fraction=args.critical_fraction)
     check_whole("--batch-size", args.batch_size)
+    if hasattr(args, "actors"):
+        check_whole("--actors", args.actors)
 
 
 def _run_annotate(args) -> int:

@@ -56,6 +56,7 @@ class LanguageModel:
     fingerprint: str
     layers: list[FFNLayer]
     _w_out: list[torch.Tensor] | None = field(default=None, repr=False)
+    source: tuple[str, str | None] | None = field(default=None, repr=False)  # (spec, adapter) it was loaded from
 
     @property
     def n_layers(self) -> int:
@@ -132,7 +133,8 @@ def load_model(
     tokenizer.padding_side = "left"
     layers = find_ffn_layers(model)
     log.info("loaded %s in %.1fs (%d FFN layers)", name, time.perf_counter() - t0, len(layers))
-    return LanguageModel(model, tokenizer, name, fingerprint, layers)
+    return LanguageModel(model, tokenizer, name, fingerprint, layers,
+                         source=(str(spec), None if adapter is None else str(adapter)))
 
 
 def find_ffn_layers(model: nn.Module) -> list[FFNLayer]:

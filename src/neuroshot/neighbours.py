@@ -8,18 +8,37 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._validation import check_choice
+from .errors import NeuroshotError
 
-def knn(x: np.ndarray, k: int, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+
+EXACT_LIMIT = 20_000  # up to this many rows, ``method="auto"`` compares every pair
+
+
+def knn(x: np.ndarray, k: int, chunk: int | None = None, *, method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """``(indices, cosines)``, each ``[N, k']``: every row's ``k' = min(k, N - 1)`` nearest other rows, nearest first.
 
-    ``x`` must have unit rows. Computed in chunks of rows, so memory stays ``O(chunk * N)``.
+    ``x`` must have unit rows. ``method="exact"`` compares every pair in chunks of rows (memory
+    ``O(chunk * N)``, time ``O(N^2)``); ``"hnsw"`` searches a FAISS HNSW graph (approximate, about
+    ``O(N log N)``; ``pip install "neuroshot[scale]"``); ``"auto"`` is exact up to
+    :data:`EXACT_LIMIT` rows and HNSW above it when FAISS is installed.
     """
+    check_choice("method", method, ("auto", "exact", "hnsw"))
     n = len(x)
     k = min(int(k), n - 1)
-    idx = np.zeros((n, max(k, 0)), dtype=np.int64)
-    sim = np.zeros((n, max(k, 0)), dtype=np.float32)
     if k <= 0:
-        return idx, sim
+        return np.zeros((n, 0), dtype=np.int64), np.zeros((n, 0), dtype=np.float32)
+    if method == "auto":
+        method = "hnsw" if n > EXACT_LIMIT and _faiss() is not None else "exact"
+    if method == "hnsw":
+        return _knn_hnsw(np.ascontiguousarray(x, dtype=np.float32), k)
+    return _knn_exact(x, k, chunk or max(1, min(4096, (64 << 20) // (4 * n))))
+
+
+def _knn_exact(x: np.ndarray, k: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    n = len(x)
+    idx = np.zeros((n, k), dtype=np.int64)
+    sim = np.zeros((n, k), dtype=np.float32)
     for start in range(0, n, chunk):
         rows = np.arange(start, min(start + chunk, n))
         s = x[rows] @ x.T
@@ -29,6 +48,49 @@ def knn(x: np.ndarray, k: int, chunk: int = 1024) -> tuple[np.ndarray, np.ndarra
         order = np.argsort(-part_sim, axis=1, kind="stable")
         idx[rows] = np.take_along_axis(part, order, axis=1)
         sim[rows] = np.take_along_axis(part_sim, order, axis=1)
+    return idx, sim
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError:
+        return None
+    return faiss
+
+
+def _knn_hnsw(x: np.ndarray, k: int, m: int = 32, chunk: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate neighbours from a FAISS HNSW index on inner products (cosines of unit rows).
+
+    The index is built on one thread, so the same rows always give the same graph (FAISS's parallel
+    insertion order is not fixed); the searches, which are deterministic, use every thread.
+    """
+    faiss = _faiss()
+    if faiss is None:
+        raise NeuroshotError('approximate neighbours need FAISS: pip install "neuroshot[scale]"')
+    n, d = x.shape
+    index = faiss.IndexHNSWFlat(d, m, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = 64
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        index.add(x)
+    finally:
+        faiss.omp_set_num_threads(threads)
+    index.hnsw.efSearch = max(2 * (k + 1), 64)
+    idx = np.zeros((n, k), dtype=np.int64)
+    sim = np.zeros((n, k), dtype=np.float32)
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        s, i = index.search(x[start:stop], k + 1)
+        rows = np.arange(start, stop)[:, None]
+        s = np.where((i == rows) | (i < 0), -np.inf, s)  # drop oneself (and empty slots)
+        order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+        idx[start:stop] = np.take_along_axis(i, order, axis=1)
+        sim[start:stop] = np.take_along_axis(s, order, axis=1)
+    bad = ~np.isfinite(sim)  # fewer than k found: point at oneself with similarity 0
+    idx[bad] = np.nonzero(bad)[0]
+    sim[bad] = 0.0
     return idx, sim
 
 

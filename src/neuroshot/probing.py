@@ -114,16 +114,25 @@ def probe(
     ig_steps: int = 16,
     progress: bool = True,
     ids: Sequence[str] | None = None,
+    backend: str = "local",
+    actors: int = 2,
+    ray_address: str | None = None,
 ) -> ProbeResult:
     """Probe every text: label probabilities and the top-``top_k`` neurons per layer by attribution.
 
     With ``store`` (a folder) results are written in chunks as they are computed and reused on the
     next call with the same model, task, demonstrations and settings, so an interrupted probe
-    (Ctrl-C or kill -9) resumes where it stopped.
+    (Ctrl-C or kill -9) resumes where it stopped. ``backend="ray"`` probes what the store lacks on
+    Ray Data with ``actors`` model copies (:mod:`neuroshot.distributed`; needs ``store`` and a
+    model from :func:`~neuroshot.load_model`), on the cluster at ``ray_address`` or a local one.
     """
     check_probe_settings(method=method, objective=objective, top_k=top_k, critical_fraction=critical_fraction)
+    check_choice("backend", backend, ("local", "ray"))
+    check_whole("actors", actors)
     if not texts:
         raise NeuroshotError("nothing to probe: the pool is empty")
+    if backend == "ray" and store is None:
+        raise NeuroshotError("the ray backend writes its results to a signature store: pass store=FOLDER")
     enc = encode(lm, task, texts, demos)
     keys = [text_key(t) for t in texts]
     settings = {"model": lm.fingerprint, "task": task.fingerprint(), "method": method, "top_k": top_k,
@@ -142,6 +151,18 @@ def probe(
         else:
             todo.append(i)
             seen.add(key)
+    if backend == "ray" and todo:
+        from .distributed import probe_on_ray
+
+        probe_on_ray(lm, task, [texts[i] for i in todo], settings, store, compute=probe_texts, demos=demos,
+                     actors=actors, address=ray_address, chunk_size=chunk_size,
+                     probe_args=dict(method=method, objective=objective, top_k=top_k, ig_steps=ig_steps,
+                                     batch_size=batch_size, max_batch_tokens=max_batch_tokens))
+        cache = SignatureStore(store, settings)  # read back what the actors wrote
+        results.update((keys[i], cache.get(keys[i])) for i in todo)
+        if any(results[keys[i]] is None for i in todo):
+            raise NeuroshotError("the ray backend finished without writing every item to the store")
+        todo = []
     pending: dict[str, StoredItem] = {}
     bar = tqdm(total=len(todo), unit="item", desc=f"probe ({method})", disable=not progress or not todo)
     try:
@@ -159,6 +180,19 @@ def probe(
         if cache is not None:
             cache.put(pending)
     return _assemble(lm, task, texts, keys, results, method, critical_fraction, ids)
+
+
+def probe_texts(lm: LanguageModel, task: Task, texts: Sequence[str], keys: Sequence[str], *,
+                demos: Sequence[Demonstration] = (), method: str = "direct_logit", objective: str = "logprob",
+                top_k: int = 64, ig_steps: int = 16, batch_size: int = 16,
+                max_batch_tokens: int = 4096) -> dict[str, StoredItem]:
+    """The store items of ``texts`` (under ``keys``), computed without a store (what one Ray actor runs)."""
+    enc = encode(lm, task, texts, demos)
+    results: dict[str, StoredItem] = {}
+    for batch in batches([len(p) for p in enc.prompts], batch_size, max_batch_tokens):
+        results.update(_probe_batch(lm, enc, [enc.prompts[i] for i in batch], method, objective, top_k, ig_steps,
+                                    [keys[i] for i in batch]))
+    return results
 
 
 def _probe_batch(lm, enc, prompts, method, objective, top_k, ig_steps, keys):

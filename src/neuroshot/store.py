@@ -69,8 +69,8 @@ class SignatureStore:
     def get(self, key: str) -> StoredItem | None:
         return self._load().get(key)
 
-    def put(self, items: Mapping[str, StoredItem]) -> None:
-        """Write one chunk atomically."""
+    def put(self, items: Mapping[str, StoredItem], name: str | None = None) -> None:
+        """Write one chunk atomically (as ``chunk-<name>.safetensors`` when given, else a fresh name)."""
         if not items:
             return
         keys = list(items)
@@ -81,10 +81,15 @@ class SignatureStore:
             "values": np.concatenate([items[k].values for k in keys]).astype(np.float32),
             "label_scores": np.stack([items[k].label_scores for k in keys]).astype(np.float32),
         }
-        target = self.path / f"chunk-{uuid.uuid4().hex}.safetensors"
+        target = self.chunk_path(name or uuid.uuid4().hex)
         with atomic_write(target, "wb") as fh:
             fh.write(save(tensors, metadata={"keys": json.dumps(keys)}))
-        self._load().update(items)
+        if self._items is not None:
+            self._items.update(items)
+
+    def chunk_path(self, name: str) -> Path:
+        """Where the chunk called ``name`` lives (it exists once written completely)."""
+        return self.path / f"chunk-{name}.safetensors"
 
 
 def _read_chunk(path: Path) -> Iterable[tuple[str, StoredItem]]:

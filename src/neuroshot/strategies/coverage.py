@@ -21,13 +21,14 @@ chosen/annotated items of its (predicted or annotated) label.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Mapping
 
 import numpy as np
 from scipy import sparse
 
 from ..embeddings import pool_embeddings
-from .._validation import check_in, check_whole
+from .._validation import check_choice, check_in, check_whole
 from ..neighbours import knn
 from .base import Pick, Strategy, minmax, register
 
@@ -39,19 +40,23 @@ class NeuronCoverageStrategy(Strategy):
     name = "neuron_coverage"
 
     def __init__(self, n_neighbors: int = 100, influence_weight: float = 0.0, uncertainty_weight: float = 0.0,
-                 balance: bool = False, embedding_weight: float = 0.0) -> None:
+                 balance: bool = False, embedding_weight: float = 0.0, neighbours: str = "auto") -> None:
         check_in("influence_weight", influence_weight, 0.0)
         check_in("uncertainty_weight", uncertainty_weight, 0.0)
         check_in("embedding_weight", embedding_weight, 0.0, 1.0)
         check_whole("n_neighbors", n_neighbors)
+        check_choice("neighbours", neighbours, ("auto", "exact", "hnsw"))
         self.n_neighbors, self.balance = n_neighbors, balance
         self.influence_weight, self.uncertainty_weight = influence_weight, uncertainty_weight
-        self.embedding_weight = embedding_weight
+        self.embedding_weight, self.neighbours = embedding_weight, neighbours
 
     def _select(self, pool, candidates, budget, labeled, rng):
         n = len(pool)
-        centred = _centred_signatures(pool)
-        reach = _similarity_graph(_space(pool, centred, self.embedding_weight), self.n_neighbors)  # reach[c, x]: how well c represents x
+        restricted = pool.critical.restrict(pool.signatures)
+        mean = np.asarray(restricted.mean(axis=0), dtype=np.float32).ravel()
+        space = _space(pool, _centred_signatures(pool, restricted, mean), self.embedding_weight)
+        reach = _similarity_graph(space, self.n_neighbors, self.neighbours)  # reach[c, x]: how well c represents x
+        del space
         best = np.zeros(n)  # per item: its best similarity to a chosen/annotated item
         for i in labeled:
             _cover(reach, int(i), best)
@@ -61,31 +66,43 @@ class NeuronCoverageStrategy(Strategy):
             for i, label in labeled.items():
                 classes[i] = pool.task.label_index(label)
         counts = np.bincount(classes[np.asarray(list(labeled), dtype=np.int64)], minlength=len(pool.task.labels))
-        available = np.zeros(n, dtype=bool)
-        available[candidates] = True
         tiebreak = rng.random(n) * 1e-9
+
+        def value(c: int, gain: float) -> float:
+            total = gain + bonus[c]
+            return (total / (1.0 + counts[classes[c]]) if self.balance else total) + tiebreak[c]
+
+        # Lazy greedy (Minoux): a candidate's gain only shrinks as picks are made (and its label's count
+        # only grows), so a value computed earlier bounds the current one; only the best bound is
+        # re-evaluated. The picks are those of recomputing every gain at every step.
+        gains = _gains(reach, best) / n
+        heap = [(-value(int(c), gains[c]), int(c)) for c in np.asarray(candidates, dtype=np.int64)]
+        heapq.heapify(heap)
+        fresh = np.full(n, -1)  # the step at which each candidate's bound was last computed
+        fresh[np.asarray(candidates, dtype=np.int64)] = 0
         picks = []
-        for _ in range(budget):
-            gain = _gains(reach, best) / n
-            total = gain + bonus
-            if self.balance:
-                total = total / (1.0 + counts[classes])
-            total = np.where(available, total + tiebreak, -np.inf)
-            x = int(np.argmax(total))
-            represented = _cover(reach, x, best)
-            picks.append(Pick(x, 0, float(total[x]), {
-                "coverage_gain": float(gain[x]), "represents": float(represented),
-                "influence": float(pool.scores.influence[x]), "entropy": float(pool.scores.entropy[x])},
-                neurons=_distinctive_neurons(pool, centred, x)))
-            available[x] = False
-            counts[classes[x]] += 1
+        while heap and len(picks) < budget:
+            bound, c = heapq.heappop(heap)
+            if fresh[c] < len(picks):
+                gains[c] = _gain(reach, c, best) / n
+                fresh[c] = len(picks)
+                heapq.heappush(heap, (-value(c, gains[c]), c))
+                continue
+            represented = _cover(reach, c, best)
+            picks.append(Pick(c, 0, -bound, {
+                "coverage_gain": float(gains[c]), "represents": float(represented),
+                "influence": float(pool.scores.influence[c]), "entropy": float(pool.scores.entropy[c])},
+                neurons=_distinctive_neurons(pool, restricted, mean, c)))
+            counts[classes[c]] += 1
         return picks
 
 
-def _centred_signatures(pool) -> np.ndarray:
+def _centred_signatures(pool, restricted: sparse.csr_matrix | None = None, mean: np.ndarray | None = None) -> np.ndarray:
     """``[N, n_critical]`` critical-neuron values minus the pool's mean."""
-    x = pool.critical.restrict(pool.signatures).toarray().astype(np.float32)
-    return x - x.mean(axis=0)
+    restricted = pool.critical.restrict(pool.signatures) if restricted is None else restricted
+    x = restricted.toarray().astype(np.float32)
+    x -= np.asarray(restricted.mean(axis=0), dtype=np.float32).ravel() if mean is None else mean
+    return x
 
 
 def _space(pool, centred: np.ndarray, embedding_weight: float) -> np.ndarray:
@@ -104,19 +121,23 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def _distinctive_neurons(pool, centred: np.ndarray, i: int, k: int = 5) -> list[tuple[int, int, float]]:
+def _distinctive_neurons(pool, restricted: sparse.csr_matrix, mean: np.ndarray, i: int,
+                         k: int = 5) -> list[tuple[int, int, float]]:
     """The critical neurons where item ``i`` departs most from the pool's mean: (layer, neuron, its value)."""
-    values = pool.critical.restrict(pool.signatures)[i].toarray().ravel()
-    top = np.argsort(-np.abs(centred[i]))[:k]
+    values = restricted[i].toarray().ravel()
+    top = np.argsort(-np.abs(values - mean))[:k]
     d_ff = pool.critical.d_ff
     return [(int(pool.critical.ids[t] // d_ff), int(pool.critical.ids[t] % d_ff), float(values[t])) for t in top]
 
 
-def _similarity_graph(centred: np.ndarray, n_neighbors: int) -> sparse.csr_matrix:
-    """``[N, N]``: row ``c`` holds ``max(0, cos)`` to the items that have ``c`` among their nearest (and 1 to itself)."""
-    x = centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
-    n = len(x)
-    idx, sim = knn(x, n_neighbors)
+def _similarity_graph(space: np.ndarray, n_neighbors: int, method: str = "auto") -> sparse.csr_matrix:
+    """``[N, N]``: row ``c`` holds ``max(0, cos)`` to the items that have ``c`` among their nearest (and 1 to itself).
+
+    Scales the rows of ``space`` to unit length in place (no copy of an ``[N, d]`` matrix at scale).
+    """
+    space /= np.maximum(np.linalg.norm(space, axis=1, keepdims=True), 1e-12)
+    n = len(space)
+    idx, sim = knn(space, n_neighbors, method=method)
     rows = np.repeat(np.arange(n), idx.shape[1])
     graph = sparse.csr_matrix((np.clip(sim.ravel(), 0.0, 1.0), (rows, idx.ravel())), shape=(n, n))
     return (graph.T + sparse.identity(n, format="csr")).tocsr()
@@ -126,6 +147,12 @@ def _gains(reach: sparse.csr_matrix, best: np.ndarray) -> np.ndarray:
     """Per candidate, ``sum_x max(0, reach[c, x] - best[x])``."""
     improvement = np.maximum(reach.data - best[reach.indices], 0.0)
     return sparse.csr_matrix((improvement, reach.indices, reach.indptr), shape=reach.shape).sum(axis=1).A1
+
+
+def _gain(reach: sparse.csr_matrix, c: int, best: np.ndarray) -> float:
+    """``_gains`` of one candidate."""
+    lo, hi = reach.indptr[c], reach.indptr[c + 1]
+    return float(np.maximum(reach.data[lo:hi] - best[reach.indices[lo:hi]], 0.0).sum())
 
 
 def _cover(reach: sparse.csr_matrix, c: int, best: np.ndarray) -> int:

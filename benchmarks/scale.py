@@ -1,0 +1,187 @@
+"""Planning at scale: ``neuron_coverage`` on 10^4-10^6 synthetic signatures, exact vs approximate neighbours.
+
+Each cell plans ``--budget`` items from ``n`` synthetic items in a fresh subprocess and reports
+the wall-clock of the plan (the neighbour graph and the lazy greedy, separately) and the peak
+resident memory of the child (``ru_maxrss``, which includes the synthetic pool itself).
+
+The synthetic pool has the shape of what the plan reads from a real probe: ``--critical``
+task-critical neurons spread over 30 layers x 1536 neurons (SmolLM2-135M), each item active on
+about a fifth of them, items drawn from ``--clusters`` latent groups that share a pattern of
+neurons (so the coverage graph has structure to find). A real probe also keeps each item's
+other top-64-per-layer neurons; the plan never reads them (it restricts to the critical ones
+first), and at 10^6 items they would need ~15 GB, so they are left out here.
+
+    .venv/bin/python benchmarks/scale.py --sizes 10000 100000 1000000
+
+Each finished cell is appended to ``benchmarks/results/scale.jsonl`` (a rerun skips it); the
+summary (seconds, peak GiB, and at each size run both ways the share of picks that exact and
+approximate neighbours have in common) replaces the scale section of ``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import resource
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import append_result, cell_key, read_results, update_section  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = REPO / "benchmarks" / "results" / "scale.jsonl"
+DEFAULT_README = REPO / "benchmarks" / "README.md"
+KEY = ("n", "neighbours", "n_neighbors", "budget", "critical", "clusters", "seed")
+N_LAYERS, D_FF = 30, 1536
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", nargs="+", type=int, default=[10_000, 100_000])
+    p.add_argument("--neighbours", nargs="+", default=["auto"], choices=["auto", "exact", "hnsw"],
+                   help="neighbour search per cell (auto: exact up to 20k items, HNSW above)")
+    p.add_argument("--compare-up-to", type=int, default=10_000,
+                   help="also run exact and hnsw at sizes up to this, to compare their picks")
+    p.add_argument("--n-neighbors", type=int, default=100, help="neighbours per item in the coverage graph")
+    p.add_argument("--budget", type=int, default=100)
+    p.add_argument("--critical", type=int, default=460, help="task-critical neurons")
+    p.add_argument("--clusters", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--readme", type=Path, default=DEFAULT_README)
+    p.add_argument("--summarize", action="store_true", help="only rewrite the summary")
+    p.add_argument("--child", type=str, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def synthetic_pool(n: int, critical: int, clusters: int, seed: int, chunk: int = 50_000):
+    """A :class:`~neuroshot.probing.ProbeResult` of ``n`` items whose signatures live on ``critical`` neurons."""
+    from scipy import sparse
+
+    from neuroshot.probing import ProbeResult, critical_neurons, item_scores
+    from neuroshot.signatures import Signatures
+    from neuroshot.task import Task
+
+    rng = np.random.default_rng(seed)
+    ids = np.sort(rng.choice(N_LAYERS * D_FF, critical, replace=False)).astype(np.int32)
+    patterns = rng.random((clusters, critical)) < 0.15  # the neurons each latent group uses
+    group = rng.integers(0, clusters, n)
+    indptr, neurons, values = [np.zeros(1, dtype=np.int64)], [], []
+    for start in range(0, n, chunk):
+        g = group[start:start + chunk]
+        p = np.where(patterns[g], 0.8, 0.06)
+        mask = rng.random(p.shape) < p
+        m = sparse.csr_matrix(np.where(mask, rng.gamma(2.0, 1.0, p.shape), 0.0).astype(np.float32))
+        indptr.append(m.indptr[1:].astype(np.int64) + indptr[-1][-1])
+        neurons.append(ids[m.indices])
+        values.append(m.data)
+    sig = Signatures(np.concatenate(indptr), np.concatenate(neurons), np.concatenate(values), N_LAYERS, D_FF)
+    crit = critical_neurons(sig, fraction=critical / sig.n_neurons)
+    task = Task(labels=tuple("ABCDE"), instruction="Pick {labels}.")
+    probs = rng.dirichlet(np.ones(5), n).astype(np.float32)
+    return ProbeResult([f"item {i}" for i in range(n)], task, probs, sig, crit, item_scores(probs, sig, crit))
+
+
+def _child(spec: dict) -> dict:
+    """One cell, in this (fresh) process: build the pool, then time the plan."""
+    from neuroshot.strategies import coverage, get_strategy
+
+    pool = synthetic_pool(spec["n"], spec["critical"], spec["clusters"], spec["seed"])
+    timings = {}
+    knn = coverage.knn
+
+    def timed_knn(*a, **kw):
+        t = time.perf_counter()
+        out = knn(*a, **kw)
+        timings["graph_s"] = time.perf_counter() - t
+        return out
+
+    coverage.knn = timed_knn
+    strategy = get_strategy("neuron_coverage", n_neighbors=spec["n_neighbors"], neighbours=spec["neighbours"])
+    t = time.perf_counter()
+    plan = strategy.plan(pool, spec["budget"], seed=spec["seed"])
+    seconds = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    coverage_value = None
+    if spec["n"] <= spec["exact_objective_up_to"]:  # the plan's objective on the exact graph, to compare plans
+        graph = coverage._similarity_graph(coverage._centred_signatures(pool), spec["n_neighbors"], "exact")
+        best = np.zeros(spec["n"])
+        for c in plan.indices:
+            coverage._cover(graph, c, best)
+        coverage_value = float(best.mean())
+    return {**spec, "seconds": seconds, "neighbour_s": timings.get("graph_s"), "peak_gib": peak,
+            "coverage": coverage_value, "picks": plan.indices}
+
+
+def run(args: argparse.Namespace) -> None:
+    done = {cell_key(KEY, r) for r in read_results(args.out)}
+    command = ".venv/bin/python " + shlex.join(["benchmarks/scale.py", *sys.argv[1:]])
+    for n in args.sizes:
+        methods = ["exact", "hnsw"] if n <= args.compare_up_to else args.neighbours
+        for method in methods:
+            spec = dict(n=n, neighbours=method, n_neighbors=args.n_neighbors, budget=args.budget,
+                        critical=args.critical, clusters=args.clusters, seed=args.seed,
+                        exact_objective_up_to=args.compare_up_to)
+            if cell_key(KEY, spec) in done:
+                continue
+            out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True,
+                                 text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+            if out.returncode != 0:
+                print(out.stderr[-3000:], file=sys.stderr)
+                raise SystemExit(f"cell {spec} failed")
+            row = json.loads(out.stdout.strip().splitlines()[-1])
+            row.update(date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), command=command,
+                       cpus=os.cpu_count())
+            append_result(args.out, row)
+            print(f"n={n:>9,} {method:<6} plan {row['seconds']:7.1f} s (neighbours {row['neighbour_s']:.1f} s)"
+                  f"  peak {row['peak_gib']:.2f} GiB", flush=True)
+
+
+def summarize(args: argparse.Namespace) -> str:
+    rows = read_results(args.out)
+    lines = ["| items | neighbours | k | budget | plan s | of which neighbour graph s | peak GiB (incl. the pool) |",
+             "|---:|---|---:|---:|---:|---:|---:|"]
+    for r in sorted(rows, key=lambda r: (r["n"], r["neighbours"], r["n_neighbors"])):
+        lines.append(f"| {r['n']:,} | {r['neighbours']} | {r['n_neighbors']} | {r['budget']} | {r['seconds']:.1f} | "
+                     f"{r['neighbour_s']:.1f} | {r['peak_gib']:.2f} |")
+    same = []
+    by_key = {(r["n"], r["n_neighbors"], r["budget"], r["neighbours"]): r for r in rows}
+    for (n, k, b, method), r in sorted(by_key.items()):
+        other = by_key.get((n, k, b, "hnsw"))
+        if method == "exact" and other:
+            shared = len(set(r["picks"]) & set(other["picks"])) / len(r["picks"])
+            value = (f"; coverage objective on the exact graph {r['coverage']:.4f} (exact plan) vs "
+                     f"{other['coverage']:.4f} (approximate)") if r.get("coverage") and other.get("coverage") else ""
+            same.append(f"- {n:,} items, k = {k}, budget {b}: {shared:.0%} of the exact plan's picks are in the "
+                        f"approximate plan{value}")
+    commands = sorted({r["command"] for r in rows})
+    text = "\n".join(["### Results", "", *lines, "", *(same or ["- no size run both ways yet"]), "",
+                      f"Machine: {rows[0]['cpus'] if rows else '?'} CPUs. Commands:", "", "```", *commands, "```"])
+    return text
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.child:
+        print(json.dumps(_child(json.loads(args.child))))
+        return
+    if not args.summarize:
+        run(args)
+    text = summarize(args)
+    intro = ("`neuron_coverage` planning on synthetic signatures of 10^4-10^6 items (the shape of what a plan "
+             "reads from a probe: 460 critical neurons over 30 layers x 1536), exact neighbours against FAISS HNSW "
+             "ones, each cell in a fresh process; see the docstring of `benchmarks/scale.py`.")
+    update_section(args.readme, "scale", f"## Planning at scale: `scale.py`\n\n{intro}\n\n{text}")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
