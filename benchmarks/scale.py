@@ -12,6 +12,13 @@ other top-64-per-layer neurons; the plan never reads them (it restricts to the c
 first), and at 10^6 items they would need ~15 GB, so they are left out here.
 
     .venv/bin/python benchmarks/scale.py --sizes 10000 100000 1000000
+    .venv/bin/python benchmarks/scale.py --probe-throughput 512
+
+``--probe-throughput N`` instead probes ``N`` texts of the trec pool with the default model, each
+way in a fresh process and a fresh store: the local backend on 1 and on 2 threads, and the Ray
+backend (a local cluster of 2 CPUs) with 1 and 2 actors of one thread each. Its rows go to
+``benchmarks/results/scale_probe.jsonl``; the wall-clock includes starting the actors and
+loading the model in each, as a user would see it.
 
 Each finished cell is appended to ``benchmarks/results/scale.jsonl`` (a rerun skips it); the
 summary (seconds, peak GiB, and at each size run both ways the share of picks that exact and
@@ -39,6 +46,9 @@ from _results import append_result, cell_key, read_results, update_section  # no
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "scale.jsonl"
 DEFAULT_README = REPO / "benchmarks" / "README.md"
+PROBE_OUT = REPO / "benchmarks" / "results" / "scale_probe.jsonl"
+PROBE_KEY = ("n", "backend", "workers", "set")
+PROBE_WAYS = (("local", 1), ("local", 2), ("ray", 1), ("ray", 2))  # (backend, threads or actors)
 KEY = ("n", "neighbours", "n_neighbors", "budget", "critical", "clusters", "seed")
 N_LAYERS, D_FF = 30, 1536
 
@@ -57,6 +67,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--readme", type=Path, default=DEFAULT_README)
+    p.add_argument("--probe-throughput", type=int, metavar="N",
+                   help="instead: probe N trec texts locally (1, 2 threads) and on Ray (1, 2 actors)")
+    p.add_argument("--data", type=Path, default=None, help="the shared data folder (default: ../shared/data)")
     p.add_argument("--summarize", action="store_true", help="only rewrite the summary")
     p.add_argument("--child", type=str, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -121,6 +134,83 @@ def _child(spec: dict) -> dict:
             "coverage": coverage_value, "picks": plan.indices}
 
 
+def _probe_child(spec: dict) -> dict:
+    """One probe-throughput cell, in this (fresh) process."""
+    import tempfile
+
+    import torch
+
+    from neuroshot import load_model
+    from neuroshot.probing import probe
+    from shared_sets import DEFAULT_DATA, load_shared_set
+
+    data = load_shared_set(spec["set"], Path(spec["data"]) if spec["data"] else DEFAULT_DATA)
+    texts = [r.text for r in data.pool[:spec["n"]]]
+    if len(texts) < spec["n"]:
+        raise SystemExit(f"the {spec['set']} pool has only {len(texts)} texts")
+    local = spec["backend"] == "local"
+    torch.set_num_threads(spec["workers"] if local else 1)
+    lm = load_model("default")
+    if not local:
+        import ray
+
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    with tempfile.TemporaryDirectory() as store:
+        t = time.perf_counter()
+        probe(lm, data.task, texts, store=store, progress=False, backend=spec["backend"],
+              **({} if local else {"actors": spec["workers"]}))
+        seconds = time.perf_counter() - t
+    return {**spec, "seconds": seconds, "items_per_s": spec["n"] / seconds}
+
+
+def run_probe_throughput(args: argparse.Namespace) -> None:
+    done = {cell_key(PROBE_KEY, r) for r in read_results(PROBE_OUT)}
+    command = ".venv/bin/python " + shlex.join(["benchmarks/scale.py", *sys.argv[1:]])
+    for backend, workers in PROBE_WAYS:
+        spec = dict(kind="probe", n=args.probe_throughput, backend=backend, workers=workers, set="trec",
+                    data=str(args.data) if args.data else None)
+        if cell_key(PROBE_KEY, spec) in done:
+            continue
+        row = _run_child(spec)
+        row.update(date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), command=command,
+                   cpus=os.cpu_count())
+        append_result(PROBE_OUT, row)
+        print(f"probe {row['n']} texts, {backend} x{workers}: {row['seconds']:.1f} s "
+              f"({row['items_per_s']:.2f} items/s)", flush=True)
+
+
+def _run_child(spec: dict) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True,
+                         text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+    if out.returncode != 0:
+        print(out.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(f"cell {spec} failed")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def summarize_probe() -> list[str]:
+    """The probe-throughput table: items/s, per core, and the ratios the scale-out issue asks for."""
+    rows = {(r["n"], r["backend"], r["workers"]): r for r in read_results(PROBE_OUT)}
+    if not rows:
+        return []
+    lines = ["### Probing throughput (default model, trec texts)", "",
+             "| texts | backend | threads / actors | s | items/s | items/s per core |", "|---:|---|---:|---:|---:|---:|"]
+    for (n, backend, workers), r in sorted(rows.items()):
+        lines.append(f"| {n} | {backend} | {workers} | {r['seconds']:.1f} | {r['items_per_s']:.2f} | "
+                     f"{r['items_per_s'] / workers:.2f} |")
+    lines.append("")
+    for n in sorted({k[0] for k in rows}):
+        one, two, base = rows.get((n, "ray", 1)), rows.get((n, "ray", 2)), rows.get((n, "local", 1))
+        if one and two:
+            lines.append(f"- {n} texts: 2 Ray actors / 1 actor = {two['items_per_s'] / one['items_per_s']:.2f}x "
+                         f"(goal >= 1.7x)")
+        if two and base:
+            lines.append(f"- {n} texts: per core, Ray with 2 actors / local on 1 thread = "
+                         f"{two['items_per_s'] / 2 / base['items_per_s']:.2f} (goal: within 15%, 0.85-1.15)")
+    commands = sorted({r["command"] for r in rows.values()})
+    return [*lines, "", "```", *commands, "```", ""]
+
+
 def run(args: argparse.Namespace) -> None:
     done = {cell_key(KEY, r) for r in read_results(args.out)}
     command = ".venv/bin/python " + shlex.join(["benchmarks/scale.py", *sys.argv[1:]])
@@ -132,12 +222,7 @@ def run(args: argparse.Namespace) -> None:
                         exact_objective_up_to=args.compare_up_to)
             if cell_key(KEY, spec) in done:
                 continue
-            out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True,
-                                 text=True, env={**os.environ, "TQDM_DISABLE": "1"})
-            if out.returncode != 0:
-                print(out.stderr[-3000:], file=sys.stderr)
-                raise SystemExit(f"cell {spec} failed")
-            row = json.loads(out.stdout.strip().splitlines()[-1])
+            row = _run_child(spec)
             row.update(date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), command=command,
                        cpus=os.cpu_count())
             append_result(args.out, row)
@@ -164,16 +249,20 @@ def summarize(args: argparse.Namespace) -> str:
                         f"approximate plan{value}")
     commands = sorted({r["command"] for r in rows})
     text = "\n".join(["### Results", "", *lines, "", *(same or ["- no size run both ways yet"]), "",
-                      f"Machine: {rows[0]['cpus'] if rows else '?'} CPUs. Commands:", "", "```", *commands, "```"])
+                      f"Machine: {rows[0]['cpus'] if rows else '?'} CPUs. Commands:", "", "```", *commands, "```", "",
+                      *summarize_probe()])
     return text
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.child:
-        print(json.dumps(_child(json.loads(args.child))))
+        spec = json.loads(args.child)
+        print(json.dumps(_probe_child(spec) if spec.get("kind") == "probe" else _child(spec)))
         return
-    if not args.summarize:
+    if args.probe_throughput and not args.summarize:
+        run_probe_throughput(args)
+    elif not args.summarize:
         run(args)
     text = summarize(args)
     intro = ("`neuron_coverage` planning on synthetic signatures of 10^4-10^6 items (the shape of what a plan "

@@ -125,6 +125,8 @@ def test_bad_ray_settings(tiny_lm, tmp_path):
         probe(tiny_lm, TASK, TEXTS[:4], backend="spark")
     with pytest.raises(NeuroshotError, match="actors"):
         probe(tiny_lm, TASK, TEXTS[:4], backend="ray", actors=0, store=tmp_path)
+    with pytest.raises(NeuroshotError, match="pool_source"):
+        probe(tiny_lm, TASK, TEXTS[:4], pool_source=tmp_path / "pool.jsonl")
 
 
 def _actor_pids() -> list[int]:
@@ -141,20 +143,44 @@ def _actor_pids() -> list[int]:
     return pids
 
 
-def test_neuroshot_plan_with_the_ray_backend(cluster, model_folder, tmp_path, capsys):
+def test_neuroshot_plan_with_the_ray_backend_reads_the_pool_with_ray_data(cluster, model_folder, tmp_path, capsys):
+    """The ray backend reads the pool file itself (Parquet, then CSV) and plans what the local backend plans;
+    a second run on the same store probes nothing (every key once)."""
+    import csv
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     from neuroshot.cli import main
 
-    pool = tmp_path / "pool.jsonl"
-    pool.write_text("".join(json.dumps({"id": f"t{i}", "text": t}) + "\n" for i, t in enumerate(TEXTS[:40])))
+    rows = [{"id": f"t{i}", "text": t} for i, t in enumerate(TEXTS[:39] + ["2024"])]  # a text CSV readers call a number
+    (tmp_path / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "pool.parquet")
+    with open(tmp_path / "pool.csv", "w", newline="") as fh:
+        csv.DictWriter(fh, ["id", "text"]).writeheader()
+        csv.DictWriter(fh, ["id", "text"]).writerows(rows)
     plans = {}
-    for backend in ("ray", "local"):
-        out = tmp_path / f"{backend}.jsonl"
-        argv = ["plan", str(pool), "--labels", "A,B,C", "--budget", "5", "--model", str(model_folder), "--top-k", "8",
-                "--store", str(tmp_path / backend), "--out", str(out), "--backend", backend, "--ray-address", cluster]
+    for backend, pool in (("ray", "pool.parquet"), ("local", "pool.jsonl"), ("ray", "pool.csv")):
+        out = tmp_path / f"{pool}.plan.jsonl"
+        argv = ["plan", str(tmp_path / pool), "--labels", "A,B,C", "--budget", "5", "--model", str(model_folder),
+                "--top-k", "8", "--store", str(tmp_path / backend), "--out", str(out), "--backend", backend,
+                "--ray-address", cluster]
         assert main(argv) == 0
-        plans[backend] = [json.loads(line)["id"] for line in out.read_text().splitlines()]
-    assert plans["ray"] == plans["local"] and len(plans["ray"]) == 5
-    assert len(_chunk_keys(tmp_path / "ray")) == 40
+        plans[pool] = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert plans["pool.parquet"] == plans["pool.jsonl"] == plans["pool.csv"] and len(plans["pool.csv"]) == 5
+    keys = _chunk_keys(tmp_path / "ray")
+    assert len(keys) == len(set(keys)) == 40  # the CSV run found every text stored and probed none
     capsys.readouterr()
-    assert main(["plan", str(pool), "--labels", "A,B", "--budget", "1", "--backend", "ray", "--actors", "0"]) == 2
+    assert main(["plan", str(tmp_path / "pool.jsonl"), "--labels", "A,B", "--budget", "1", "--backend", "ray",
+                 "--actors", "0"]) == 2
     assert "--actors" in capsys.readouterr().err
+
+
+def test_read_pool_errors(cluster, tmp_path):
+    from neuroshot.distributed import read_pool
+
+    with pytest.raises(NeuroshotError, match="format"):
+        read_pool(tmp_path / "pool.txt")
+    (tmp_path / "pool.jsonl").write_text(json.dumps({"body": "x"}) + "\n")
+    with pytest.raises(NeuroshotError, match="no 'text' column"):
+        read_pool(tmp_path / "pool.jsonl")

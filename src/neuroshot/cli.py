@@ -65,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="probe an unlabeled pool and choose the items to annotate", formatter_class=_Help,
                           description="Probe every text of DATA on the model, then choose BUDGET items to annotate "
                                       "and write them for annotators (JSONL, CSV or Label Studio JSON).")
-    plan.add_argument("data", help="unlabeled pool: a .jsonl or .csv file with one text per row")
+    plan.add_argument("data", help="unlabeled pool: a .jsonl, .csv or .parquet file with one text per row")
     _task_args(plan)
     plan.add_argument("--budget", type=int, required=True, help="how many items to annotate")
     plan.add_argument("--pipeline", default="recommended",
@@ -254,8 +254,9 @@ def _run_plan(args) -> int:
                         store=args.store or cache_dir() / "signatures")
     if isinstance(strategy, ActiveStrategy):  # the next round: the rest re-probed with --labeled in context
         strategy.lm, strategy.probe_kwargs, strategy.progress = lm, probe_kwargs, True
+    ray_source = dict(pool_source=args.data, text_field=args.text_field) if args.backend == "ray" else {}
     result = probe(lm, task, [r.text for r in records], ids=[r.id for r in records], backend=args.backend,
-                   actors=args.actors, ray_address=args.ray_address, **probe_kwargs)
+                   actors=args.actors, ray_address=args.ray_address, **ray_source, **probe_kwargs)
     plan = strategy.plan(result, args.budget, labeled={index[i]: lab for i, lab in labeled.items()}, seed=args.seed)
     items = [AnnotationItem(records[p.index].id, records[p.index].text, p.rank, p.why()) for p in plan.picks]
     export_for_annotation(items, out, task.labels)

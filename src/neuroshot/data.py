@@ -1,4 +1,4 @@
-"""Reading pools of texts (JSONL, CSV, or a ``datasets`` object) into validated records."""
+"""Reading pools of texts (JSONL, CSV, Parquet, or a ``datasets`` object) into validated records."""
 
 from __future__ import annotations
 
@@ -41,12 +41,15 @@ def load_records(
     id_field: str = "id",
     label_field: str | None = "label",
 ) -> list[Record]:
-    """Load a JSONL or CSV file into records, with a clear error for anything malformed.
+    """Load a JSONL, CSV or Parquet file into records, with a clear error for anything malformed.
 
     Items without an id get ``"<line number>"``. The label column is read only if present; a
     selector must not look at it before the item is annotated (see ``SimulatedAnnotator``).
     """
     path = Path(path)
+    if path.suffix.lower() == ".parquet":
+        return records_from_rows(_read_parquet(path), source=str(path), text_field=text_field, id_field=id_field,
+                                 label_field=label_field)
     raw = read_text_file(path, "data file")
     if not raw.strip():
         raise NeuroshotError(f"data file is empty: {path}")
@@ -118,6 +121,20 @@ def split_records(pool: Sequence[Record], test: Sequence[Record], *, validation:
 def label_set(records: Sequence[Record]) -> list[str]:
     """The sorted distinct gold labels of ``records`` (for evaluation and the demo)."""
     return sorted({r.label for r in records if r.label is not None})
+
+
+def _read_parquet(path: Path) -> list[dict]:
+    """A Parquet file's rows (needs pyarrow, which the ray extra brings)."""
+    if not path.is_file():
+        raise NeuroshotError(f"data file not found: {path}")
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise NeuroshotError(f'reading {path.name} needs pyarrow: pip install "neuroshot[ray]"') from None
+    try:
+        return pq.read_table(path).to_pylist()
+    except Exception as exc:  # pyarrow raises its own ArrowInvalid / OSError subclasses
+        raise NeuroshotError(f"{path} is not a readable Parquet file: {exc}") from None
 
 
 def read_text_file(path: Path, what: str) -> str:

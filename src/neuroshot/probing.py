@@ -117,6 +117,8 @@ def probe(
     backend: str = "local",
     actors: int = 2,
     ray_address: str | None = None,
+    pool_source: str | Path | None = None,
+    text_field: str = "text",
 ) -> ProbeResult:
     """Probe every text: label probabilities and the top-``top_k`` neurons per layer by attribution.
 
@@ -124,7 +126,9 @@ def probe(
     next call with the same model, task, demonstrations and settings, so an interrupted probe
     (Ctrl-C or kill -9) resumes where it stopped. ``backend="ray"`` probes what the store lacks on
     Ray Data with ``actors`` model copies (:mod:`neuroshot.distributed`; needs ``store`` and a
-    model from :func:`~neuroshot.load_model`), on the cluster at ``ray_address`` or a local one.
+    model from :func:`~neuroshot.load_model`), on the cluster at ``ray_address`` or a local one;
+    with ``pool_source`` (the file or URI ``texts`` came from: JSONL, CSV/TSV or Parquet, its
+    ``text_field`` column) Ray Data reads the pool itself and the driver ships no texts.
     """
     check_probe_settings(method=method, objective=objective, top_k=top_k, critical_fraction=critical_fraction)
     check_choice("backend", backend, ("local", "ray"))
@@ -133,6 +137,8 @@ def probe(
         raise NeuroshotError("nothing to probe: the pool is empty")
     if backend == "ray" and store is None:
         raise NeuroshotError("the ray backend writes its results to a signature store: pass store=FOLDER")
+    if pool_source is not None and backend != "ray":
+        raise NeuroshotError("pool_source is read by Ray Data: it needs backend='ray'")
     enc = encode(lm, task, texts, demos)
     keys = [text_key(t) for t in texts]
     settings = {"model": lm.fingerprint, "task": task.fingerprint(), "method": method, "top_k": top_k,
@@ -154,14 +160,18 @@ def probe(
     if backend == "ray" and todo:
         from .distributed import probe_on_ray
 
-        probe_on_ray(lm, task, [texts[i] for i in todo], settings, store, compute=probe_texts, demos=demos,
-                     actors=actors, address=ray_address, chunk_size=chunk_size,
+        probe_on_ray(lm, task, None if pool_source is not None else [texts[i] for i in todo], settings, store,
+                     compute=probe_texts, demos=demos, actors=actors, address=ray_address, chunk_size=chunk_size,
+                     source=pool_source, text_field=text_field,
                      probe_args=dict(method=method, objective=objective, top_k=top_k, ig_steps=ig_steps,
                                      batch_size=batch_size, max_batch_tokens=max_batch_tokens))
         cache = SignatureStore(store, settings)  # read back what the actors wrote
         results.update((keys[i], cache.get(keys[i])) for i in todo)
-        if any(results[keys[i]] is None for i in todo):
-            raise NeuroshotError("the ray backend finished without writing every item to the store")
+        missing = [i for i in todo if results[keys[i]] is None]
+        if missing:
+            where = f" (are they in {pool_source}, column '{text_field}'?)" if pool_source is not None else ""
+            raise NeuroshotError(f"the ray backend finished without probing {len(missing)} of the texts, "
+                                 f"e.g. {texts[missing[0]][:60]!r}{where}")
         todo = []
     pending: dict[str, StoredItem] = {}
     bar = tqdm(total=len(todo), unit="item", desc=f"probe ({method})", disable=not progress or not todo)

@@ -87,6 +87,17 @@ class SignatureStore:
         if self._items is not None:
             self._items.update(items)
 
+    def stored_keys(self) -> set[str]:
+        """The keys of every complete chunk, read from the chunks' headers only (cheap at any size)."""
+        keys: set[str] = set()
+        for chunk in self.path.glob("chunk-*.safetensors"):
+            try:
+                with safe_open(str(chunk), framework="numpy") as fh:
+                    keys.update(json.loads(fh.metadata()["keys"]))
+            except (SafetensorError, OSError, KeyError, ValueError):
+                continue  # unreadable: its items are probed again
+        return keys
+
     def chunk_path(self, name: str) -> Path:
         """Where the chunk called ``name`` lives (it exists once written completely)."""
         return self.path / f"chunk-{name}.safetensors"
