@@ -33,3 +33,30 @@ def test_atomic_write_gives_the_permissions_a_plain_open_would(tmp_path):
         fh.write("x")
     (tmp_path / "plain.txt").write_text("x")
     assert (tmp_path / "atomic.txt").stat().st_mode == (tmp_path / "plain.txt").stat().st_mode
+
+
+def test_load_records_reads_jsonl_csv_and_parquet_alike(tmp_path):
+    import csv
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import pytest
+
+    from neuroshot import NeuroshotError
+    from neuroshot.data import load_records
+
+    rows = [{"id": "a", "text": "first text", "label": "x"}, {"id": "b", "text": "2024", "label": "y"}]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with open(tmp_path / "p.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, ["id", "text", "label"])
+        writer.writeheader()
+        writer.writerows(rows)
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "p.parquet")
+    loaded = [load_records(tmp_path / f"p.{suffix}") for suffix in ("jsonl", "csv", "parquet")]
+    assert loaded[0] == loaded[1] == loaded[2] == [Record("a", "first text", "x"), Record("b", "2024", "y")]
+    (tmp_path / "bad.parquet").write_text("not parquet")
+    with pytest.raises(NeuroshotError, match="Parquet"):
+        load_records(tmp_path / "bad.parquet")
+    with pytest.raises(NeuroshotError, match="not found"):
+        load_records(tmp_path / "missing.parquet")
