@@ -588,3 +588,36 @@ def test_multi_token_direct_logit_reusing_the_prompt_cache_matches_teacher_forci
     assert torch.equal(fast.predicted, slow.predicted) and torch.equal(fast.span_mask, slow.span_mask)
     assert len(set(fast.span_mask.sum(-1).tolist())) > 1  # rows with answers of different lengths
     torch.testing.assert_close(fast.values, slow.values, atol=1e-5, rtol=1e-4)
+
+
+# --------------------------------------------------------------------------- threads sharing one model
+
+def test_a_forward_pass_waits_while_probing_hooks_are_on(tiny_lm, tiny_task, tiny_texts):
+    """Another thread's scoring must not run (and be recorded) while a recorder's hooks are on."""
+    import threading
+
+    done = threading.Event()
+    other = threading.Thread(target=lambda: (scoring.predict_proba(tiny_lm, tiny_task, tiny_texts[:2]), done.set()))
+    with ActivationRecorder(tiny_lm) as rec:
+        other.start()
+        assert not done.wait(0.5), "a forward pass ran while probing hooks were on"
+        assert all(a is None for a in rec.acts)
+    other.join(10)
+    assert done.is_set()
+
+
+def test_threads_sharing_a_model_get_the_results_of_running_alone(tiny_lm, tiny_task, tiny_texts):
+    import concurrent.futures
+
+    halves = [tiny_texts[::2], tiny_texts[1::2]]
+    alone = [probing.probe(tiny_lm, tiny_task, t, batch_size=2, progress=False) for t in halves]
+    scores = scoring.predict_proba(tiny_lm, tiny_task, tiny_texts, batch_size=2)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        probes = [pool.submit(probing.probe, tiny_lm, tiny_task, t, batch_size=2, progress=False) for t in halves * 2]
+        scored = [pool.submit(scoring.predict_proba, tiny_lm, tiny_task, tiny_texts, batch_size=2) for _ in range(4)]
+        for future, expected in zip(probes, alone * 2):
+            result = future.result()
+            np.testing.assert_allclose(result.probs, expected.probs, atol=1e-6)
+            np.testing.assert_array_equal(result.signatures.to_csr().toarray(), expected.signatures.to_csr().toarray())
+        for future in scored:
+            np.testing.assert_allclose(future.result(), scores, atol=1e-6)

@@ -13,7 +13,7 @@ import numpy as np
 from dspy.predict.parameter import Parameter
 
 from neuroshot import (CriticalNeurons, ModelLike, NeuroshotError, ProbeResult, Retrieved, Retriever, get_pipeline,
-                       get_retriever, model_lock, probe, resolve_model)
+                       get_retriever, probe, resolve_model)
 from neuroshot.probing import item_scores
 
 from ._task import SignatureTask, label_field, program_signature
@@ -119,8 +119,7 @@ class NeuronFewShotProgram(dspy.Module):
         why it was chosen (``Retrieved.why()``: similarity, MMR score, shared neurons)."""
         runtime = self._ready()
         query = self._probe([runtime.spec.text(inputs)])
-        with model_lock(runtime.lm):
-            chosen = runtime.retriever.retrieve(query, self.k)[0]
+        chosen = runtime.retriever.retrieve(query, self.k)[0]
         return [(self.annotated.examples[r.index], r) for r in reversed(chosen)]
 
     def forward(self, **inputs: Any) -> dspy.Prediction:
@@ -142,9 +141,8 @@ class NeuronFewShotProgram(dspy.Module):
     def _probe(self, texts: list[str], store: str | None = None) -> ProbeResult:
         runtime = self._runtime
         s = self.annotated.settings
-        with model_lock(runtime.lm):
-            return probe(runtime.lm, runtime.spec.task, texts, method=s["method"], top_k=s["top_k"], store=store,
-                         progress=False)
+        return probe(runtime.lm, runtime.spec.task, texts, method=s["method"], top_k=s["top_k"], store=store,
+                     progress=False)
 
     def _ready(self) -> _Runtime:
         """Load the model, build the task and fit the retriever (again after ``load``)."""

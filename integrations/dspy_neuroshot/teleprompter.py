@@ -11,7 +11,7 @@ import dspy
 from dspy.teleprompt import Teleprompter
 
 from neuroshot import (AnnotationItem, ModelLike, NeuroshotError, Plan, ProbeResult, SimulatedAnnotator,
-                       export_for_annotation, get_pipeline, get_retriever, get_strategy, model_lock, probe,
+                       export_for_annotation, get_pipeline, get_retriever, get_strategy, probe,
                        read_annotations, resolve_model)
 
 from ._task import SignatureTask, label_field, program_signature
@@ -98,10 +98,8 @@ class NeuronAwareFewShot(Teleprompter):
         if len(set(self.ids_)) != len(self.ids_):
             raise NeuroshotError("trainset examples have duplicate 'id' values")
         lm = resolve_model(self.model)
-        with model_lock(lm):
-            pool = probe(lm, spec.task, texts, method=self.method, top_k=self.top_k,
-                         critical_fraction=self.critical_fraction, store=self.store, ids=self.ids_,
-                         progress=self.progress)
+        pool = probe(lm, spec.task, texts, method=self.method, top_k=self.top_k,
+                     critical_fraction=self.critical_fraction, store=self.store, ids=self.ids_, progress=self.progress)
         self.probe_, self.texts_ = pool, texts
 
         if self.active:

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from neuroshot import LanguageModel, NeuroshotError, Task, get_pipeline, model_lock, probe, resolve_model
+from neuroshot import LanguageModel, NeuroshotError, Task, get_pipeline, probe, resolve_model
 
 from .selector import example_text
 
@@ -46,9 +46,8 @@ def plan_annotations(
         except NeuroshotError as exc:
             raise NeuroshotError(f"pool item {n}: {exc}") from None
     lm = resolve_model(model)
-    with model_lock(lm):
-        result = probe(lm, task, pool_texts, method=method, top_k=top_k, critical_fraction=critical_fraction,
-                       store=store, progress=progress)
+    result = probe(lm, task, pool_texts, method=method, top_k=top_k, critical_fraction=critical_fraction,
+                   store=store, progress=progress)
     chosen = get_pipeline("recommended").customized(strategy=strategy, strategy_params=strategy_params)
     plan = chosen.make_strategy().plan(result, budget, labeled=labeled, seed=seed)
     return [{"rank": p.rank, "index": p.index, "text": pool_texts[p.index], "example": examples[p.index],

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from langchain_core.example_selectors import BaseExampleSelector
 from pydantic import BaseModel, ConfigDict, Field, InstanceOf, PrivateAttr, field_validator, model_validator
 
-from neuroshot import (LanguageModel, NeuroshotError, ProbeResult, Retriever, Task, get_pipeline, model_lock, probe,
+from neuroshot import (LanguageModel, NeuroshotError, ProbeResult, Retriever, Task, get_pipeline, probe,
                        resolve_model)
 
 
@@ -144,9 +144,8 @@ class NeuronAwareExampleSelector(BaseExampleSelector, BaseModel):
             self._check_example(example, f"example {n}", error=ValueError)
         texts = [example_text(e, keys) for e in self.examples]
         self._make_retriever()  # an unknown pipeline or retriever fails before any model call
-        with model_lock(self.model):
-            self._probe = probe(self.model, self.task, texts, progress=self.progress, store=self.store,
-                                **self._probe_settings())
+        self._probe = probe(self.model, self.task, texts, progress=self.progress, store=self.store,
+                            **self._probe_settings())
         self._refit()
         if self.mode == "static":
             self._static()  # plan now: an unknown strategy or bad parameters fail at construction
@@ -212,8 +211,7 @@ class NeuronAwareExampleSelector(BaseExampleSelector, BaseModel):
         return {"method": self.method, "top_k": self.top_k, "critical_fraction": self.critical_fraction}
 
     def _probe_texts(self, texts: list[str], store: Path | None = None) -> ProbeResult:
-        with model_lock(self.model):
-            return probe(self.model, self.task, texts, progress=False, store=store, **self._probe_settings())
+        return probe(self.model, self.task, texts, progress=False, store=store, **self._probe_settings())
 
     def _check_example(self, example: Mapping[str, Any], where: str, error: type[Exception] = NeuroshotError) -> None:
         if not isinstance(example, Mapping):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from ._validation import check_choice
-from .models import LanguageModel
+from .models import LanguageModel, model_lock
 from .scoring import cache_of, forward, pad_left, scores_after_prompt
 
 METHODS = ("direct_logit", "grad_x_act", "integrated_gradients")
@@ -44,6 +44,8 @@ class ActivationRecorder:
         self._handles: list = []
 
     def __enter__(self) -> ActivationRecorder:
+        self._lock = model_lock(self.lm)  # hooks see every forward pass: no other thread's while they are on
+        self._lock.acquire()
         for layer in self.lm.layers:
             self._handles.append(layer.module.register_forward_pre_hook(self._hook(layer.index)))
         return self
@@ -52,6 +54,7 @@ class ActivationRecorder:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        self._lock.release()
 
     def _hook(self, index: int):
         def hook(module, args):

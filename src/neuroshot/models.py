@@ -315,8 +315,11 @@ def resolve_model(model: ModelLike) -> LanguageModel:
 
 
 def model_lock(lm: LanguageModel) -> threading.RLock:
-    """One re-entrant lock per torch model: probing hooks would see another thread's forward pass,
-    so every user of a shared model holds this around its model calls."""
+    """One re-entrant lock per torch model: probing hooks would see another thread's forward pass.
+
+    neuroshot holds it around each of its own model calls and for as long as probing hooks are
+    on, so threads may share a model through neuroshot's functions freely; hold it yourself only
+    around your own direct calls (``lm.model(...)``, ``lm.model.generate(...)``)."""
     with _SHARED_GUARD:
         lock = _MODEL_LOCKS.get(lm.model)
         if lock is None:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .errors import NeuroshotError
-from .models import LanguageModel
+from .models import LanguageModel, model_lock
 from .task import Demonstration, Task
 
 log = logging.getLogger(__name__)
@@ -98,8 +98,9 @@ def forward(lm: LanguageModel, ids: torch.Tensor, mask: torch.Tensor, *, logits_
     """One model call with positions computed from the mask (correct under left padding)."""
     full_mask = mask if past_mask is None else torch.cat([past_mask, mask], dim=1)
     positions = (full_mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1]:]
-    return lm.model(input_ids=ids, attention_mask=full_mask, position_ids=positions, use_cache=use_cache,
-                    logits_to_keep=logits_to_keep, **({_cache_kwarg(lm): past} if past is not None else {}))
+    with model_lock(lm):
+        return lm.model(input_ids=ids, attention_mask=full_mask, position_ids=positions, use_cache=use_cache,
+                        logits_to_keep=logits_to_keep, **({_cache_kwarg(lm): past} if past is not None else {}))
 
 
 @functools.cache
@@ -189,9 +190,10 @@ def _continuation_logprob(lm: LanguageModel, cache, prompt_mask: torch.Tensor,
     dtype = next(lm.model.parameters()).dtype
     block_mask = torch.zeros(attend.shape, dtype=dtype, device=dev).masked_fill_(~attend, torch.finfo(dtype).min)
     positions = prompt_mask.sum(-1, keepdim=True) + offset[None, :]
-    out = lm.model(input_ids=torch.tensor(feed, device=dev).expand(n_rows, n), attention_mask=block_mask[:, None],
-                   position_ids=positions, use_cache=True, logits_to_keep=n,
-                   **{_cache_kwarg(lm): copy.deepcopy(cache)})
+    with model_lock(lm):
+        out = lm.model(input_ids=torch.tensor(feed, device=dev).expand(n_rows, n),
+                       attention_mask=block_mask[:, None], position_ids=positions, use_cache=True,
+                       logits_to_keep=n, **{_cache_kwarg(lm): copy.deepcopy(cache)})
     logp = torch.log_softmax(out.logits.float(), dim=-1).gather(-1, target.expand(n_rows, n)[..., None]).squeeze(-1)
     return torch.zeros((n_rows, len(labels)), device=dev, dtype=logp.dtype).index_add_(1, owner, logp)
 
