@@ -16,6 +16,11 @@ top of ``benchmarks/RESULTS.md``.
 
 Pipelines are the named ones of :mod:`neuroshot.pipelines`; in the static regime the baselines are
 their strategies (``random``, ``votek``, ``ideal``).
+
+In ``static`` the pool is one fixed sample, so a deterministic planner (``recommended``, ``votek``)
+writes one prompt per budget whatever the seed, and its interval covers test items only, not the
+luck of that prompt. ``static-resampled`` draws the pool again for every seed (seed 0's pool is
+``static``'s), so each seed is another plan and the interval covers plans too.
 """
 
 from __future__ import annotations
@@ -39,14 +44,16 @@ DEFAULT_OUT = REPO / "benchmarks" / "results" / "head_to_head"
 DEFAULT_MD = REPO / "benchmarks" / "RESULTS.md"
 STORE = REPO / "benchmarks" / "results" / "quality" / "signatures"  # probes shared with quality.py
 REFERENCE = "recommended"
+RESAMPLED = "static-resampled"  # static prompts, the pool redrawn for each seed
 BASELINES = {"per-query": ("random+knn", "votek+knn", "ideal+knn"), "static": ("random", "votek", "ideal")}
+BASELINES[RESAMPLED] = BASELINES["static"]
 KEY = ("model", "set", "regime", "pipeline", "budget", "seed", "k", "pool_size", "test_size", "validation")
 GOAL_POINTS = 0.03
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_grid_args(p, test_size=300, out=DEFAULT_OUT, markdown=DEFAULT_MD)
+    add_grid_args(p, test_size=300, out=DEFAULT_OUT, markdown=DEFAULT_MD, regimes=("per-query", "static", RESAMPLED))
     p.add_argument("--pipelines", nargs="+", metavar="NAME[=JSON]",
                    help="pipelines by name, or NAME={\"strategy\": ..., \"retriever\": ..., \"strategy_params\": ..., "
                         "\"retriever_params\": ...} for a candidate (default: recommended and the regime's baselines: "
@@ -71,11 +78,9 @@ def run(args: argparse.Namespace) -> None:
                                validation=args.validation or None)
         gold = [r.label for r in data.test]
         for regime in args.regimes:
-            static = regime == "static"
+            static = regime != "per-query"
             budgets, seeds = (args.static_budgets, args.static_seeds) if static else (args.retrieval_budgets, args.seeds)
             pipelines = [_pipeline(p) for p in (args.pipelines or (REFERENCE, *BASELINES[regime]))]
-            exp = Experiment(lm, data.task, data.pool, data.test, regime=regime, k=args.k, calibrated=static,
-                             probe_kwargs={"store": STORE}, progress=False)
             by_name = {p.name: p for p in pipelines}
 
             def cell(pipeline_name: str, budget: int, seed: int) -> dict:
@@ -103,7 +108,21 @@ def run(args: argparse.Namespace) -> None:
                 print(f"{name:<24} {regime:<9} {pipeline.name:<12} B={record.budget:<4} seed {record.seed}: "
                       f"acc {record.accuracy:.3f}{cal}  ({record.seconds:.0f} s)", flush=True)
 
-            exp.run(pipelines, budgets, seeds, skip=skip, on_record=save)
+            # a deterministic planner plans one prompt per budget from one pool, whatever the seed: with
+            # RESAMPLED each seed draws its own pool (seed 0's is the fixed one), so seeds measure the plans too
+            for pool, run_seeds in ([(_pool_of_seed(name, args, data, s), [s]) for s in seeds] if regime == RESAMPLED
+                                    else [(data.pool, seeds)]):
+                exp = Experiment(lm, data.task, pool, data.test, regime="static" if static else regime, k=args.k,
+                                 calibrated=static, probe_kwargs={"store": STORE}, progress=False)
+                exp.run(pipelines, budgets, run_seeds, skip=skip, on_record=save)
+
+
+def _pool_of_seed(name: str, args: argparse.Namespace, data, seed: int) -> list:
+    """``len(data.pool)`` items of the set's pool file in seed ``seed``'s order, never one of ``data.test``
+    (the same as ``data.pool`` for seed 0; all of a pool no larger than that, reordered)."""
+    held = {r.id for r in data.test}
+    full = load_shared_set(name, args.data, seed=seed).pool
+    return [r for r in full if r.id not in held][:len(data.pool)]
 
 
 def _pipeline(spec: str):

@@ -56,10 +56,10 @@ N_LAYERS, D_FF = 30, 1536
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", nargs="+", type=int, default=[10_000, 100_000])
-    p.add_argument("--neighbours", nargs="+", default=["auto"], choices=["auto", "exact", "hnsw"],
+    p.add_argument("--neighbours", nargs="+", default=["auto"], choices=["auto", "exact", "hnsw", "ivf"],
                    help="neighbour search per cell (auto: exact up to 20k items, HNSW above)")
     p.add_argument("--compare-up-to", type=int, default=10_000,
-                   help="also run exact and hnsw at sizes up to this, to compare their picks")
+                   help="also run exact, hnsw and ivf at sizes up to this, to compare their picks")
     p.add_argument("--n-neighbors", type=int, default=100, help="neighbours per item in the coverage graph")
     p.add_argument("--budget", type=int, default=100)
     p.add_argument("--critical", type=int, default=460, help="task-critical neurons")
@@ -256,7 +256,7 @@ def run(args: argparse.Namespace) -> None:
     done = {cell_key(KEY, r) for r in read_results(args.out)}
     command = ".venv/bin/python " + shlex.join(["benchmarks/scale.py", *sys.argv[1:]])
     for n in args.sizes:
-        methods = ["exact", "hnsw"] if n <= args.compare_up_to else args.neighbours
+        methods = ["exact", "hnsw", "ivf"] if n <= args.compare_up_to else args.neighbours
         for method in methods:
             spec = dict(n=n, neighbours=method, n_neighbors=args.n_neighbors, budget=args.budget,
                         critical=args.critical, clusters=args.clusters, seed=args.seed,
@@ -281,13 +281,15 @@ def summarize(args: argparse.Namespace) -> str:
     same = []
     by_key = {(r["n"], r["n_neighbors"], r["budget"], r["neighbours"]): r for r in rows}
     for (n, k, b, method), r in sorted(by_key.items()):
-        other = by_key.get((n, k, b, "hnsw"))
-        if method == "exact" and other:
+        for approx in ("hnsw", "ivf"):
+            other = by_key.get((n, k, b, approx))
+            if method != "exact" or not other:
+                continue
             shared = len(set(r["picks"]) & set(other["picks"])) / len(r["picks"])
             value = (f"; coverage objective on the exact graph {r['coverage']:.4f} (exact plan) vs "
-                     f"{other['coverage']:.4f} (approximate)") if r.get("coverage") and other.get("coverage") else ""
+                     f"{other['coverage']:.4f} ({approx})") if r.get("coverage") and other.get("coverage") else ""
             same.append(f"- {n:,} items, k = {k}, budget {b}: {shared:.0%} of the exact plan's picks are in the "
-                        f"approximate plan{value}")
+                        f"{approx} plan{value}")
     commands = sorted({r["command"] for r in rows})
     text = "\n".join(["### Results", "", *lines, "", *(same or ["- no size run both ways yet"]), "",
                       f"Machine: {rows[0]['cpus'] if rows else '?'} CPUs. Commands:", "", "```", *commands, "```", "",
@@ -308,7 +310,7 @@ def main(argv=None) -> None:
     text = summarize(args)
     intro = ("`neuron_coverage` planning on synthetic signatures of 10^4-10^6 items (the shape of what a plan "
              "reads from a probe: 460 critical neurons over 30 layers x 1536), exact neighbours against FAISS HNSW "
-             "ones, each cell in a fresh process; see the docstring of `benchmarks/scale.py`.")
+             "and IVF ones, each cell in a fresh process; see the docstring of `benchmarks/scale.py`.")
     update_section(args.readme, "scale", f"## Planning at scale: `scale.py`\n\n{intro}\n\n{text}")
     print(text)
 

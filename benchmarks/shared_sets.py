@@ -116,12 +116,12 @@ def load_shared_set(name: str, data: Path = DEFAULT_DATA, *, pool_size: int | No
                      split.validation if validation else split.test)
 
 
-def add_grid_args(p, *, test_size: int, out: Path, markdown: Path) -> None:
+def add_grid_args(p, *, test_size: int, out: Path, markdown: Path, regimes: tuple[str, ...] = ("per-query", "static")) -> None:
     """The options every selection benchmark shares: data, sets, regimes, budgets, k, sizes, model, output."""
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder (default: %(default)s)")
     p.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS, metavar="SET",
                    help=f"data sets (default: all: {' '.join(SETS)})")
-    p.add_argument("--regimes", nargs="+", default=["per-query", "static"], choices=["per-query", "static"])
+    p.add_argument("--regimes", nargs="+", default=["per-query", "static"], choices=list(regimes))
     p.add_argument("--static-budgets", nargs="+", type=int, default=[5, 10, 20])
     p.add_argument("--retrieval-budgets", nargs="+", type=int, default=[18, 50, 100])
     p.add_argument("--k", type=int, default=4, help="demonstrations per query in the per-query regime")

@@ -105,10 +105,10 @@ def _full_greedy(pool, budget, labeled, seed, n_neighbors=10, balance=False, unc
     from neuroshot.strategies.coverage import _centred_signatures, _cover, _gains, _similarity_graph
 
     n = len(pool)
-    reach = _similarity_graph(_centred_signatures(pool), n_neighbors)
+    graph = _similarity_graph(_centred_signatures(pool), n_neighbors)
     best = np.zeros(n)
     for i in labeled:
-        _cover(reach, i, best)
+        _cover(graph, i, best)
     bonus = uncertainty_weight * minmax(pool.scores.entropy)
     classes = pool.predicted.copy()
     counts = np.bincount(classes[list(labeled)], minlength=3)
@@ -117,10 +117,10 @@ def _full_greedy(pool, budget, labeled, seed, n_neighbors=10, balance=False, unc
     tiebreak = np.random.default_rng(seed).random(n) * 1e-9
     picks = []
     for _ in range(budget):
-        total = _gains(reach, best) / n + bonus
+        total = _gains(graph, best) / n + bonus
         total = total / (1.0 + counts[classes]) if balance else total
         x = int(np.argmax(np.where(available, total + tiebreak, -np.inf)))
-        _cover(reach, x, best)
+        _cover(graph, x, best)
         picks.append(x)
         available[x] = False
         counts[classes[x]] += 1
@@ -134,9 +134,10 @@ def test_lazy_greedy_equals_the_full_greedy(random_pool, options, labeled):
     assert plan.indices == _full_greedy(random_pool, 15, labeled, seed=4, **options)
 
 
-def test_approximate_neighbours_plan_like_exact_ones(random_pool):
+@pytest.mark.parametrize("method", ["hnsw", "ivf"])
+def test_approximate_neighbours_plan_like_exact_ones(random_pool, method):
     exact = get_strategy("neuron_coverage", n_neighbors=10, neighbours="exact").plan(random_pool, 15, seed=0)
-    approx = get_strategy("neuron_coverage", n_neighbors=10, neighbours="hnsw").plan(random_pool, 15, seed=0)
+    approx = get_strategy("neuron_coverage", n_neighbors=10, neighbours=method).plan(random_pool, 15, seed=0)
     assert len(set(exact.indices) & set(approx.indices)) >= 14
     with pytest.raises(NeuroshotError, match="neighbours"):
         get_strategy("neuron_coverage", neighbours="annoy")

@@ -271,20 +271,46 @@ def test_knn_is_exact(blob_pool):
 
 
 
-def test_approximate_knn_finds_the_exact_neighbours(monkeypatch):
-    from neuroshot import neighbours
-
+def _clustered_unit_rows(n: int = 2000, d: int = 32) -> np.ndarray:
     rng = np.random.default_rng(0)
-    centres = rng.normal(size=(20, 32))
-    x = centres[rng.integers(0, 20, 2000)] + rng.normal(size=(2000, 32))
-    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    centres = rng.normal(size=(20, d))
+    x = centres[rng.integers(0, 20, n)] + rng.normal(size=(n, d))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("method, min_recall", [("hnsw", 0.95), ("ivf", 0.9)])
+def test_approximate_knn_finds_the_exact_neighbours(method, min_recall):
+    x = _clustered_unit_rows()
     exact_idx, exact_sim = knn(x, 10, method="exact")
-    idx, sim = knn(x, 10, method="hnsw")
+    idx, sim = knn(x, 10, method=method)
     assert idx.shape == (2000, 10) and not np.any(idx == np.arange(2000)[:, None])  # never oneself
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(idx, exact_idx)])
-    assert recall >= 0.95
+    assert recall >= min_recall
     assert np.all(np.diff(sim, axis=1) <= 1e-6) and np.all(sim[:, 0] <= exact_sim[:, 0] + 1e-5)
-    assert np.array_equal(knn(x, 10, method="hnsw")[0], idx)  # the same rows give the same graph
+    np.testing.assert_allclose(sim, np.take_along_axis(x @ x.T, idx, axis=1), atol=1e-5)  # true cosines
+    assert np.array_equal(knn(x, 10, method=method)[0], idx)  # the same rows give the same neighbours
+
+
+def test_ivf_neighbours_do_not_depend_on_the_thread_count():
+    import faiss
+
+    x = _clustered_unit_rows()
+    before = faiss.omp_get_max_threads()
+    try:
+        faiss.omp_set_num_threads(1)
+        one = knn(x, 10, method="ivf")
+        faiss.omp_set_num_threads(2)
+        two = knn(x, 10, method="ivf")
+    finally:
+        faiss.omp_set_num_threads(before)
+    assert np.array_equal(one[0], two[0]) and np.array_equal(one[1], two[1])
+
+
+def test_auto_knn_is_exact_up_to_the_limit_and_hnsw_above(monkeypatch):
+    from neuroshot import neighbours
+
+    x = _clustered_unit_rows()
+    idx = knn(x, 10, method="hnsw")[0]
     monkeypatch.setattr(neighbours, "EXACT_LIMIT", 1000)  # "auto" switches above the limit
     assert np.array_equal(knn(x, 10)[0], idx) and np.array_equal(knn(x[:900], 10)[0], knn(x[:900], 10, method="exact")[0])
     with pytest.raises(NeuroshotError, match="method"):

@@ -61,3 +61,17 @@ def test_named_model_is_assembled_once_into_the_cache(tmp_path, monkeypatch):
     monkeypatch.setitem(shared_sets.NAMED_MODELS, "missing-model", "no_such_wheel_installed")
     with pytest.raises(SystemExit, match="not installed"):
         shared_sets.model_spec("missing-model")
+
+
+@pytest.mark.parametrize("validation", [None, 40])
+def test_static_resampled_draws_a_pool_per_seed_that_never_holds_a_scored_item(validation):
+    import head_to_head
+
+    args = head_to_head.parse_args(["--sets", "trec", "--regimes", head_to_head.RESAMPLED])
+    data = load_shared_set("trec", pool_size=200, test_size=50, validation=validation)
+    pools = [head_to_head._pool_of_seed("trec", args, data, seed) for seed in (0, 1, 2)]
+    assert [r.id for r in pools[0]] == [r.id for r in data.pool]  # seed 0: the fixed regime's pool
+    scored = {r.id for r in data.test}
+    for pool in pools:
+        assert len(pool) == 200 and len({r.id for r in pool}) == 200 and not {r.id for r in pool} & scored
+    assert {r.id for r in pools[1]} != {r.id for r in pools[0]} != {r.id for r in pools[2]}

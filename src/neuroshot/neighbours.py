@@ -13,17 +13,18 @@ from .errors import NeuroshotError
 
 
 EXACT_LIMIT = 20_000  # up to this many rows, ``method="auto"`` compares every pair
+METHODS = ("auto", "exact", "hnsw", "ivf")
 
 
 def knn(x: np.ndarray, k: int, chunk: int | None = None, *, method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """``(indices, cosines)``, each ``[N, k']``: every row's ``k' = min(k, N - 1)`` nearest other rows, nearest first.
 
     ``x`` must have unit rows. ``method="exact"`` compares every pair in chunks of rows (memory
-    ``O(chunk * N)``, time ``O(N^2)``); ``"hnsw"`` searches a FAISS HNSW graph (approximate, about
-    ``O(N log N)``; ``pip install "neuroshot[scale]"``); ``"auto"`` is exact up to
-    :data:`EXACT_LIMIT` rows and HNSW above it when FAISS is installed.
+    ``O(chunk * N)``, time ``O(N^2)``); ``"hnsw"`` searches a FAISS HNSW graph and ``"ivf"`` a FAISS
+    inverted-file index (both approximate; ``pip install "neuroshot[scale]"``); ``"auto"`` is exact
+    up to :data:`EXACT_LIMIT` rows and HNSW above it when FAISS is installed.
     """
-    check_choice("method", method, ("auto", "exact", "hnsw"))
+    check_choice("method", method, METHODS)
     n = len(x)
     k = min(int(k), n - 1)
     if k <= 0:
@@ -32,6 +33,8 @@ def knn(x: np.ndarray, k: int, chunk: int | None = None, *, method: str = "auto"
         method = "hnsw" if n > EXACT_LIMIT and _faiss() is not None else "exact"
     if method == "hnsw":
         return _knn_hnsw(np.ascontiguousarray(x, dtype=np.float32), k)
+    if method == "ivf":
+        return _knn_ivf(np.ascontiguousarray(x, dtype=np.float32), k)
     return _knn_exact(x, k, chunk or max(1, min(4096, (64 << 20) // (4 * n))))
 
 
@@ -78,6 +81,35 @@ def _knn_hnsw(x: np.ndarray, k: int, m: int = 32, chunk: int = 65_536) -> tuple[
     finally:
         faiss.omp_set_num_threads(threads)
     index.hnsw.efSearch = max(2 * (k + 1), 64)
+    return _search_all(index, x, k, chunk)
+
+
+def _knn_ivf(x: np.ndarray, k: int, nprobe: int = 16, chunk: int = 65_536, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate neighbours from a FAISS IVF-Flat index on inner products (cosines of unit rows).
+
+    ``sqrt(nprobe * N)`` lists (which balances finding the lists against scanning them), from 10
+    k-means iterations on a seeded sample of 39 rows per list; each row then scans its ``nprobe``
+    nearest lists. Every step is deterministic on any number of threads, so unlike the HNSW graph
+    the whole build runs in parallel.
+    """
+    faiss = _faiss()
+    if faiss is None:
+        raise NeuroshotError('approximate neighbours need FAISS: pip install "neuroshot[scale]"')
+    n, d = x.shape
+    nlist = max(1, min(int(np.sqrt(nprobe * n)), n // 39))  # FAISS wants >= 39 training rows per list
+    quantizer = faiss.IndexFlatIP(d)
+    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed, index.cp.niter = seed, 10
+    sample = np.random.default_rng(seed).choice(n, size=min(n, 39 * nlist), replace=False)
+    index.train(x[np.sort(sample)])
+    index.add(x)
+    index.nprobe = min(nprobe, nlist)
+    return _search_all(index, x, k, chunk)
+
+
+def _search_all(index, x: np.ndarray, k: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every row's ``k`` nearest other rows in ``index`` (which holds ``x``), nearest first."""
+    n = len(x)
     idx = np.zeros((n, k), dtype=np.int64)
     sim = np.zeros((n, k), dtype=np.float32)
     for start in range(0, n, chunk):

@@ -29,7 +29,7 @@ from scipy import sparse
 
 from ..embeddings import pool_embeddings
 from .._validation import check_choice, check_in, check_whole
-from ..neighbours import knn
+from ..neighbours import METHODS, knn
 from .base import Pick, Strategy, minmax, register
 
 
@@ -45,7 +45,7 @@ class NeuronCoverageStrategy(Strategy):
         check_in("uncertainty_weight", uncertainty_weight, 0.0)
         check_in("embedding_weight", embedding_weight, 0.0, 1.0)
         check_whole("n_neighbors", n_neighbors)
-        check_choice("neighbours", neighbours, ("auto", "exact", "hnsw"))
+        check_choice("neighbours", neighbours, METHODS)
         self.n_neighbors, self.balance = n_neighbors, balance
         self.influence_weight, self.uncertainty_weight = influence_weight, uncertainty_weight
         self.embedding_weight, self.neighbours = embedding_weight, neighbours
@@ -55,11 +55,11 @@ class NeuronCoverageStrategy(Strategy):
         restricted = pool.critical.restrict(pool.signatures)
         mean = np.asarray(restricted.mean(axis=0), dtype=np.float32).ravel()
         space = _space(pool, _centred_signatures(pool, restricted, mean), self.embedding_weight)
-        reach = _similarity_graph(space, self.n_neighbors, self.neighbours)  # reach[c, x]: how well c represents x
+        graph = _similarity_graph(space, self.n_neighbors, self.neighbours)  # graph[c, x]: how well c represents x
         del space
         best = np.zeros(n)  # per item: its best similarity to a chosen/annotated item
         for i in labeled:
-            _cover(reach, int(i), best)
+            _cover(graph, int(i), best)
         bonus = self.influence_weight * minmax(pool.scores.influence) + self.uncertainty_weight * minmax(pool.scores.entropy)
         classes = pool.predicted.copy()
         if isinstance(labeled, Mapping):
@@ -75,7 +75,7 @@ class NeuronCoverageStrategy(Strategy):
         # Lazy greedy (Minoux): a candidate's gain only shrinks as picks are made (and its label's count
         # only grows), so a value computed earlier bounds the current one; only the best bound is
         # re-evaluated. The picks are those of recomputing every gain at every step.
-        gains = _gains(reach, best) / n
+        gains = _gains(graph, best) / n
         heap = [(-value(int(c), gains[c]), int(c)) for c in np.asarray(candidates, dtype=np.int64)]
         heapq.heapify(heap)
         fresh = np.full(n, -1)  # the step at which each candidate's bound was last computed
@@ -84,11 +84,11 @@ class NeuronCoverageStrategy(Strategy):
         while heap and len(picks) < budget:
             bound, c = heapq.heappop(heap)
             if fresh[c] < len(picks):
-                gains[c] = _gain(reach, c, best) / n
+                gains[c] = _gain(graph, c, best) / n
                 fresh[c] = len(picks)
                 heapq.heappush(heap, (-value(c, gains[c]), c))
                 continue
-            represented = _cover(reach, c, best)
+            represented = _cover(graph, c, best)
             picks.append(Pick(c, 0, -bound, {
                 "coverage_gain": float(gains[c]), "represents": float(represented),
                 "influence": float(pool.scores.influence[c]), "entropy": float(pool.scores.entropy[c])},
@@ -143,22 +143,22 @@ def _similarity_graph(space: np.ndarray, n_neighbors: int, method: str = "auto")
     return (graph.T + sparse.identity(n, format="csr")).tocsr()
 
 
-def _gains(reach: sparse.csr_matrix, best: np.ndarray) -> np.ndarray:
-    """Per candidate, ``sum_x max(0, reach[c, x] - best[x])``."""
-    improvement = np.maximum(reach.data - best[reach.indices], 0.0)
-    return sparse.csr_matrix((improvement, reach.indices, reach.indptr), shape=reach.shape).sum(axis=1).A1
+def _gains(graph: sparse.csr_matrix, best: np.ndarray) -> np.ndarray:
+    """Per candidate, ``sum_x max(0, graph[c, x] - best[x])``."""
+    improvement = np.maximum(graph.data - best[graph.indices], 0.0)
+    return sparse.csr_matrix((improvement, graph.indices, graph.indptr), shape=graph.shape).sum(axis=1).A1
 
 
-def _gain(reach: sparse.csr_matrix, c: int, best: np.ndarray) -> float:
+def _gain(graph: sparse.csr_matrix, c: int, best: np.ndarray) -> float:
     """``_gains`` of one candidate."""
-    lo, hi = reach.indptr[c], reach.indptr[c + 1]
-    return float(np.maximum(reach.data[lo:hi] - best[reach.indices[lo:hi]], 0.0).sum())
+    lo, hi = graph.indptr[c], graph.indptr[c + 1]
+    return float(np.maximum(graph.data[lo:hi] - best[graph.indices[lo:hi]], 0.0).sum())
 
 
-def _cover(reach: sparse.csr_matrix, c: int, best: np.ndarray) -> int:
+def _cover(graph: sparse.csr_matrix, c: int, best: np.ndarray) -> int:
     """Record ``c`` as chosen; returns how many items now have ``c`` as their closest chosen item."""
-    lo, hi = reach.indptr[c], reach.indptr[c + 1]
-    cols, values = reach.indices[lo:hi], reach.data[lo:hi]
+    lo, hi = graph.indptr[c], graph.indptr[c + 1]
+    cols, values = graph.indices[lo:hi], graph.data[lo:hi]
     better = values > best[cols]
     best[cols[better]] = values[better]
     return int(better.sum())
