@@ -79,17 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--labeled", help="labels already given (JSONL/CSV/Label Studio export): not picked again")
     plan.add_argument("--seed", type=int, default=0)
     _model_args(plan)
-    plan.add_argument("--method", default="direct_logit", choices=["direct_logit", "grad_x_act", "integrated_gradients"],
-                      help="neuron attribution method [direct_logit]")
-    plan.add_argument("--objective", default="logprob", choices=["logprob", "margin", "entropy"],
-                      help="what grad_x_act / integrated_gradients attribute [logprob]")
-    plan.add_argument("--top-k", type=int, default=64, help="neurons kept per layer in each signature [64]")
-    plan.add_argument("--critical-fraction", type=float, default=0.01,
-                      help="fraction of all neurons kept as task-critical [0.01]")
-    plan.add_argument("--store", help="signature store folder (default: the user cache); reruns reuse it")
-    plan.add_argument("--text-field", default="text")
-    plan.add_argument("--id-field", default="id")
-    plan.add_argument("--batch-size", type=int, default=16)
+    _probe_args(plan)
     plan.add_argument("--backend", default="local", choices=["local", "ray"],
                       help='where to probe: this process, or Ray Data actors (pip install "neuroshot[ray]") [local]')
     plan.add_argument("--ray-address", help="a running Ray cluster to join (default: start a local one)")
@@ -165,16 +155,8 @@ def _evaluate_parser(sub) -> None:
     ev.add_argument("--out", default="results.csv", help="results, one row per run: .csv or .jsonl [results.csv]")
     ev.add_argument("--plot", help="also draw the learning curves into this .png file")
     _model_args(ev)
-    ev.add_argument("--method", default="direct_logit", choices=["direct_logit", "grad_x_act", "integrated_gradients"],
-                    help="neuron attribution method of the probe [direct_logit]")
-    ev.add_argument("--top-k", type=int, default=64, help="neurons kept per layer in each signature [64]")
-    ev.add_argument("--critical-fraction", type=float, default=0.01,
-                    help="fraction of all neurons kept as task-critical [0.01]")
-    ev.add_argument("--store", help="signature store folder (default: the user cache)")
-    ev.add_argument("--text-field", default="text")
-    ev.add_argument("--id-field", default="id")
+    _probe_args(ev)
     ev.add_argument("--label-field", default="label")
-    ev.add_argument("--batch-size", type=int, default=16)
     ev.set_defaults(run=_run_evaluate)
 
 
@@ -189,6 +171,31 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="'default' (SmolLM2-135M, offline), a model folder, a .gguf file or a hub id")
     p.add_argument("--adapter", help="LoRA adapter folder (PEFT)")
     p.add_argument("--max-text-tokens", type=int, help="truncate each text to this many tokens")
+
+
+def _probe_args(p: argparse.ArgumentParser) -> None:
+    """How the pool is probed and read (plan and evaluate); the choices are attribution's METHODS and
+    OBJECTIVES, written out so that building the parser imports no torch."""
+    p.add_argument("--method", default="direct_logit", choices=["direct_logit", "grad_x_act", "integrated_gradients"],
+                   help="neuron attribution method [direct_logit]")
+    p.add_argument("--objective", default="logprob", choices=["logprob", "margin", "entropy"],
+                   help="what grad_x_act / integrated_gradients attribute [logprob]")
+    p.add_argument("--top-k", type=int, default=64, help="neurons kept per layer in each signature [64]")
+    p.add_argument("--critical-fraction", type=float, default=0.01,
+                   help="fraction of all neurons kept as task-critical [0.01]")
+    p.add_argument("--store", help="signature store folder (default: the user cache); reruns reuse it")
+    p.add_argument("--text-field", default="text")
+    p.add_argument("--id-field", default="id")
+    p.add_argument("--batch-size", type=int, default=16)
+
+
+def _probe_kwargs(args) -> dict:
+    """The ``probe`` settings of the options of :func:`_probe_args`."""
+    from .models import cache_dir
+
+    return dict(method=args.method, objective=args.objective, top_k=args.top_k,
+                critical_fraction=args.critical_fraction, batch_size=args.batch_size,
+                store=args.store or cache_dir() / "signatures")
 
 
 def _task(args):
@@ -222,7 +229,7 @@ def _params(pairs: list[str], option: str = "--param") -> dict:
 def _run_plan(args) -> int:
     from .annotation import AnnotationItem, export_for_annotation, read_annotations
     from .data import load_records
-    from .models import cache_dir, load_model
+    from .models import load_model
     from .pipelines import get_pipeline
     from .probing import probe
     from .strategies import get_strategy
@@ -249,9 +256,7 @@ def _run_plan(args) -> int:
     _check_probe_args(args)
     _quiet_transformers()
     lm = load_model(args.model, adapter=args.adapter)
-    probe_kwargs = dict(method=args.method, objective=args.objective, top_k=args.top_k,
-                        critical_fraction=args.critical_fraction, batch_size=args.batch_size,
-                        store=args.store or cache_dir() / "signatures")
+    probe_kwargs = _probe_kwargs(args)
     if isinstance(strategy, ActiveStrategy):  # the next round: the rest re-probed with --labeled in context
         strategy.lm, strategy.probe_kwargs, strategy.progress = lm, probe_kwargs, True
     ray_source = dict(pool_source=args.data, text_field=args.text_field) if args.backend == "ray" else {}
@@ -268,7 +273,7 @@ def _run_plan(args) -> int:
 def _check_probe_args(args) -> None:
     from .probing import check_probe_settings
 
-    check_probe_settings(method=args.method, objective=getattr(args, "objective", "logprob"), top_k=args.top_k,
+    check_probe_settings(method=args.method, objective=args.objective, top_k=args.top_k,
                          critical_fraction=args.critical_fraction)
     check_whole("--batch-size", args.batch_size)
     if hasattr(args, "actors"):
@@ -337,7 +342,7 @@ def _run_evaluate(args) -> int:
     if budgets[-1] > len(pool):
         raise NeuroshotError(f"--budget {budgets[-1]} is larger than the {len(pool)} items in {args.pool}")
     from .experiment import Experiment, label_efficiency, learning_curves
-    from .models import cache_dir, load_model
+    from .models import load_model
     from .strategies import get_strategy
 
     for name in strategies + [p.strategy for p in pipelines]:
@@ -350,8 +355,7 @@ def _run_evaluate(args) -> int:
     get_retriever(args.retriever, **retriever_params)  # fail before loading the model
     _quiet_transformers()
     lm = load_model(args.model, adapter=args.adapter)
-    probe_kwargs = dict(method=args.method, top_k=args.top_k, critical_fraction=args.critical_fraction,
-                        batch_size=args.batch_size, store=args.store or cache_dir() / "signatures")
+    probe_kwargs = _probe_kwargs(args)
     exp = Experiment(lm, task, pool, test, regime=args.regime, k=args.k, retriever=args.retriever,
                      retriever_params=retriever_params, calibrated=args.calibrated, rounds=args.rounds, probe_kwargs=probe_kwargs,
                      batch_size=args.batch_size)
