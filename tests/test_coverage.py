@@ -141,3 +141,15 @@ def test_approximate_neighbours_plan_like_exact_ones(random_pool, method):
     assert len(set(exact.indices) & set(approx.indices)) >= 14
     with pytest.raises(NeuroshotError, match="neighbours"):
         get_strategy("neuron_coverage", neighbours="annoy")
+
+
+def test_coverage_graph_is_the_knn_list_transposed_with_the_diagonal():
+    from neuroshot.strategies.coverage import _graph
+
+    idx = np.array([[1, 2], [0, 2], [1, 0], [2, 1]])
+    sim = np.array([[0.9, -0.2], [0.9, 0.5], [0.5, 0.3], [0.7, 0.1]], dtype=np.float32)
+    expected = np.eye(4)
+    for x in range(4):
+        for c, value in zip(idx[x], sim[x]):
+            expected[c, x] = max(0.0, value)  # how well c represents x
+    np.testing.assert_allclose(_graph(idx, sim).toarray(), expected, rtol=1e-6)

@@ -55,8 +55,10 @@ class NeuronCoverageStrategy(Strategy):
         restricted = pool.critical.restrict(pool.signatures)
         mean = np.asarray(restricted.mean(axis=0), dtype=np.float32).ravel()
         space = _space(pool, _centred_signatures(pool, restricted, mean), self.embedding_weight)
-        graph = _similarity_graph(space, self.n_neighbors, self.neighbours)  # graph[c, x]: how well c represents x
-        del space
+        neighbours = _unit_neighbours(space, self.n_neighbors, self.neighbours)
+        del space  # at 10^6 items: ~2 GB that the graph need not share memory with
+        graph = _graph(*neighbours)  # graph[c, x]: how well c represents x
+        del neighbours
         best = np.zeros(n)  # per item: its best similarity to a chosen/annotated item
         for i in labeled:
             _cover(graph, int(i), best)
@@ -131,16 +133,24 @@ def _distinctive_neurons(pool, restricted: sparse.csr_matrix, mean: np.ndarray, 
 
 
 def _similarity_graph(space: np.ndarray, n_neighbors: int, method: str = "auto") -> sparse.csr_matrix:
-    """``[N, N]``: row ``c`` holds ``max(0, cos)`` to the items that have ``c`` among their nearest (and 1 to itself).
+    """``[N, N]``: row ``c`` holds ``max(0, cos)`` to the items that have ``c`` among their nearest (and 1 to itself)."""
+    return _graph(*_unit_neighbours(space, n_neighbors, method))
 
-    Scales the rows of ``space`` to unit length in place (no copy of an ``[N, d]`` matrix at scale).
-    """
+
+def _unit_neighbours(space: np.ndarray, n_neighbors: int, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's nearest rows and cosines; scales the rows of ``space`` to unit length in place (no
+    copy of an ``[N, d]`` matrix at scale)."""
     space /= np.maximum(np.linalg.norm(space, axis=1, keepdims=True), 1e-12)
-    n = len(space)
-    idx, sim = knn(space, n_neighbors, method=method)
-    rows = np.repeat(np.arange(n), idx.shape[1])
-    graph = sparse.csr_matrix((np.clip(sim.ravel(), 0.0, 1.0), (rows, idx.ravel())), shape=(n, n))
-    return (graph.T + sparse.identity(n, format="csr")).tocsr()
+    return knn(space, n_neighbors, method=method)
+
+
+def _graph(idx: np.ndarray, sim: np.ndarray) -> sparse.csr_matrix:
+    """The coverage graph of a kNN list: ``[c, x] = max(0, cos)`` where ``c`` is among ``x``'s nearest,
+    and 1 on the diagonal. Built straight from the list as a CSR matrix (no COO copy, 32-bit indices)."""
+    n, k = idx.shape
+    rows = sparse.csr_matrix((np.clip(sim.ravel(), 0.0, 1.0), idx.ravel().astype(np.int32),
+                              np.arange(0, n * k + 1, k, dtype=np.int64)), shape=(n, n))
+    return (rows.T + sparse.identity(n, dtype=rows.dtype, format="csr")).tocsr()
 
 
 def _gains(graph: sparse.csr_matrix, best: np.ndarray) -> np.ndarray:
