@@ -84,7 +84,7 @@ def _knn_hnsw(x: np.ndarray, k: int, m: int = 32, chunk: int = 65_536) -> tuple[
     return _search_all(index, x, k, chunk)
 
 
-def _knn_ivf(x: np.ndarray, k: int, nprobe: int = 16, chunk: int = 65_536, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _knn_ivf(x: np.ndarray, k: int, nprobe: int = 8, chunk: int = 65_536, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Approximate neighbours from a FAISS IVF-Flat index on inner products (cosines of unit rows).
 
     ``sqrt(nprobe * N)`` lists (which balances finding the lists against scanning them), from 10
