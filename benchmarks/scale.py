@@ -57,7 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", nargs="+", type=int, default=[10_000, 100_000])
     p.add_argument("--neighbours", nargs="+", default=["auto"], choices=["auto", "exact", "hnsw", "ivf"],
-                   help="neighbour search per cell (auto: exact up to 20k items, HNSW above)")
+                   help="neighbour search per cell (auto: exact up to 20k items, IVF above)")
     p.add_argument("--compare-up-to", type=int, default=10_000,
                    help="also run exact, hnsw and ivf at sizes up to this, to compare their picks")
     p.add_argument("--n-neighbors", type=int, default=100, help="neighbours per item in the coverage graph")

@@ -306,11 +306,11 @@ def test_ivf_neighbours_do_not_depend_on_the_thread_count():
     assert np.array_equal(one[0], two[0]) and np.array_equal(one[1], two[1])
 
 
-def test_auto_knn_is_exact_up_to_the_limit_and_hnsw_above(monkeypatch):
+def test_auto_knn_is_exact_up_to_the_limit_and_ivf_above(monkeypatch):
     from neuroshot import neighbours
 
     x = _clustered_unit_rows()
-    idx = knn(x, 10, method="hnsw")[0]
+    idx = knn(x, 10, method="ivf")[0]
     monkeypatch.setattr(neighbours, "EXACT_LIMIT", 1000)  # "auto" switches above the limit
     assert np.array_equal(knn(x, 10)[0], idx) and np.array_equal(knn(x[:900], 10)[0], knn(x[:900], 10, method="exact")[0])
     with pytest.raises(NeuroshotError, match="method"):

@@ -22,7 +22,8 @@ def knn(x: np.ndarray, k: int, chunk: int | None = None, *, method: str = "auto"
     ``x`` must have unit rows. ``method="exact"`` compares every pair in chunks of rows (memory
     ``O(chunk * N)``, time ``O(N^2)``); ``"hnsw"`` searches a FAISS HNSW graph and ``"ivf"`` a FAISS
     inverted-file index (both approximate; ``pip install "neuroshot[scale]"``); ``"auto"`` is exact
-    up to :data:`EXACT_LIMIT` rows and HNSW above it when FAISS is installed.
+    up to :data:`EXACT_LIMIT` rows and IVF above it when FAISS is installed (at 10^6 rows on 2 cores
+    IVF planned in a third of HNSW's time and less memory: ``benchmarks/scale.py``).
     """
     check_choice("method", method, METHODS)
     n = len(x)
@@ -30,7 +31,7 @@ def knn(x: np.ndarray, k: int, chunk: int | None = None, *, method: str = "auto"
     if k <= 0:
         return np.zeros((n, 0), dtype=np.int64), np.zeros((n, 0), dtype=np.float32)
     if method == "auto":
-        method = "hnsw" if n > EXACT_LIMIT and _faiss() is not None else "exact"
+        method = "ivf" if n > EXACT_LIMIT and _faiss() is not None else "exact"
     if method == "hnsw":
         return _knn_hnsw(np.ascontiguousarray(x, dtype=np.float32), k)
     if method == "ivf":
