@@ -27,10 +27,20 @@ killed run resumes. The summary gives each method's accuracy and its difference 
 ``--retrieval-only`` runs no generation: per test item it records the share of the prompt's ``k``
 demos whose label is the item's gold label (what a small model copies most), for every method
 with demos; it takes about a minute and tells whether a gap comes from the demos chosen or from
-how the program uses them. Run from the repository root::
+how the program uses them.
+
+``--speed`` times ``LocalEngine`` against the model's own speed limit (issue 15): one program
+(``--methods``, first one; seed ``--seeds[0]``) runs ``dspy.Evaluate`` over the test sample with
+every engine call timed and its rendered prompt kept; then each prompt gets one plain forward pass
+alone (batch 1) and all of them a plain batched forward pass (batch 16, by length); then the same
+``dspy.Evaluate`` runs on ``--threads`` threads with ``LocalEngine(batch_size=--threads)``.
+Reported: a prediction's time over a forward pass of its own prompt (median; goal <= 1.5) and
+the batched forward pass's time over the threaded ``dspy.Evaluate``'s (throughput ratio; goal
+>= 0.8). Run from the repository root::
 
     .venv/bin/python benchmarks/dspy_bench.py --write-readme
     .venv/bin/python benchmarks/dspy_bench.py --retrieval-only --write-readme
+    .venv/bin/python benchmarks/dspy_bench.py --speed --test 100 --methods KNNFewShot --write-readme
 
 It prints Markdown tables, writes ``benchmarks/results/dspy.json`` (the summary) and, with
 ``--write-readme``, replaces the DSPy section of ``benchmarks/README.md``.
@@ -56,12 +66,15 @@ os.environ.setdefault("DSPY_CACHEDIR", tempfile.mkdtemp(prefix="dspy-cache-"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cost import write_readme  # noqa: E402
 from shared_sets import DEFAULT_DATA, REPO  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "dspy.json"
 DEFAULT_ROWS = REPO / "benchmarks" / "results" / "dspy.jsonl"
 DEFAULT_README = REPO / "benchmarks" / "README.md"
 START, END = "<!-- dspy:start -->", "<!-- dspy:end -->"
+SPEED_START, SPEED_END = "<!-- dspy_speed:start -->", "<!-- dspy_speed:end -->"
+SPEED_GOALS = {"prediction_over_forward": 1.5, "throughput_ratio": 0.8}
 METHODS = ("zero-shot", "LabeledFewShot", "KNNFewShot", "NeuronAwareFewShot", "NeuronAwareFewShot(per_query)",
            "NeuronAwareFewShot(per_query, neuron)")
 REFERENCE = "KNNFewShot"  # every other method is compared with it
@@ -89,6 +102,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                             "LabeledFewShot", "NeuronAwareFewShot"], help=f"of: {', '.join(METHODS)}")
     p.add_argument("--retrieval-only", action="store_true",
                    help="no generation: the share of each prompt's demos with the query's gold label")
+    p.add_argument("--speed", action="store_true",
+                   help="time LocalEngine against plain forward passes of the same prompts (first method, first seed)")
+    p.add_argument("--threads", type=int, default=16,
+                   help="--speed: dspy.Evaluate threads (and LocalEngine batch_size) of the batched run")
     p.add_argument("--rows", type=Path, default=DEFAULT_ROWS, help="finished (method, seed) rows, appended")
     p.add_argument("--summarize", action="store_true", help="only rebuild the summary from --rows")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -98,6 +115,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.data is None or not (args.data / args.set / "pool.jsonl").is_file():
         p.error(f"no {args.set}/pool.jsonl under --data {args.data}")
     args.mode = "retrieval" if args.retrieval_only else "generate"
+    if args.speed and (args.retrieval_only or args.summarize):
+        p.error("--speed runs alone (no --retrieval-only, no --summarize)")
+    if args.speed and args.methods[0] == "zero-shot":
+        p.error("--speed needs a program with demos (e.g. --methods KNNFewShot)")
     return args
 
 
@@ -287,19 +308,123 @@ def readme_section(summary: dict) -> str:
     return "\n".join(parts).rstrip("\n")
 
 
-def write_section(path: Path, section: str, heading: str = "## DSPy") -> None:
-    """Replace the text between the DSPy markers (append a section with them when absent)."""
-    text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
-    block = f"{START}\n{section}\n{END}"
-    if START in text and END in text and text.index(START) < text.index(END):
-        text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + f"\n\n{heading}\n\n{block}\n"
-    path.write_text(text, encoding="utf-8")
+def timed_engine(model):
+    """A ``LocalEngine`` that keeps each call's seconds and rendered prompt (one thread; for ``--speed``)."""
+    from dspy_neuroshot import LocalEngine
+
+    class TimedEngine(LocalEngine):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self.calls: list[dict] = []
+
+        def complete(self, request):
+            t0 = time.perf_counter()
+            response = super().complete(request)
+            self.calls[-1]["seconds"] = time.perf_counter() - t0
+            return response
+
+        def _render(self, system, messages):
+            prompt = super()._render(system, messages)
+            self.calls.append({"prompt": prompt})
+            return prompt
+
+    return TimedEngine(model)
+
+
+def plain_forward_seconds(model, prompts: list[list[int]], batch_size: int) -> float:
+    """Seconds of a plain batched forward pass over ``prompts`` (length-bucketed, last position's logits only)."""
+    import torch
+
+    from neuroshot.scoring import batches, forward, pad_left
+
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for batch in batches([len(p) for p in prompts], batch_size, 8192):
+            ids, mask = pad_left([prompts[i] for i in batch], model.tokenizer.pad_token_id, model.device)
+            forward(model, ids, mask)
+    return time.perf_counter() - t0
+
+
+def run_speed(args) -> dict:
+    """``--speed``: LocalEngine's predictions against plain forward passes of the same prompts."""
+    import dspy
+
+    from dspy_neuroshot import LocalEngine
+    from neuroshot.models import resolve_model
+
+    name, seed = args.methods[0], args.seeds[0]
+    testset = load_split(args, "test", args.test, random.Random(TEST_SEED))
+    labels = list(json.loads((args.data / args.set / "card.json").read_text())["labels"])
+    model = resolve_model(args.model)
+    engine = timed_engine(model)
+    trainset = load_split(args, "pool", args.train, random.Random(seed))
+    with dspy.context(lm=dspy.LM("local/smollm2-135m", engine=engine, cache=False)):
+        program = compile_one(name, args, make_signature(args, labels), trainset, model, seed)
+        engine.calls.clear()
+        t0 = time.perf_counter()
+        dspy.Evaluate(devset=testset, metric=exact_label, num_threads=1, display_progress=True)(program)
+        evaluate_s = time.perf_counter() - t0
+    batched_engine = LocalEngine(model, batch_size=args.threads)
+    with dspy.context(lm=dspy.LM("local/smollm2-135m", engine=batched_engine, cache=False)):
+        t0 = time.perf_counter()
+        dspy.Evaluate(devset=testset, metric=exact_label, num_threads=args.threads, display_progress=True)(program)
+        threaded_s = time.perf_counter() - t0
+    calls = [c for c in engine.calls if "seconds" in c]
+    prompts = [model.tokenizer(c["prompt"], add_special_tokens=False)["input_ids"] for c in calls]
+    plain_forward_seconds(model, prompts[:4], 1)  # warm-up
+    alone = [plain_forward_seconds(model, [p], 1) for p in prompts]
+    batched = plain_forward_seconds(model, prompts, 16)
+    ratios = [c["seconds"] / a for c, a in zip(calls, alone)]
+    return {"set": args.set, "method": name, "seed": seed, "test": len(testset), "calls": len(calls),
+            "threads": args.threads, "model": model.name, "dspy": dspy.__version__,
+            "mean_prompt_tokens": float(np.mean(list(map(len, prompts)))),
+            "prediction_seconds_median": float(np.median([c["seconds"] for c in calls])),
+            "forward_seconds_median": float(np.median(alone)),
+            "prediction_over_forward": float(np.median(ratios)), "evaluate_seconds": evaluate_s,
+            "threaded_evaluate_seconds": threaded_s, "batched_forward_seconds": batched,
+            "throughput_ratio_one_thread": batched / evaluate_s, "throughput_ratio": batched / threaded_s,
+            "load_average": list(os.getloadavg()),
+            "command": ".venv/bin/python benchmarks/dspy_bench.py " + shlex.join(sys.argv[1:])}
+
+
+def speed_section(r: dict) -> str:
+    goal = SPEED_GOALS
+
+    def verdict(key: str, better_low: bool) -> str:
+        met = r[key] <= goal[key] if better_low else r[key] >= goal[key]
+        return "**met**" if met else "**not met**"
+
+    return "\n".join([
+        f"**Speed of `LocalEngine`.** Set `{r['set']}`, `{r['method']}` (seed {r['seed']}), {r['model']}, dspy "
+        f"{r['dspy']}; {r['calls']} engine calls from `dspy.Evaluate` over {r['test']} test items (one thread), "
+        f"prompts of {r['mean_prompt_tokens']:.0f} tokens on average; 1-min load average "
+        f"{r['load_average'][0]:.1f} at the end.", "",
+        "| measure | value | goal |", "|---|---:|---:|",
+        f"| one prediction (median) | {r['prediction_seconds_median']:.3f} s | - |",
+        f"| plain forward pass of the same prompt, batch 1 (median) | {r['forward_seconds_median']:.3f} s | - |",
+        f"| prediction / forward pass of its prompt (median of per-call ratios) | {r['prediction_over_forward']:.2f} | "
+        f"<= {goal['prediction_over_forward']:g}: {verdict('prediction_over_forward', True)} |",
+        f"| `dspy.Evaluate` over all items, one thread | {r['evaluate_seconds']:.1f} s | - |",
+        f"| `dspy.Evaluate`, {r['threads']} threads, `LocalEngine(batch_size={r['threads']})` | "
+        f"{r['threaded_evaluate_seconds']:.1f} s | - |",
+        f"| plain batched forward pass over the same prompts (batch 16) | {r['batched_forward_seconds']:.1f} s | - |",
+        f"| throughput: batched forward / `dspy.Evaluate`, one thread | {r['throughput_ratio_one_thread']:.2f} | - |",
+        f"| throughput: batched forward / `dspy.Evaluate`, {r['threads']} threads | {r['throughput_ratio']:.2f} | "
+        f">= {goal['throughput_ratio']:g}: {verdict('throughput_ratio', False)} |", "",
+        "Command:", "", "```", r["command"], "```"])
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.speed:
+        result = run_speed(args)
+        out = args.out.with_name("dspy_speed.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(speed_section(result))
+        if args.write_readme:
+            write_readme(args.readme, speed_section(result), SPEED_START, SPEED_END, "DSPy engine speed")
+        return
     if not args.summarize:
         run(args)
     summary = summarize(args)
@@ -309,7 +434,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\n{mode}:\n{markdown_table(summary, mode)}")
     print(f"\nwrote {args.out}")
     if args.write_readme:
-        write_section(args.readme, readme_section(summary))
+        write_readme(args.readme, readme_section(summary), START, END, "DSPy")
         print(f"rewrote the DSPy section of {args.readme}")
 
 

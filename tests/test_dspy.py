@@ -374,3 +374,53 @@ def test_engine_reuses_the_shared_prompt_prefix_without_changing_the_scores(tiny
         reused = engine._scores_reusing_prefix(ids, answers)
         assert reused.shape == (1, 3)
         assert (reused - label_scores(tiny_lm, [ids], answers)).abs().max() < 1e-4
+
+
+def test_concurrent_calls_are_scored_in_batches_with_the_scores_of_single_calls(tiny_lm, single_thread):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from neuroshot import predict_proba_prompts
+
+    engine = LocalEngine(tiny_lm, batch_size=4, batch_wait=1.0)
+    sizes = []
+    run = engine._batcher.run
+    engine._batcher.run = lambda items: (sizes.append(len(items)), run(items))[1]
+    answers = [engine._encode(c) for c in ("yes", "no", "maybe")]
+    prompts = [engine._encode(f"Answer the question. Is it {w}?\nAnswer:\n") for w in
+               ("wet", "dry", "hot", "cold", "big", "small", "red", "blue")]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda ids: engine._batcher.submit((ids, answers)), prompts))
+    alone = [predict_proba_prompts(tiny_lm, [ids], answers)[0] for ids in prompts]
+    assert max(abs(a - b).max() for a, b in zip(got, alone)) < 1e-4
+    assert sum(sizes) == len(prompts) and max(sizes) > 1  # several calls shared a pass
+
+
+def test_batcher_hands_a_failed_batch_error_to_every_caller(tiny_lm):
+    from concurrent.futures import ThreadPoolExecutor
+
+    engine = LocalEngine(tiny_lm, batch_size=3, batch_wait=0.5)
+
+    def fail(items):
+        raise RuntimeError(f"batch of {len(items)} failed")
+
+    engine._batcher.run = fail
+    with ThreadPoolExecutor(3) as pool:
+        futures = [pool.submit(engine._batcher.submit, i) for i in range(3)]
+        errors = [f.exception() for f in futures]
+    assert all(isinstance(e, RuntimeError) and "failed" in str(e) for e in errors)
+    with pytest.raises(NeuroshotError, match="batch_size"):
+        LocalEngine(tiny_lm, batch_size=0)
+
+
+@pytest.mark.e2e
+def test_real_threaded_evaluate_with_a_batched_engine_answers_as_the_single_engine(real):
+    model, _ = real
+    devset = trec("test", 6)
+    answers = {}
+    for batch_size, threads in ((1, 1), (3, 3)):
+        lm = dspy.LM("local/smollm2", engine=LocalEngine(model, batch_size=batch_size, batch_wait=0.5), cache=False)
+        with dspy.context(lm=lm):
+            result = dspy.Evaluate(devset=devset, metric=lambda ex, pred, trace=None: pred.label == ex.label,
+                                   num_threads=threads, display_progress=False)(dspy.Predict(QuestionType))
+        answers[batch_size] = {ex.id: pred.label for ex, pred, _ in result.results}
+    assert len(answers[3]) == len(devset) and answers[3] == answers[1]

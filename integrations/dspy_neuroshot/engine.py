@@ -11,6 +11,11 @@ header of each field in turn, and lets the model fill in the value (greedy, up t
 classification output) is answered by scoring every allowed value with neuroshot's label scoring
 (length-normalised log-probability after the prefilled header) and taking the best, so the
 answer is always a valid label; ``constrain=False`` lets the model generate it instead.
+
+Run alone, each call reuses the KV cache of the prompt prefix it shares with the previous call.
+Run from several threads (``dspy.Evaluate(num_threads=16)``, ``dspy.Parallel``) with
+``batch_size > 1``, the label-scoring passes of concurrent calls are gathered into one batched
+forward pass (their shared leading tokens once), which is where a CPU gets its throughput.
 """
 
 from __future__ import annotations
@@ -18,13 +23,15 @@ from __future__ import annotations
 import ast
 import copy
 import re
+import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from neuroshot import LanguageModel, ModelLike, NeuroshotError, model_lock, resolve_model
+from neuroshot import LanguageModel, ModelLike, NeuroshotError, model_lock, predict_proba_prompts, resolve_model
 from neuroshot.scoring import cache_of, forward, scores_after_prompt
 
 
@@ -83,16 +90,27 @@ class LocalEngine:
         ``False`` joins them as plain text.
     constrain:
         Answer ``Literal[...]`` output fields by scoring the allowed values (always a valid label).
+    batch_size:
+        Most concurrent calls whose label scoring runs as one batch (``1``: each call alone,
+        reusing the previous call's prefix). Only helps when DSPy calls from several threads.
+    batch_wait:
+        Seconds a batch waits for more concurrent calls before it runs.
     """
 
     def __init__(self, model: ModelLike = "default", *, max_new_tokens: int = 64, chat_template: bool | None = None,
-                 constrain: bool = True) -> None:
-        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-            raise NeuroshotError(f"max_new_tokens must be a whole number >= 1, got {max_new_tokens!r}")
+                 constrain: bool = True, batch_size: int = 1, batch_wait: float = 0.02) -> None:
+        for name, value in (("max_new_tokens", max_new_tokens), ("batch_size", batch_size)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise NeuroshotError(f"{name} must be a whole number >= 1, got {value!r}")
+        if not isinstance(batch_wait, (int, float)) or batch_wait < 0:
+            raise NeuroshotError(f"batch_wait must be a number of seconds >= 0, got {batch_wait!r}")
         self.model = model
         self.max_new_tokens = max_new_tokens
         self.chat_template = chat_template
         self.constrain = constrain
+        self.batch_size = batch_size
+        self.batch_wait = batch_wait
+        self._batcher = _ScoreBatcher(self._score_batch, batch_size, batch_wait)
 
     @property
     def lm(self) -> LanguageModel:
@@ -130,7 +148,7 @@ class LocalEngine:
         if isinstance(self.model, LanguageModel):
             raise NeuroshotError("a LocalEngine built from a loaded model cannot be saved: build it from a model spec")
         return {"model": self.model, "max_new_tokens": self.max_new_tokens, "chat_template": self.chat_template,
-                "constrain": self.constrain}
+                "constrain": self.constrain, "batch_size": self.batch_size, "batch_wait": self.batch_wait}
 
     @classmethod
     def load_state(cls, state: dict) -> LocalEngine:
@@ -139,7 +157,7 @@ class LocalEngine:
     def __repr__(self) -> str:
         name = self.model.name if isinstance(self.model, LanguageModel) else self.model
         return (f"LocalEngine(model={name!r}, max_new_tokens={self.max_new_tokens}, "
-                f"chat_template={self.chat_template}, constrain={self.constrain})")
+                f"chat_template={self.chat_template}, constrain={self.constrain}, batch_size={self.batch_size})")
 
     # ------------------------------------------------------------------ internals
 
@@ -205,9 +223,24 @@ class LocalEngine:
         lm = self.lm
         answers = [self._encode(c) or [lm.tokenizer.eos_token_id] for c in choices]
         ids = self._fitting(prompt, max(map(len, answers)))
+        if self.batch_size > 1:
+            return choices[int(self._batcher.submit((ids, answers)).argmax())]
         with model_lock(lm):
             scores = self._scores_reusing_prefix(ids, answers)
         return choices[int(scores[0].argmax())]
+
+    def _score_batch(self, requests: list[tuple[list[int], list[list[int]]]]) -> list:
+        """Label probabilities of concurrent requests: one batched pass per distinct set of answers."""
+        results: list = [None] * len(requests)
+        groups: dict[tuple, list[int]] = {}
+        for i, (_, answers) in enumerate(requests):
+            groups.setdefault(tuple(map(tuple, answers)), []).append(i)
+        for answers, rows in groups.items():
+            probs = predict_proba_prompts(self.lm, [requests[i][0] for i in rows], [list(a) for a in answers],
+                                          batch_size=self.batch_size)
+            for i, p in zip(rows, probs):
+                results[i] = p
+        return results
 
     @torch.no_grad()
     def _scores_reusing_prefix(self, ids: list[int], answers: list[list[int]]) -> torch.Tensor:
@@ -286,6 +319,50 @@ class LocalEngine:
                         usage=Usage(input_tokens=usage.get("input", 0), output_tokens=usage.get("output", 0)))
 
 
+class _ScoreBatcher:
+    """Gathers work items submitted from concurrent threads and runs them as batches.
+
+    The first waiting thread leads: it waits up to ``wait`` seconds for ``size`` items, runs
+    ``run(items)`` outside the lock and hands each thread its result (or the batch's exception);
+    the others sleep until theirs is ready, and one of them leads the next batch.
+    """
+
+    def __init__(self, run, size: int, wait: float) -> None:
+        self.run, self.size, self.wait = run, size, wait
+        self._cond = threading.Condition()
+        self._pending: list[dict] = []
+        self._running = False
+
+    def submit(self, item):
+        slot = {"item": item}
+        with self._cond:
+            self._pending.append(slot)
+            self._cond.notify_all()
+            while "result" not in slot and "error" not in slot:
+                if self._running:
+                    self._cond.wait()
+                    continue
+                self._running = True
+                deadline = time.monotonic() + self.wait
+                while len(self._pending) < self.size and (left := deadline - time.monotonic()) > 0:
+                    self._cond.wait(left)
+                batch, self._pending = self._pending[:self.size], self._pending[self.size:]
+                self._cond.release()
+                try:
+                    outcome = ("result", self.run([s["item"] for s in batch]))
+                except BaseException as error:  # handed to every caller of the batch
+                    outcome = ("error", error)
+                finally:
+                    self._cond.acquire()
+                for i, s in enumerate(batch):
+                    s[outcome[0]] = outcome[1][i] if outcome[0] == "result" else outcome[1]
+                self._running = False
+                self._cond.notify_all()
+        if "error" in slot:
+            raise slot["error"]
+        return slot["result"]
+
+
 def _plain_messages(request) -> tuple[str | None, list[tuple[str, str]]]:
     """The request's system text and (role, text) turns; developer turns count as user turns."""
     system = request.system
@@ -312,11 +389,12 @@ def _first_field(messages: Sequence[tuple[str, str]], fields: Sequence[OutputFie
 
 
 def local_lm(model: ModelLike = "default", *, name: str | None = None, max_new_tokens: int = 64,
-             chat_template: bool | None = None, constrain: bool = True, **lm_kwargs):
+             chat_template: bool | None = None, constrain: bool = True, batch_size: int = 1, **lm_kwargs):
     """A ``dspy.LM`` on a local model through :class:`LocalEngine` (DSPy's response cache off by default)."""
     import dspy
 
-    engine = LocalEngine(model, max_new_tokens=max_new_tokens, chat_template=chat_template, constrain=constrain)
+    engine = LocalEngine(model, max_new_tokens=max_new_tokens, chat_template=chat_template, constrain=constrain,
+                         batch_size=batch_size)
     if name is None:
         name = model.name if isinstance(model, LanguageModel) else ("smollm2-135m" if model == "default" else str(model))
     lm_kwargs.setdefault("cache", False)

@@ -42,7 +42,7 @@ _PUBLIC = {
     "export_for_annotation": "annotation", "read_annotations": "annotation",
     # Evaluation and experiments
     "evaluate_static": "evaluate", "evaluate_per_query": "evaluate", "predict_proba_static": "evaluate",
-    "predict_proba_per_query": "evaluate", "EvalResult": "evaluate", "metrics": "evaluate",
+    "predict_proba_per_query": "evaluate", "predict_proba_prompts": "evaluate", "EvalResult": "evaluate", "metrics": "evaluate",
     "Experiment": "experiment", "ExperimentRecord": "experiment", "run_experiment": "experiment",
     "learning_curves": "experiment", "label_efficiency": "experiment",
     "PairedDifference": "stats", "paired_difference": "stats", "mean_difference": "stats", "compare_records": "stats",
@@ -68,7 +68,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load
     from .annotation import AnnotationItem, AnnotationLog, SimulatedAnnotator, export_for_annotation, read_annotations
     from .evaluate import (EvalResult,
                            evaluate_per_query, evaluate_static, metrics, predict_proba_per_query,
-                           predict_proba_static)
+                           predict_proba_prompts, predict_proba_static)
     from .experiment import Experiment, ExperimentRecord, label_efficiency, learning_curves, run_experiment
     from .stats import PairedDifference, compare_records, mean_difference, paired_difference
     from .plots import plot_critical_neurons, plot_forest, plot_learning_curves

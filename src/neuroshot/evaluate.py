@@ -40,7 +40,8 @@ from .task import Demonstration, Task
 MIN_SHARED_PREFIX = 8  # per-query: fewer shared leading tokens are not worth a separate cached pass
 
 __all__ = ["EvalResult", "metrics", "evaluate_static", "evaluate_per_query", "predict_proba_static",
-           "predict_proba_per_query", "content_free_static", "content_free_per_query", "shared_prefix"]
+           "predict_proba_per_query", "predict_proba_prompts", "content_free_static", "content_free_per_query",
+           "shared_prefix"]
 
 
 @dataclass
@@ -284,10 +285,24 @@ def predict_proba_per_query(lm: LanguageModel, task: Task, texts: Sequence[str],
     if not len(texts):
         raise NeuroshotError("nothing to score: no texts")
     prompts, labels = _encode_groups(lm, task, texts, _demo_groups(demos_per_query).items(), len(texts))
-    out = np.zeros((len(texts), len(task.labels)), dtype=np.float32)
+    return predict_proba_prompts(lm, prompts, labels, reuse_prefix=reuse_prefix, batch_size=batch_size,
+                                 max_batch_tokens=max_batch_tokens, progress=progress)
+
+
+def predict_proba_prompts(lm: LanguageModel, prompts: Sequence[Sequence[int]], labels: Sequence[Sequence[int]], *,
+                          reuse_prefix: bool = True, batch_size: int = 16, max_batch_tokens: int = 8192,
+                          progress: bool = False) -> np.ndarray:
+    """``[N, C]`` label probabilities of already tokenised prompts, each followed by every label's tokens.
+
+    For callers that build their own prompts (the DSPy engine). Batched by length; with
+    ``reuse_prefix`` the tokens every prompt starts with run once, as a shared KV cache.
+    """
+    if not len(prompts):
+        raise NeuroshotError("nothing to score: no prompts")
+    out = np.zeros((len(prompts), len(labels)), dtype=np.float32)
     shared = _common_prefix_length(prompts) if reuse_prefix else 0
-    rows = list(range(len(texts)))
-    with tqdm(total=len(texts), unit="item", desc="evaluate (per-query)", disable=not progress) as bar:
+    rows = list(range(len(prompts)))
+    with tqdm(total=len(prompts), unit="item", desc="evaluate (per-query)", disable=not progress) as bar:
         if shared >= MIN_SHARED_PREFIX:
             _score_after_prefix(lm, prompts[0][:shared], prompts, labels, rows, out, batch_size, max_batch_tokens, bar)
         else:
