@@ -71,28 +71,28 @@ class ActiveStrategy(Strategy):
         self.context_demos = check_whole("context_demos", context_demos)
         self.lm, self.probe_kwargs, self.progress = lm, dict(probe_kwargs or {}), progress
 
-    def plan(self, pool: ProbeResult, budget: int, *, labeled: Sequence[int] | Mapping[int, str] = (),
+    def plan(self, probed: ProbeResult, budget: int, *, labeled: Sequence[int] | Mapping[int, str] = (),
              seed: int = 0) -> Plan:
         labels = dict(labeled) if isinstance(labeled, Mapping) else {}
-        current, rows, demos = pool, list(range(len(pool))), []
+        current, rows, demos = probed, list(range(len(probed))), []
         if labels:
             if self.lm is None:
                 raise NeuroshotError("active rounds re-probe the pool with the labels so far in context: "
                                      "give the model (lm=)")
             annotated = list(labels)
-            demos = context_demonstrations(pool.texts, annotated, labels, pool.task, self.context_demos)
-            rest = [i for i in range(len(pool)) if i not in labels]
-            ids = None if pool.ids is None else [pool.ids[i] for i in rest]
-            fresh = probe(self.lm, pool.task, [pool.texts[i] for i in rest], demos=demos, ids=ids,
+            demos = context_demonstrations(probed.texts, annotated, labels, probed.task, self.context_demos)
+            rest = [i for i in range(len(probed)) if i not in labels]
+            ids = None if probed.ids is None else [probed.ids[i] for i in rest]
+            fresh = probe(self.lm, probed.task, [probed.texts[i] for i in rest], demos=demos, ids=ids,
                           progress=self.progress, **self.probe_kwargs)
-            current, rows = pool.subset(annotated).extend(fresh), annotated + rest
+            current, rows = probed.subset(annotated).extend(fresh), annotated + rest
         step = self._base.plan(current, budget, labeled={row: labels[i] for row, i in enumerate(rows) if i in labels}
                                if labels else labeled, seed=seed)
         self.round_probe_, self.round_rows_, self.round_demos_ = current, rows, demos
         picks = [Pick(rows[p.index], p.rank, p.score, dict(p.parts), p.cluster, p.neurons) for p in step.picks]
         return Plan(f"{self.name}:{self.base}", int(budget), seed, picks, self.get_params())
 
-    def _select(self, pool: ProbeResult, candidates: np.ndarray, budget: int,
+    def _select(self, probed: ProbeResult, candidates: np.ndarray, budget: int,
                 labeled: Sequence[int] | Mapping[int, str], rng: np.random.Generator) -> list[Pick]:
         raise NotImplementedError("ActiveStrategy plans in plan()")  # pragma: no cover
 

@@ -1,4 +1,4 @@
-"""The planning interface: ``Strategy.plan(pool, budget, labeled=..., seed=...) -> Plan``.
+"""The planning interface: ``Strategy.plan(probed, budget, labeled=..., seed=...) -> Plan``.
 
 One small class per strategy (as in small-text's query strategies); register it with
 ``@register`` and it is available by name everywhere (Python API, CLI, benchmarks).
@@ -82,24 +82,24 @@ class Strategy(ABC):
 
     name: ClassVar[str]
 
-    def plan(self, pool: ProbeResult, budget: int, *, labeled: Sequence[int] | Mapping[int, str] = (),
+    def plan(self, probed: ProbeResult, budget: int, *, labeled: Sequence[int] | Mapping[int, str] = (),
              seed: int = 0) -> Plan:
         labeled_idx = np.array(sorted(labeled), dtype=np.int64)
-        if len(labeled_idx) and (labeled_idx.min() < 0 or labeled_idx.max() >= len(pool)):
+        if len(labeled_idx) and (labeled_idx.min() < 0 or labeled_idx.max() >= len(probed)):
             raise NeuroshotError("labeled indices must index the pool")
-        candidates = np.setdiff1d(np.arange(len(pool)), labeled_idx)
+        candidates = np.setdiff1d(np.arange(len(probed)), labeled_idx)
         if not isinstance(budget, (int, np.integer)) or budget < 1:
             raise NeuroshotError(f"budget must be a whole number >= 1, got {budget}")
         if budget > len(candidates):
             raise NeuroshotError(f"budget {budget} is larger than the {len(candidates)} unlabeled items in the pool")
         rng = np.random.default_rng(seed)
-        picks = self._select(pool, candidates, int(budget), labeled, rng)
+        picks = self._select(probed, candidates, int(budget), labeled, rng)
         for rank, pick in enumerate(picks, start=1):
             pick.rank = rank
         return Plan(self.name, int(budget), seed, picks, self.get_params())
 
     @abstractmethod
-    def _select(self, pool: ProbeResult, candidates: np.ndarray, budget: int,
+    def _select(self, probed: ProbeResult, candidates: np.ndarray, budget: int,
                 labeled: Sequence[int] | Mapping[int, str], rng: np.random.Generator) -> list[Pick]:
         """Return ``budget`` picks from ``candidates`` in plan order (ranks are filled in by ``plan``)."""
 
@@ -130,13 +130,13 @@ def get_strategy(name: str, **params: Any) -> Strategy:
     return _REGISTRY.create(wrapper, base=base, base_params=base_params, **params)
 
 
-def item_neurons(pool: ProbeResult, index: int, k: int = 5, among: np.ndarray | None = None) -> list[tuple[int, int, float]]:
+def item_neurons(probed: ProbeResult, index: int, k: int = 5, among: np.ndarray | None = None) -> list[tuple[int, int, float]]:
     """The item's strongest signature neurons (by default among the task-critical ones)."""
-    ids, values = pool.signatures.item(index)
-    keep = np.isin(ids, pool.critical.ids if among is None else among)
+    ids, values = probed.signatures.item(index)
+    keep = np.isin(ids, probed.critical.ids if among is None else among)
     ids, values = ids[keep], values[keep]
     order = np.argsort(-np.abs(values))[:k]
-    d_ff = pool.signatures.d_ff
+    d_ff = probed.signatures.d_ff
     return [(int(ids[o] // d_ff), int(ids[o] % d_ff), float(values[o])) for o in order]
 
 

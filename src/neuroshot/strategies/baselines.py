@@ -13,9 +13,9 @@ class RandomStrategy(Strategy):
 
     name = "random"
 
-    def _select(self, pool, candidates, budget, labeled, rng):
+    def _select(self, probed, candidates, budget, labeled, rng):
         chosen = rng.choice(candidates, size=budget, replace=False)
-        return [Pick(int(i), 0, 0.0, neurons=item_neurons(pool, int(i))) for i in chosen]
+        return [Pick(int(i), 0, 0.0, neurons=item_neurons(probed, int(i))) for i in chosen]
 
 
 @register
@@ -24,8 +24,8 @@ class EntropyStrategy(Strategy):
 
     name = "entropy"
 
-    def _select(self, pool, candidates, budget, labeled, rng):
-        entropy = pool.scores.entropy[candidates]
+    def _select(self, probed, candidates, budget, labeled, rng):
+        entropy = probed.scores.entropy[candidates]
         order = np.lexsort((rng.random(len(candidates)), -entropy))[:budget]  # random tie-break
         return [Pick(int(candidates[o]), 0, float(entropy[o]), {"entropy": float(entropy[o])},
-                     neurons=item_neurons(pool, int(candidates[o]))) for o in order]
+                     neurons=item_neurons(probed, int(candidates[o]))) for o in order]

@@ -50,11 +50,11 @@ class NeuronCoverageStrategy(Strategy):
         self.influence_weight, self.uncertainty_weight = influence_weight, uncertainty_weight
         self.embedding_weight, self.neighbours = embedding_weight, neighbours
 
-    def _select(self, pool, candidates, budget, labeled, rng):
-        n = len(pool)
-        restricted = pool.critical.restrict(pool.signatures)
+    def _select(self, probed, candidates, budget, labeled, rng):
+        n = len(probed)
+        restricted = probed.critical.restrict(probed.signatures)
         mean = np.asarray(restricted.mean(axis=0), dtype=np.float32).ravel()
-        space = _space(pool, _centred_signatures(pool, restricted, mean), self.embedding_weight)
+        space = _space(probed, _centred_signatures(probed, restricted, mean), self.embedding_weight)
         neighbours = _unit_neighbours(space, self.n_neighbors, self.neighbours)
         del space  # at 10^6 items: ~2 GB that the graph need not share memory with
         graph = _graph(*neighbours)  # graph[c, x]: how well c represents x
@@ -62,12 +62,12 @@ class NeuronCoverageStrategy(Strategy):
         best = np.zeros(n)  # per item: its best similarity to a chosen/annotated item
         for i in labeled:
             _cover(graph, int(i), best)
-        bonus = self.influence_weight * minmax(pool.scores.influence) + self.uncertainty_weight * minmax(pool.scores.entropy)
-        classes = pool.predicted.copy()
+        bonus = self.influence_weight * minmax(probed.scores.influence) + self.uncertainty_weight * minmax(probed.scores.entropy)
+        classes = probed.predicted.copy()
         if isinstance(labeled, Mapping):
             for i, label in labeled.items():
-                classes[i] = pool.task.label_index(label)
-        counts = np.bincount(classes[np.asarray(list(labeled), dtype=np.int64)], minlength=len(pool.task.labels))
+                classes[i] = probed.task.label_index(label)
+        counts = np.bincount(classes[np.asarray(list(labeled), dtype=np.int64)], minlength=len(probed.task.labels))
         tiebreak = rng.random(n) * 1e-9
 
         def value(c: int, gain: float) -> float:
@@ -93,27 +93,27 @@ class NeuronCoverageStrategy(Strategy):
             represented = _cover(graph, c, best)
             picks.append(Pick(c, 0, -bound, {
                 "coverage_gain": float(gains[c]), "represents": float(represented),
-                "influence": float(pool.scores.influence[c]), "entropy": float(pool.scores.entropy[c])},
-                neurons=_distinctive_neurons(pool, restricted, mean, c)))
+                "influence": float(probed.scores.influence[c]), "entropy": float(probed.scores.entropy[c])},
+                neurons=_distinctive_neurons(probed, restricted, mean, c)))
             counts[classes[c]] += 1
         return picks
 
 
-def _centred_signatures(pool, restricted: sparse.csr_matrix | None = None, mean: np.ndarray | None = None) -> np.ndarray:
+def _centred_signatures(probed, restricted: sparse.csr_matrix | None = None, mean: np.ndarray | None = None) -> np.ndarray:
     """``[N, n_critical]`` critical-neuron values minus the pool's mean."""
-    restricted = pool.critical.restrict(pool.signatures) if restricted is None else restricted
+    restricted = probed.critical.restrict(probed.signatures) if restricted is None else restricted
     x = restricted.toarray().astype(np.float32)
     x -= np.asarray(restricted.mean(axis=0), dtype=np.float32).ravel() if mean is None else mean
     return x
 
 
-def _space(pool, centred: np.ndarray, embedding_weight: float) -> np.ndarray:
+def _space(probed, centred: np.ndarray, embedding_weight: float) -> np.ndarray:
     """The vectors coverage is measured on: unit centred neuron signatures, or with ``embedding_weight``
     > 0 those concatenated with unit centred sentence embeddings, scaled so that the cosine of two
     items is ``w * cos(embeddings) + (1 - w) * cos(neurons)``."""
     if embedding_weight <= 0.0:
         return centred
-    emb = np.asarray(pool_embeddings(pool), dtype=np.float32)
+    emb = np.asarray(pool_embeddings(probed), dtype=np.float32)
     emb = emb - emb.mean(axis=0)
     parts = [np.sqrt(embedding_weight) * _unit(emb), np.sqrt(1.0 - embedding_weight) * _unit(centred)]
     return np.concatenate(parts, axis=1)
@@ -123,13 +123,13 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def _distinctive_neurons(pool, restricted: sparse.csr_matrix, mean: np.ndarray, i: int,
+def _distinctive_neurons(probed, restricted: sparse.csr_matrix, mean: np.ndarray, i: int,
                          k: int = 5) -> list[tuple[int, int, float]]:
     """The critical neurons where item ``i`` departs most from the pool's mean: (layer, neuron, its value)."""
     values = restricted[i].toarray().ravel()
     top = np.argsort(-np.abs(values - mean))[:k]
-    d_ff = pool.critical.d_ff
-    return [(int(pool.critical.ids[t] // d_ff), int(pool.critical.ids[t] % d_ff), float(values[t])) for t in top]
+    d_ff = probed.critical.d_ff
+    return [(int(probed.critical.ids[t] // d_ff), int(probed.critical.ids[t] % d_ff), float(values[t])) for t in top]
 
 
 def _similarity_graph(space: np.ndarray, n_neighbors: int, method: str = "auto") -> sparse.csr_matrix:

@@ -1,6 +1,6 @@
 """Embedding baselines: k-means, TypiClust, fast vote-k, vote-k and IDEAL, plus kNN retrieval.
 
-All read sentence embeddings, ``pool.embeddings`` when set, otherwise ``embed(pool.texts)``
+All read sentence embeddings, ``probed.embeddings`` when set, otherwise ``embed(probed.texts)``
 (all-MiniLM-L6-v2, L2-normalised; see :mod:`neuroshot.embeddings`). Already annotated items
 (``labeled``) are never picked again; each strategy builds on them as noted. Defaults follow
 the papers; where this implementation differs, it says so here.
@@ -27,7 +27,7 @@ the papers; where this implementation differs, it says so here.
     into ``budget - stage 1`` buckets of ``int(0.9 * remaining / n)`` items (so the 10% most
     confident are never chosen, as in the reference code) and take the best discounted vote
     from each bucket. Differences: by default the confidence is the *zero-shot* one from the
-    pool probe (``pool.probs``), whereas the paper prompts with the stage-1 items as
+    pool probe (``probed.probs``), whereas the paper prompts with the stage-1 items as
     demonstrations. Pass ``lm=`` and ``annotator=`` to do as the paper: the stage-1 items are
     annotated through ``annotator(ids) -> {id: label}`` (the only way labels are read) and put
     in every prompt as static demonstrations (the paper retrieves the most similar of them per
@@ -120,9 +120,9 @@ def _kmeans(x: np.ndarray, n_clusters: int, rng: np.random.Generator, n_init: in
     return labels, km.cluster_centers_
 
 
-def _neurons(pool: ProbeResult, i: int) -> list[tuple[int, int, float]]:
+def _neurons(probed: ProbeResult, i: int) -> list[tuple[int, int, float]]:
     """The item's strongest task-critical neurons, or its strongest neurons when it touches none of those."""
-    return item_neurons(pool, i) or item_neurons(pool, i, among=pool.signatures.item(i)[0])
+    return item_neurons(probed, i) or item_neurons(probed, i, among=probed.signatures.item(i)[0])
 
 
 class _EmbeddingStrategy(Strategy):
@@ -130,8 +130,8 @@ class _EmbeddingStrategy(Strategy):
 
     embedding_model: Model = None
 
-    def _embeddings(self, pool: ProbeResult) -> np.ndarray:
-        return pool_embeddings(pool, self.embedding_model)
+    def _embeddings(self, probed: ProbeResult) -> np.ndarray:
+        return pool_embeddings(probed, self.embedding_model)
 
     def get_params(self) -> dict[str, Any]:
         params = super().get_params()
@@ -151,8 +151,8 @@ class KMeansStrategy(_EmbeddingStrategy):
         check_whole("n_init", n_init)
         self.n_init, self.embedding_model = n_init, embedding_model
 
-    def _select(self, pool, candidates, budget, labeled, rng):
-        x = self._embeddings(pool)[candidates]
+    def _select(self, probed, candidates, budget, labeled, rng):
+        x = self._embeddings(probed)[candidates]
         labels, centroids = _kmeans(x, budget, rng, self.n_init)
         sizes = np.bincount(labels, minlength=budget)
         free = np.ones(len(candidates), dtype=bool)
@@ -167,7 +167,7 @@ class KMeansStrategy(_EmbeddingStrategy):
             i = int(candidates[j])
             picks.append(Pick(i, 0, float(-dist.min()), {"dist_to_centroid": float(dist.min()),
                                                          "cluster_size": float(sizes[c])},
-                              cluster=int(c), neurons=_neurons(pool, i)))
+                              cluster=int(c), neurons=_neurons(probed, i)))
         return picks
 
 
@@ -197,12 +197,12 @@ class TypiClustStrategy(_EmbeddingStrategy):
         self.k_nn, self.min_cluster_size, self.max_clusters, self.n_init = k_nn, min_cluster_size, max_clusters, n_init
         self.embedding_model = embedding_model
 
-    def _select(self, pool, candidates, budget, labeled, rng):
-        x = self._embeddings(pool)
-        n_clusters = min(len(labeled) + budget, self.max_clusters, len(pool))
+    def _select(self, probed, candidates, budget, labeled, rng):
+        x = self._embeddings(probed)
+        n_clusters = min(len(labeled) + budget, self.max_clusters, len(probed))
         labels, _ = _kmeans(x, n_clusters, rng, self.n_init)
         sizes = np.bincount(labels, minlength=n_clusters)
-        is_labeled = np.zeros(len(pool), dtype=bool)
+        is_labeled = np.zeros(len(probed), dtype=bool)
         is_labeled[list(labeled)] = True
         covered = np.bincount(labels[is_labeled], minlength=n_clusters)
         order = np.lexsort((-sizes, covered))  # fewest annotated first, then largest
@@ -221,7 +221,7 @@ class TypiClustStrategy(_EmbeddingStrategy):
             free[i] = False
             picks.append(Pick(i, 0, float(typ[j]), {"typicality": float(typ[j]), "cluster_size": float(sizes[c]),
                                                     "cluster_labeled": float(covered[c])},
-                              cluster=c, neurons=_neurons(pool, i)))
+                              cluster=c, neurons=_neurons(probed, i)))
         return picks
 
 
@@ -236,16 +236,16 @@ class FastVoteKStrategy(_EmbeddingStrategy):
         check_in("rho", rho, 1.0, low_open=True)
         self.k, self.rho, self.embedding_model = k, rho, embedding_model
 
-    def _select(self, pool, candidates, budget, labeled, rng):
-        votes = _Votes(self._embeddings(pool), self.k, self.rho, picked=list(labeled))
-        tiebreak = rng.random(len(pool))
-        free = np.zeros(len(pool), dtype=bool)
+    def _select(self, probed, candidates, budget, labeled, rng):
+        votes = _Votes(self._embeddings(probed), self.k, self.rho, picked=list(labeled))
+        tiebreak = rng.random(len(probed))
+        free = np.zeros(len(probed), dtype=bool)
         free[candidates] = True
         picks = []
         for _ in tqdm(range(budget), desc="fast vote-k", disable=None, leave=False):
             i, score = votes.best(np.flatnonzero(free), tiebreak)
             picks.append(Pick(i, 0, score, {"votes": score, "voters": float(votes.voters[i])},
-                              neurons=_neurons(pool, i)))
+                              neurons=_neurons(probed, i)))
             votes.add(i)
             free[i] = False
         return picks
@@ -255,7 +255,7 @@ class FastVoteKStrategy(_EmbeddingStrategy):
 class VoteKStrategy(_EmbeddingStrategy):
     """Vote-k: budget/10 items by fast vote-k, the rest from model-confidence buckets by discounted votes.
 
-    Confidence is the zero-shot ``pool.probs`` unless ``lm`` (a ``LanguageModel``) and ``annotator``
+    Confidence is the zero-shot ``probed.probs`` unless ``lm`` (a ``LanguageModel``) and ``annotator``
     (``ids -> {id: label}``, e.g. a ``SimulatedAnnotator``) are given: then the stage-1 items are
     annotated and used as demonstrations to score the rest, as in the paper.
     """
@@ -280,24 +280,24 @@ class VoteKStrategy(_EmbeddingStrategy):
         params["annotator"] = None if self._annotator is None else type(self._annotator).__name__
         return params
 
-    def _select(self, pool, candidates, budget, labeled, rng):
-        votes = _Votes(self._embeddings(pool), self.k, self.rho, picked=list(labeled))
-        tiebreak = rng.random(len(pool))
+    def _select(self, probed, candidates, budget, labeled, rng):
+        votes = _Votes(self._embeddings(probed), self.k, self.rho, picked=list(labeled))
+        tiebreak = rng.random(len(probed))
         n1 = min(budget, max(1, int(budget * self.stage1_fraction)))
-        free = np.zeros(len(pool), dtype=bool)
+        free = np.zeros(len(probed), dtype=bool)
         free[candidates] = True
         picks = []
         for _ in range(n1):
             i, score = votes.best(np.flatnonzero(free), tiebreak)
             picks.append(Pick(i, 0, score, {"stage": 1.0, "votes": score, "voters": float(votes.voters[i])},
-                              neurons=_neurons(pool, i)))
+                              neurons=_neurons(probed, i)))
             votes.add(i)
             free[i] = False
         n2 = budget - n1
         if n2 == 0:
             return picks
         rest = np.flatnonzero(free)
-        confidence = self._confidence(pool, rest, [p.index for p in picks], labeled)
+        confidence = self._confidence(probed, rest, [p.index for p in picks], labeled)
         order = np.lexsort((tiebreak[rest], confidence))  # least confident first
         rest, confidence = rest[order], confidence[order]
         size = max(1, int(0.9 * len(rest) / n2))  # n2 * size <= len(rest): every bucket is non-empty
@@ -306,21 +306,21 @@ class VoteKStrategy(_EmbeddingStrategy):
             i, score = votes.best(members, tiebreak)
             conf = float(confidence[bucket * size + int(np.flatnonzero(members == i)[0])])
             picks.append(Pick(i, 0, score, {"stage": 2.0, "votes": score, "confidence": conf,
-                                            "bucket": float(bucket)}, neurons=_neurons(pool, i)))
+                                            "bucket": float(bucket)}, neurons=_neurons(probed, i)))
             votes.add(i)
             free[i] = False
         return picks
 
-    def _confidence(self, pool: ProbeResult, rows: np.ndarray, stage1: list[int],
+    def _confidence(self, probed: ProbeResult, rows: np.ndarray, stage1: list[int],
                     labeled: Sequence[int] | Mapping[int, str]) -> np.ndarray:
         """``log p(predicted label)`` of ``rows``: zero-shot from the probe, or prompted with stage-1 demos."""
         if self._lm is None:
-            probs = pool.probs[rows]
+            probs = probed.probs[rows]
         else:
             from ..scoring import predict_proba
             from ..task import Demonstration
 
-            ids = [str(i) for i in range(len(pool))] if pool.ids is None else [str(i) for i in pool.ids]
+            ids = [str(i) for i in range(len(probed))] if probed.ids is None else [str(i) for i in probed.ids]
             answers = dict(self._annotator([ids[i] for i in stage1]))
             missing = [ids[i] for i in stage1 if ids[i] not in answers]
             if missing:
@@ -328,9 +328,9 @@ class VoteKStrategy(_EmbeddingStrategy):
             known = dict(labeled) if isinstance(labeled, Mapping) else {}
             known.update({i: answers[ids[i]] for i in stage1})
             for label in known.values():
-                pool.task.label_index(label)  # raises on a label outside the task
-            demos = [Demonstration(pool.texts[i], label) for i, label in known.items()]
-            probs = predict_proba(self._lm, pool.task, [pool.texts[i] for i in rows], demos)
+                probed.task.label_index(label)  # raises on a label outside the task
+            demos = [Demonstration(probed.texts[i], label) for i, label in known.items()]
+            probs = predict_proba(self._lm, probed.task, [probed.texts[i] for i in rows], demos)
         return np.log(np.clip(np.asarray(probs, dtype=np.float64).max(1), 1e-12, None))
 
 
@@ -375,9 +375,9 @@ class IdealStrategy(_EmbeddingStrategy):
         check_whole("n_simulations", n_simulations)
         self.k, self.n_simulations, self.embedding_model = k, n_simulations, embedding_model
 
-    def _select(self, pool, candidates, budget, labeled, rng):
-        emb = self._embeddings(pool)
-        n = len(pool)
+    def _select(self, probed, candidates, budget, labeled, rng):
+        emb = self._embeddings(probed)
+        n = len(probed)
         idx, sim = knn(emb, self.k)
         sim = np.maximum(sim.astype(np.float64), 0.0)
         weight = sim / np.maximum(sim.sum(1, keepdims=True), 1e-12)  # edge i -> j, IDEAL's normalisation
@@ -395,7 +395,7 @@ class IdealStrategy(_EmbeddingStrategy):
             i = int(np.argmax(np.where(free, gain + tiebreak, -np.inf)))
             spread += gain[i]
             picks.append(Pick(i, 0, float(gain[i]), {"spread_gain": float(gain[i]), "spread": float(spread)},
-                              neurons=_neurons(pool, i)))
+                              neurons=_neurons(probed, i)))
             uncovered[reach[i].indices] = 0.0
             free[i] = False
         return picks

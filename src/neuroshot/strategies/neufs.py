@@ -18,9 +18,9 @@ from ..probing import ProbeResult
 from .base import Pick, Strategy, item_neurons, minmax, register
 
 
-def jaccard_distances(pool: ProbeResult, rows: np.ndarray) -> np.ndarray:
+def jaccard_distances(probed: ProbeResult, rows: np.ndarray) -> np.ndarray:
     """Pairwise Jaccard distances between the binary signatures of ``rows``."""
-    binary = pool.signatures.subset(rows.tolist()).to_csr(binary=True).astype(np.float64)
+    binary = probed.signatures.subset(rows.tolist()).to_csr(binary=True).astype(np.float64)
     inter = (binary @ binary.T).toarray()
     sizes = np.asarray(binary.sum(axis=1)).ravel()
     union = sizes[:, None] + sizes[None, :] - inter
@@ -39,15 +39,15 @@ class NeuFSStrategy(Strategy):
         check_whole("max_iter", max_iter)
         self.tau, self.n_init, self.max_iter = tau, n_init, max_iter
 
-    def _select(self, pool, candidates, budget, labeled, rng):
-        dist = jaccard_distances(pool, candidates)
+    def _select(self, probed, candidates, budget, labeled, rng):
+        dist = jaccard_distances(probed, candidates)
         best = None
         for seed in rng.integers(0, 2**31 - 1, size=self.n_init):
             result = kmedoids.fasterpam(dist, budget, max_iter=self.max_iter, init="random",
                                         random_state=int(seed), n_cpu=1)
             if best is None or result.loss < best.loss:
                 best = result
-        consensus = pool.scores.consensus[candidates]
+        consensus = probed.scores.consensus[candidates]
         picks = []
         for cluster, medoid in enumerate(best.medoids):
             members = np.flatnonzero(best.labels == cluster)
@@ -56,10 +56,10 @@ class NeuFSStrategy(Strategy):
             score = self.tau * q + (1 - self.tau) * (1 - d)
             j = int(np.argmax(score))
             chosen = int(candidates[members[j]])
-            shared = np.intersect1d(pool.signatures.item(chosen)[0], pool.signatures.item(int(candidates[medoid]))[0])
+            shared = np.intersect1d(probed.signatures.item(chosen)[0], probed.signatures.item(int(candidates[medoid]))[0])
             picks.append((len(members), Pick(chosen, 0, float(score[j]), {
                 "consensus": float(consensus[members[j]]), "dist_to_medoid": float(dist[members[j], medoid]),
-                "cluster_size": float(len(members))}, cluster=cluster, neurons=item_neurons(pool, chosen, among=shared))))
+                "cluster_size": float(len(members))}, cluster=cluster, neurons=item_neurons(probed, chosen, among=shared))))
         picks.sort(key=lambda sp: -sp[0])
         return [p for _, p in picks]
 
