@@ -15,7 +15,9 @@ answer is always a valid label; ``constrain=False`` lets the model generate it i
 Run alone, each call reuses the KV cache of the prompt prefix it shares with the previous call.
 Run from several threads (``dspy.Evaluate(num_threads=16)``, ``dspy.Parallel``) with
 ``batch_size > 1``, the label-scoring passes of concurrent calls are gathered into one batched
-forward pass (their shared leading tokens once), which is where a CPU gets its throughput.
+forward pass (their shared leading tokens once). On 2 CPU cores with DSPy's ~430-token prompts
+this gained little (100 trec items: 82 s one thread, 77 s on 16 threads; ``benchmarks/README.md``,
+"Engine speed"): one such prompt already keeps the cores busy.
 """
 
 from __future__ import annotations
