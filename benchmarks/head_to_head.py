@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_grid_args(p, test_size=300, out=DEFAULT_OUT, markdown=DEFAULT_MD, regimes=("per-query", "static", RESAMPLED))
     p.add_argument("--pipelines", nargs="+", metavar="NAME[=JSON]",
                    help="pipelines by name, or NAME={\"strategy\": ..., \"retriever\": ..., \"strategy_params\": ..., "
-                        "\"retriever_params\": ...} for a candidate (default: recommended and the regime's baselines: "
+                        "\"retriever_params\": ..., \"order\": ...} (or {\"base\": NAME, ...}: a named one, changed) for a candidate (default: recommended and the regime's baselines: "
                         + "; ".join(f"{r}: {' '.join(b)}" for r, b in BASELINES.items()) + ")")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="per-query seeds (default: 0 1 2)")
     p.add_argument("--static-seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="static seeds (default: 0-4)")
@@ -126,11 +126,18 @@ def _pool_of_seed(name: str, args: argparse.Namespace, data, seed: int) -> list:
 
 
 def _pipeline(spec: str):
-    """A named pipeline, or ``'NAME={"strategy": ..., "retriever": ..., ...}'`` for a candidate setting."""
+    """A named pipeline, or ``'NAME={"strategy": ..., "retriever": ..., ...}'`` for a candidate setting
+    (``{"base": "recommended", "order": "entropy"}``: a named pipeline with some fields replaced)."""
+    from dataclasses import replace
+
     from neuroshot.pipelines import Pipeline, get_pipeline
 
     name, sep, fields = spec.partition("=")
-    return Pipeline(name, **json.loads(fields)) if sep else get_pipeline(spec)
+    if not sep:
+        return get_pipeline(spec)
+    fields = json.loads(fields)
+    base = fields.pop("base", None)
+    return replace(get_pipeline(base), name=name, **fields) if base else Pipeline(name, **fields)
 
 
 def _bits(correct: np.ndarray) -> str:

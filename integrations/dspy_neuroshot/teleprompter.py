@@ -11,7 +11,7 @@ import dspy
 from dspy.teleprompt import Teleprompter
 
 from neuroshot import (AnnotationItem, ModelLike, NeuroshotError, Plan, ProbeResult, SimulatedAnnotator,
-                       export_for_annotation, get_pipeline, get_retriever, get_strategy, probe,
+                       export_for_annotation, get_pipeline, get_retriever, get_strategy, order_planned, probe,
                        read_annotations, resolve_model)
 
 from ._task import SignatureTask, label_field, program_signature
@@ -66,6 +66,7 @@ class NeuronAwareFewShot(Teleprompter):
         self.k, self.model = k, model
         chosen = get_pipeline(pipeline).customized(strategy=strategy, strategy_params=strategy_params)
         self.pipeline, self.strategy, self.strategy_params = chosen.name, chosen.strategy, dict(chosen.strategy_params)
+        self.order = chosen.order  # static demos: as planned, or "entropy" (neuroshot.order_planned)
         self.per_query, self.mmr, self.balance = per_query, mmr, balance
         self.retriever, self.retriever_params = retriever_settings(retriever, dict(retriever_params or {}), mmr,
                                                                    balance, chosen.name)
@@ -118,6 +119,10 @@ class NeuronAwareFewShot(Teleprompter):
             labels = [labels_all[i] for i in rows]
         if not rows:
             raise NeuroshotError("no planned item was annotated: nothing to use as demonstrations")
+        if not self.per_query and self.order == "entropy" and len(rows) < len(trainset):
+            by_row = dict(zip(rows, labels))
+            rows = order_planned(lm, spec.task, texts, rows, labels, seed=self.seed)
+            labels = [by_row[i] for i in rows]
         demos = [self._demo(trainset[i], label) for i, label in zip(rows, labels)]
 
         if self.per_query:

@@ -13,8 +13,8 @@ from typing import Any, Literal
 from langchain_core.example_selectors import BaseExampleSelector
 from pydantic import BaseModel, ConfigDict, Field, InstanceOf, PrivateAttr, field_validator, model_validator
 
-from neuroshot import (LanguageModel, NeuroshotError, ProbeResult, Retriever, Task, get_pipeline, probe,
-                       resolve_model)
+from neuroshot import (LanguageModel, NeuroshotError, ProbeResult, Retriever, Task, get_pipeline, order_planned,
+                       probe, resolve_model)
 
 
 
@@ -115,6 +115,7 @@ class NeuronAwareExampleSelector(BaseExampleSelector, BaseModel):
     _probe: ProbeResult | None = PrivateAttr(default=None)
     _retriever: Retriever | None = PrivateAttr(default=None)
     _plan: Any = PrivateAttr(default=None)
+    _static_order: list[int] = PrivateAttr(default_factory=list)
     _queries: OrderedDict = PrivateAttr(default_factory=OrderedDict)
     _last_query: ProbeResult | None = PrivateAttr(default=None)
     _lock: Any = PrivateAttr(default_factory=threading.RLock)
@@ -289,5 +290,15 @@ class NeuronAwareExampleSelector(BaseExampleSelector, BaseModel):
         with self._lock:
             if self._plan is None:
                 self._plan = self._make_strategy().plan(self._probe, min(self.k, len(self.examples)), seed=self.seed)
-            return [ExampleExplanation(self._output(p.index), p.index, p.rank, p.score, None, list(p.neurons))
-                    for p in self._plan.picks]
+                self._static_order = self._order([p.index for p in self._plan.picks])
+            picks = {p.index: p for p in self._plan.picks}
+            return [ExampleExplanation(self._output(i), i, picks[i].rank, picks[i].score, None, list(picks[i].neurons))
+                    for i in self._static_order]
+
+    def _order(self, chosen: list[int]) -> list[int]:
+        """The planned examples in prompt order: as planned, or (a pipeline with ``order="entropy"``) the
+        order under which the model's answers on the other examples' texts spread most evenly."""
+        if self._pipeline().order != "entropy":
+            return chosen
+        labels = [str(self.examples[i][self.label_key]) for i in chosen]
+        return order_planned(self.model, self.task, self._probe.texts, chosen, labels, seed=self.seed)

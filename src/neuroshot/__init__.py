@@ -36,6 +36,7 @@ _PUBLIC = {
     "RandomRetriever": "retrieval",
     # Pipelines (a strategy and a retriever under one name)
     "Pipeline": "pipelines", "PIPELINES": "pipelines", "get_pipeline": "pipelines",
+    "order_demonstrations": "ordering", "order_planned": "ordering",
     # Annotation
     "Annotator": "data", "AnnotationItem": "annotation", "AnnotationLog": "annotation",
     "SimulatedAnnotator": "annotation",
@@ -65,6 +66,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load
     from .retrieval import (EmbeddingRetriever,
                             HybridRetriever, NeuronRetriever, RandomRetriever, Retrieved, Retriever, get_retriever)
     from .pipelines import PIPELINES, Pipeline, get_pipeline
+    from .ordering import order_demonstrations, order_planned
     from .annotation import AnnotationItem, AnnotationLog, SimulatedAnnotator, export_for_annotation, read_annotations
     from .evaluate import (EvalResult,
                            evaluate_per_query, evaluate_static, metrics, predict_proba_per_query,

@@ -5,7 +5,9 @@ never holds gold labels); the strategy plans on that probe; a fresh
 :class:`~neuroshot.annotation.SimulatedAnnotator` reveals the gold labels of exactly the
 planned ids; the annotated items become the demonstrations:
 
-* ``static``: all of them, in plan order, one prompt prefix for every test item;
+* ``static``: all of them, in plan order (or, for a pipeline with ``order="entropy"``, the order
+  :func:`neuroshot.ordering.order_demonstrations` picks on 64 unlabeled pool texts), one prompt
+  prefix for every test item;
 * ``per-query``: for each test item, ``k`` of them chosen by a retriever
   (:func:`neuroshot.retrieval.get_retriever`, default ``"neuron"``) from the annotated set.
 
@@ -36,6 +38,7 @@ from .errors import NeuroshotError
 from .evaluate import (content_free_per_query, content_free_static, metrics, predict_proba_per_query,
                        predict_proba_static)
 from .models import LanguageModel
+from .ordering import order_planned
 from .pipelines import Pipeline
 from .probing import ProbeResult, probe
 from .scoring import calibrate
@@ -45,6 +48,7 @@ __all__ = ["ExperimentRecord", "Experiment", "run_experiment", "learning_curves"
            "label_efficiency", "REGIMES"]
 
 REGIMES = ("static", "per-query")
+ORDER_TEXTS = 64  # unlabeled pool texts a pipeline with order="entropy" reads its candidate orders on
 
 
 @dataclass
@@ -189,7 +193,9 @@ class Experiment:
         texts, gold = [r.text for r in self.test], [r.label for r in self.test]
         per_query = self.regime == "per-query"
         retrieval = (pipeline.retriever, json.dumps(dict(pipeline.retriever_params), sort_keys=True, default=str),
-                     self._retrieval_seed(pipeline, seed)) if per_query else None
+                     self._retrieval_seed(pipeline, seed)) if per_query else (pipeline.order, seed)
+        if not per_query and pipeline.order == "plan":
+            retrieval = None  # the plan's order does not depend on the seed
         key = (tuple(ids), tuple(labels[i] for i in ids), retrieval)
         if key not in self._scored:  # a deterministic strategy plans the same items for every seed
             self._scored[key] = self._score(pipeline, chosen, [labels[i] for i in ids], seed)
@@ -221,6 +227,11 @@ class Experiment:
         texts = [r.text for r in self.test]
         kw = dict(batch_size=self.batch_size)
         if self.regime == "static":
+            if pipeline.order == "entropy":
+                by_index = dict(zip(chosen, labels))
+                chosen = order_planned(self.lm, self.task, [r.text for r in self.pool], list(chosen), list(labels),
+                                       unlabeled=ORDER_TEXTS, seed=seed, batch_size=self.batch_size)
+                labels = [by_index[i] for i in chosen]
             demos = [Demonstration(self.pool[i].text, label) for i, label in zip(chosen, labels)]
             probs = predict_proba_static(self.lm, self.task, texts, demos, progress=self.progress, **kw)
             bias = content_free_static(self.lm, self.task, demos, **kw) if self.calibrated else None

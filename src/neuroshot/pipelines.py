@@ -18,9 +18,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ._validation import check_choice
 from .errors import NeuroshotError
 
-__all__ = ["Pipeline", "PIPELINES", "RECOMMENDED", "get_pipeline"]
+__all__ = ["Pipeline", "PIPELINES", "RECOMMENDED", "ORDERS", "get_pipeline"]
+
+ORDERS = ("plan", "entropy")  # a static prompt's order: as planned, or neuroshot.ordering.order_demonstrations
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,10 @@ class Pipeline:
     strategy_params: Mapping[str, Any] = field(default_factory=dict)
     retriever_params: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    order: str = "plan"  # static prompts: "plan" (as planned) or "entropy" (neuroshot.ordering)
+
+    def __post_init__(self) -> None:
+        check_choice("order", self.order, ORDERS)
 
     def customized(self, *, strategy: str | None = None, strategy_params: Mapping[str, Any] | None = None,
                    retriever: str | None = None, retriever_params: Mapping[str, Any] | None = None) -> Pipeline:
@@ -65,15 +72,18 @@ class Pipeline:
         def spec(name: str, params: Mapping[str, Any]) -> str:
             return name + (f"({', '.join(f'{k}={v!r}' for k, v in params.items())})" if params else "")
 
+        order = f", static order {self.order}" if self.order != "plan" else ""
         return f"{self.name}: plan {spec(self.strategy, self.strategy_params)}, " \
-               f"retrieve {spec(self.retriever, self.retriever_params)}"
+               f"retrieve {spec(self.retriever, self.retriever_params)}{order}"
 
 
 RECOMMENDED = Pipeline(
     "recommended", "neuron_coverage", "hybrid", {"embedding_weight": 0.5}, {"embedding_weight": "auto"},
     "facility location over task-critical neurons and sentence embeddings together; per query, the annotated items "
-    "most similar in both, the two weighed by how well each groups the annotated labels (chosen on validation "
-    "slices of the pool, never a test split: benchmarks/README.md, 'Choosing the recommended pipeline')")
+    "most similar in both, the two weighed by how well each groups the annotated labels; a static prompt in the "
+    "order under which the model's answers on unlabeled pool texts spread most evenly (chosen on validation "
+    "slices of the pool, never a test split: benchmarks/README.md, 'Choosing the recommended pipeline')",
+    order="entropy")
 
 PIPELINES: dict[str, Pipeline] = {p.name: p for p in (
     RECOMMENDED,
