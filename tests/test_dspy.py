@@ -21,7 +21,7 @@ from dspy.utils import DummyLM  # noqa: E402
 
 from dspy_neuroshot import (AnnotationPending, LocalEngine, NeuronAwareFewShot, NeuronFewShotProgram,  # noqa: E402
                             local_lm, output_fields)
-from neuroshot import NeuroshotError, SimulatedAnnotator, get_pipeline  # noqa: E402
+from neuroshot import NeuroshotError, SimulatedAnnotator, get_pipeline, order_planned  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -69,7 +69,10 @@ def test_static_compile_puts_the_planned_demos_in_every_predictor_and_in_the_pro
     compiled = tp.compile(student, trainset=trainset())
     assert compiled is not student and student.demos == []
     assert compiled._compiled
-    planned = [QUESTIONS[i][0] for i in tp.plan_.indices]
+    assert sorted(tp.demo_rows_) == sorted(tp.plan_.indices) and tp.demo_rows_ != tp.plan_.indices
+    labels = [trainset()[i].label for i in tp.plan_.indices]  # the recommended order, from the core:
+    assert tp.demo_rows_ == order_planned(tiny_lm, tp.spec_.task, [q for q, _ in QUESTIONS], tp.plan_.indices, labels)
+    planned = [QUESTIONS[i][0] for i in tp.demo_rows_]
     assert [d.question for d in compiled.demos] == planned and len(planned) == 3
     # the core planner on the same probe gives the same plan (no copy of its logic)
     assert get_pipeline("recommended").make_strategy().plan(tp.probe_, 3, seed=0).indices == tp.plan_.indices
@@ -90,7 +93,7 @@ def test_the_planner_never_reads_the_trainset_labels(tiny_lm, single_thread):
     other = NeuronAwareFewShot(k=4, model=tiny_lm, progress=False)
     compiled = other.compile(dspy.Predict(Kind), trainset=shuffled)
     assert other.plan_.indices == base.plan_.indices
-    assert [d.label for d in compiled.demos] == [shuffled[i].label for i in other.plan_.indices]
+    assert [d.label for d in compiled.demos] == [shuffled[i].label for i in other.demo_rows_]
 
 
 def test_every_predictor_of_a_multi_stage_program_gets_the_demos(tiny_lm, single_thread):

@@ -30,7 +30,7 @@ from langchain_neuroshot import (
     plan_annotations,
     resolve_model,
 )
-from neuroshot import NeuronRetriever, NeuroshotError, Task, get_pipeline, probe
+from neuroshot import NeuronRetriever, NeuroshotError, Task, get_pipeline, order_planned, probe
 from neuroshot.task import Demonstration
 from tests.conftest import TINY_TEXTS
 
@@ -110,16 +110,25 @@ def test_explain_gives_scores_and_shared_neurons(tiny_lm, tiny_task):
 
 def test_static_mode_returns_the_plan_for_every_query_without_a_model_call(tiny_lm, tiny_task, probe_spy):
     selector = NeuronAwareExampleSelector.from_examples(tiny_examples(), model=tiny_lm, task=tiny_task, k=4,
-                                                        mode="static", seed=3, **SETTINGS)
+                                                        mode="static", seed=0, **SETTINGS)
     assert len(probe_spy) == 1  # the examples, once
-    plan = get_pipeline("recommended").make_strategy().plan(selector.probe_result, 4, seed=3)
+    plan = get_pipeline("recommended").make_strategy().plan(selector.probe_result, 4, seed=0)
+    examples = tiny_examples()
+    order = order_planned(tiny_lm, tiny_task, [e["text"] for e in examples], plan.indices,
+                          [examples[i]["label"] for i in plan.indices], seed=0)  # the recommended order
+    assert sorted(order) == sorted(plan.indices) and order != plan.indices  # (here the order changes)
     first = selector.select_examples({"text": "anything"})
-    assert first == [tiny_examples()[i] for i in plan.indices]
+    assert first == [examples[i] for i in order]
     assert selector.select_examples({"text": "something else entirely"}) == first
     assert len(probe_spy) == 1  # static selection probes no query
     explained = selector.explain({"text": "x"})
-    assert [e.score for e in explained] == pytest.approx([p.score for p in plan.picks])
+    score = {p.index: p.score for p in plan.picks}
+    assert [e.score for e in explained] == pytest.approx([score[i] for i in order])
     assert all(e.similarity is None and e.neurons for e in explained)
+    as_planned = NeuronAwareExampleSelector.from_examples(examples, model=tiny_lm, task=tiny_task, k=4, mode="static",
+                                                          pipeline="neuron_coverage+neuron", seed=0, **SETTINGS)
+    planned = get_pipeline("neuron_coverage+neuron").make_strategy().plan(as_planned.probe_result, 4, seed=0)
+    assert as_planned.select_examples({"text": "x"}) == [examples[i] for i in planned.indices]  # order "plan"
 
 
 def test_add_example_probes_only_the_new_example(tiny_lm, tiny_task, probe_spy):

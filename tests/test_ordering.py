@@ -87,3 +87,13 @@ def test_static_experiment_orders_by_entropy_on_unannotated_pool_texts(tiny_lm, 
     exp.run_one(ordered, 4, seed=1)
     assert len(seen) == 1  # same plan, same seed: scored once
     assert "static order entropy" in str(ordered)
+
+
+def test_order_planned_keeps_the_plan_when_the_prompt_does_not_fit(tiny_lm, tiny_task, caplog):
+    long = ["a long demonstration text " * 4] * 4  # 4 x ~100 characters: over the tiny model's 256 tokens
+    texts = long + ["short"] * 3
+    with caplog.at_level("WARNING", logger="neuroshot.ordering"):
+        assert order_planned(tiny_lm, tiny_task, texts, [3, 1, 0, 2], ["A", "B", "C", "A"]) == [3, 1, 0, 2]
+    assert "plan's order" in caplog.text and "context" in caplog.text
+    with pytest.raises(NeuroshotError, match="context"):  # called directly, it says so
+        order_demonstrations(tiny_lm, tiny_task, [Demonstration(t, "A") for t in long], ["short"])

@@ -45,7 +45,12 @@ class NeuronAwareFewShot(Teleprompter):
       Studio .json file written for annotators, read back on the next ``compile``). The planner
       picks ``budget`` items (default ``k``), only those are labeled, and only those become demos.
 
-    After ``compile``, ``plan_`` holds the plan and ``explain()`` says why each item was chosen.
+    Static demos come in the pipeline's order: the recommended pipeline's is the order (of 8 seeded
+    ones) under which the model's answers on the other trainset inputs spread most evenly over the
+    labels (``neuroshot.order_planned``); others keep the plan's order.
+
+    After ``compile``, ``plan_`` holds the plan, ``demo_rows_`` the trainset rows of the demos in
+    prompt order, and ``explain()`` says why each item was chosen.
     """
 
     def __init__(self, k: int = 4, *, model: ModelLike = "default", pipeline: str = "recommended",
@@ -123,6 +128,7 @@ class NeuronAwareFewShot(Teleprompter):
             by_row = dict(zip(rows, labels))
             rows = order_planned(lm, spec.task, texts, rows, labels, seed=self.seed)
             labels = [by_row[i] for i in rows]
+        self.demo_rows_ = list(rows)
         demos = [self._demo(trainset[i], label) for i, label in zip(rows, labels)]
 
         if self.per_query:

@@ -7,3 +7,7 @@ class NeuroshotError(Exception):
 
 class UnsupportedModelError(NeuroshotError):
     """The model has no feed-forward layers that neuroshot knows how to read."""
+
+
+class ContextOverflowError(NeuroshotError):
+    """The prompt without the query text (instruction and demonstrations) fills the model's context."""

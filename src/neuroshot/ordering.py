@@ -12,17 +12,20 @@ paper's generated probing set). It reads no gold label but the demonstrations' o
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
 
 from ._validation import check_whole
-from .errors import NeuroshotError
+from .errors import ContextOverflowError, NeuroshotError
 from .evaluate import predict_proba_static
 from .models import LanguageModel
 from .task import Demonstration, Task
 
 __all__ = ["order_demonstrations", "order_planned", "prediction_entropy"]
+
+log = logging.getLogger(__name__)
 
 
 def prediction_entropy(probs: np.ndarray) -> float:
@@ -49,14 +52,19 @@ def order_planned(lm: LanguageModel, task: Task, pool_texts: Sequence[str], chos
                   batch_size: int = 16) -> list[int]:
     """The planned pool indices ``chosen`` (annotated with ``labels``, in the same order) reordered by
     :func:`order_demonstrations`, which reads a seeded sample of ``unlabeled`` pool texts not planned
-    (their texts only). With no such text left, the plan's order."""
+    (their texts only). With no such text left, or a prompt of these demonstrations too long for the
+    model's context, the plan's order (with a warning in the second case)."""
     check_whole("unlabeled", unlabeled)
     rest = np.setdiff1d(np.arange(len(pool_texts)), np.asarray(chosen, dtype=int))
     if not len(rest):
         return list(chosen)
     sample = np.sort(np.random.default_rng(seed).choice(rest, size=min(unlabeled, len(rest)), replace=False))
     demos = [Demonstration(pool_texts[i], label) for i, label in zip(chosen, labels)]
-    order = _best_order(lm, task, demos, [pool_texts[i] for i in sample], candidates, seed, batch_size)
+    try:
+        order = _best_order(lm, task, demos, [pool_texts[i] for i in sample], candidates, seed, batch_size)
+    except ContextOverflowError as exc:  # e.g. an integration's own prompt format, shorter than neuroshot's
+        log.warning("demonstrations kept in the plan's order: %s", exc)
+        return list(chosen)
     return [chosen[i] for i in order]
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from .errors import NeuroshotError
+from .errors import ContextOverflowError
 from .models import LanguageModel, model_lock
 from .task import Demonstration, Task
 
@@ -65,7 +65,7 @@ def encode(lm: LanguageModel, task: Task, texts: Sequence[str], demos: Sequence[
     overhead = len(tok(task.prompt("", demos))["input_ids"]) + max(map(len, labels)) + 1
     context_limit = lm.max_length - overhead
     if context_limit < 1:
-        raise NeuroshotError(f"the prompt without the text already fills the model's context ({lm.max_length} tokens)")
+        raise ContextOverflowError(f"the prompt without the text already fills the model's context ({lm.max_length} tokens)")
     limit = min(context_limit, task.max_text_tokens or context_limit)
     prompts, truncated, over_context = [], 0, 0
     for text in texts:
