@@ -29,7 +29,7 @@ from neuroshot.task import Demonstration
 
 DIM = 16
 EMBEDDING_STRATEGIES = ["kmeans", "typiclust", "fast_votek", "votek", "ideal"]
-SMALL_K = {"fast_votek": {"k": 7}, "votek": {"k": 7}}  # the paper's k = 150 would link every item of a 32-item pool
+SMALL_K = {"fast_votek": {"n_neighbors": 7}, "votek": {"n_neighbors": 7}}  # the paper's k = 150 would link every item of a 32-item pool
 
 
 def blobs(sizes, noise, seed=0, core=0):
@@ -120,11 +120,11 @@ def test_fast_votek_takes_one_of_a_near_duplicate_group(base_pool):
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     pool = replace(base_pool.subset(range(30)), embeddings=x)
     for seed in range(3):
-        plan = get_strategy("fast_votek", k=5).plan(pool, 4, seed=seed)
+        plan = get_strategy("fast_votek", n_neighbors=5).plan(pool, 4, seed=seed)
         assert sorted(blob[plan.indices]) == [0, 1, 2, 3]
         assert plan.picks[0].index < 6  # a copy has the most votes ...
         assert plan.picks[1].parts["votes"] < plan.picks[0].parts["votes"]
-        undiscounted = get_strategy("fast_votek", k=5, rho=1.0001).plan(pool, 4, seed=seed)
+        undiscounted = get_strategy("fast_votek", n_neighbors=5, rho=1.0001).plan(pool, 4, seed=seed)
         assert all(i < 6 for i in undiscounted.indices)  # ... and without the discount four copies are taken
 
 
@@ -132,7 +132,7 @@ def test_fast_votek_discount_matches_the_definition(blob_pool):
     """Second pick's score = sum over its unpicked voters v of rho ** -(picked items v voted for)."""
     pool, _ = blob_pool
     x = pool.embeddings
-    plan = get_strategy("fast_votek", k=5, rho=10.0).plan(pool, 2, seed=0)
+    plan = get_strategy("fast_votek", n_neighbors=5, rho=10.0).plan(pool, 2, seed=0)
     idx, _ = knn(x, 5)
     first, second = plan.indices
     voters = [v for v in range(len(x)) if second in idx[v] and v != first]
@@ -192,7 +192,7 @@ def votek_pool(base_pool):
 
 def test_votek_stages_and_confidence_buckets(votek_pool):
     pool = votek_pool
-    plan = get_strategy("votek", k=7).plan(pool, 10, labeled=[5], seed=0)
+    plan = get_strategy("votek", n_neighbors=7).plan(pool, 10, labeled=[5], seed=0)
     stages = [p.parts["stage"] for p in plan.picks]
     assert stages == [1.0] + [2.0] * 9  # budget // 10 by fast vote-k first
     assert 5 not in plan.indices and len(set(plan.indices)) == 10
@@ -212,7 +212,7 @@ def test_votek_with_an_lm_annotates_only_the_stage1_items(votek_pool, tiny_lm):
     pool = votek_pool
     gold = {pid: "ABC"[i % 3] for i, pid in enumerate(pool.ids)}
     annotator = SimulatedAnnotator(gold)
-    plan = get_strategy("votek", k=7, lm=tiny_lm, annotator=annotator).plan(pool, 10, seed=0)
+    plan = get_strategy("votek", n_neighbors=7, lm=tiny_lm, annotator=annotator).plan(pool, 10, seed=0)
     stage1 = [p.index for p in plan.picks if p.parts["stage"] == 1.0]
     assert annotator.revealed == {pool.ids[i] for i in stage1}
     demos = [Demonstration(pool.texts[i], gold[pool.ids[i]]) for i in stage1]
@@ -241,8 +241,8 @@ def test_seeded_explained_and_never_repicks_labeled(blob_pool, name):
 
 
 def test_defaults_follow_the_papers():
-    assert get_strategy("fast_votek").get_params() == {"k": 150, "rho": 10.0, "embedding_model": None}
-    assert get_strategy("ideal").get_params() == {"k": 10, "n_simulations": 10, "embedding_model": None}
+    assert get_strategy("fast_votek").get_params() == {"n_neighbors": 150, "rho": 10.0, "embedding_model": None}
+    assert get_strategy("ideal").get_params() == {"n_neighbors": 10, "n_simulations": 10, "embedding_model": None}
     assert get_strategy("typiclust").get_params()["k_nn"] == 20
     with pytest.raises(NeuroshotError, match="rho"):
         get_strategy("fast_votek", rho=1.0)

@@ -16,7 +16,7 @@ the papers; where this implementation differs, it says so here.
     nearest neighbours inside the cluster). Difference: the reference switches to
     MiniBatchKMeans above 50 clusters; this always uses ``KMeans``.
 ``fast_votek`` (Su et al. 2022, xlang-ai/icl-selective-annotation)
-    Every item votes for its ``k = 150`` nearest neighbours (cosine, capped at pool size - 1);
+    Every item votes for its ``n_neighbors = 150`` nearest neighbours (cosine, capped at pool size - 1);
     greedily pick the item with the largest discounted vote ``sum over its unpicked voters v of
     rho ** -(picked items v voted for)`` with ``rho = 10``. Annotated items count as picked
     (their voters are discounted from the start), as in AdaICL's vote-k variant.
@@ -34,8 +34,8 @@ the papers; where this implementation differs, it says so here.
     item); labels of ``labeled`` given as a mapping are used as demonstrations too. Buckets are
     cut from the remaining unlabeled items rather than from the whole pool.
 ``ideal`` (Zhang et al. 2024, skzhang1/IDEAL)
-    Directed graph from every item to its ``k = 10`` nearest neighbours, edge weight = cosine /
-    sum of the item's ``k`` neighbour cosines (negatives clipped to 0). Greedy influence
+    Directed graph from every item to its ``n_neighbors = 10`` nearest neighbours, edge weight = cosine /
+    sum of the item's neighbour cosines (negatives clipped to 0). Greedy influence
     maximisation under the independent cascade model, the spread estimated by Monte Carlo
     over ``n_simulations = 10`` sampled live-edge graphs (seeded). Differences: the same
     ``n_simulations`` live-edge samples are shared by all candidates (common random numbers;
@@ -231,13 +231,13 @@ class FastVoteKStrategy(_EmbeddingStrategy):
 
     name = "fast_votek"
 
-    def __init__(self, k: int = 150, rho: float = 10.0, embedding_model: Model = None) -> None:
-        check_whole("k", k)
+    def __init__(self, n_neighbors: int = 150, rho: float = 10.0, embedding_model: Model = None) -> None:
+        check_whole("n_neighbors", n_neighbors)
         check_in("rho", rho, 1.0, low_open=True)
-        self.k, self.rho, self.embedding_model = k, rho, embedding_model
+        self.n_neighbors, self.rho, self.embedding_model = n_neighbors, rho, embedding_model
 
     def _select(self, probed, candidates, budget, labeled, rng):
-        votes = _Votes(self._embeddings(probed), self.k, self.rho, picked=list(labeled))
+        votes = _Votes(self._embeddings(probed), self.n_neighbors, self.rho, picked=list(labeled))
         tiebreak = rng.random(len(probed))
         free = np.zeros(len(probed), dtype=bool)
         free[candidates] = True
@@ -262,16 +262,17 @@ class VoteKStrategy(_EmbeddingStrategy):
 
     name = "votek"
 
-    def __init__(self, k: int = 150, rho: float = 10.0, stage1_fraction: float = 0.1, lm: Any = None,
+    def __init__(self, n_neighbors: int = 150, rho: float = 10.0, stage1_fraction: float = 0.1, lm: Any = None,
                  annotator: Annotator | None = None, embedding_model: Model = None) -> None:
-        check_whole("k", k)
+        check_whole("n_neighbors", n_neighbors)
         check_in("rho", rho, 1.0, low_open=True)
         check_in("stage1_fraction", stage1_fraction, 0.0, 1.0, low_open=True)
         if lm is not None and annotator is None:
             raise NeuroshotError("votek with lm= needs annotator= to label the stage-1 demonstrations")
         if annotator is not None and not callable(annotator):
             raise NeuroshotError("annotator must be callable: ids -> {id: label}")
-        self.k, self.rho, self.stage1_fraction, self.embedding_model = k, rho, stage1_fraction, embedding_model
+        self.n_neighbors, self.rho, self.stage1_fraction = n_neighbors, rho, stage1_fraction
+        self.embedding_model = embedding_model
         self._lm, self._annotator = lm, annotator
 
     def get_params(self) -> dict[str, Any]:
@@ -281,7 +282,7 @@ class VoteKStrategy(_EmbeddingStrategy):
         return params
 
     def _select(self, probed, candidates, budget, labeled, rng):
-        votes = _Votes(self._embeddings(probed), self.k, self.rho, picked=list(labeled))
+        votes = _Votes(self._embeddings(probed), self.n_neighbors, self.rho, picked=list(labeled))
         tiebreak = rng.random(len(probed))
         n1 = min(budget, max(1, int(budget * self.stage1_fraction)))
         free = np.zeros(len(probed), dtype=bool)
@@ -370,15 +371,15 @@ class IdealStrategy(_EmbeddingStrategy):
 
     name = "ideal"
 
-    def __init__(self, k: int = 10, n_simulations: int = 10, embedding_model: Model = None) -> None:
-        check_whole("k", k)
+    def __init__(self, n_neighbors: int = 10, n_simulations: int = 10, embedding_model: Model = None) -> None:
+        check_whole("n_neighbors", n_neighbors)
         check_whole("n_simulations", n_simulations)
-        self.k, self.n_simulations, self.embedding_model = k, n_simulations, embedding_model
+        self.n_neighbors, self.n_simulations, self.embedding_model = n_neighbors, n_simulations, embedding_model
 
     def _select(self, probed, candidates, budget, labeled, rng):
         emb = self._embeddings(probed)
         n = len(probed)
-        idx, sim = knn(emb, self.k)
+        idx, sim = knn(emb, self.n_neighbors)
         sim = np.maximum(sim.astype(np.float64), 0.0)
         weight = sim / np.maximum(sim.sum(1, keepdims=True), 1e-12)  # edge i -> j, IDEAL's normalisation
         reach = live_edge_reach(idx, weight, self.n_simulations, rng)
