@@ -211,6 +211,22 @@ def test_results_page_sections(tmp_path):
     assert text.count("<!-- section: quality -->") == 1
 
 
+def test_head_to_head_pipeline_specs():
+    sys.path.insert(0, str(BENCHMARKS))
+    import head_to_head
+
+    assert head_to_head._pipeline("votek+knn") == get_pipeline("votek+knn")
+    ordered = head_to_head._pipeline('votek+order={"strategy": "votek", "order": "entropy"}')
+    assert (ordered.name, ordered.strategy, ordered.retriever, ordered.order) == ("votek+order", "votek", "embedding", "entropy")
+    as_planned = head_to_head._pipeline('rec-plan={"base": "recommended", "order": "plan"}')
+    assert as_planned.name == "rec-plan" and as_planned.order == "plan"
+    recommended = get_pipeline("recommended")
+    assert (as_planned.strategy, as_planned.strategy_params, as_planned.retriever, as_planned.retriever_params) == \
+        (recommended.strategy, recommended.strategy_params, recommended.retriever, recommended.retriever_params)
+    with pytest.raises(NeuroshotError, match="unknown order"):
+        head_to_head._pipeline('x={"base": "recommended", "order": "alphabetical"}')
+
+
 def test_head_to_head_summary_judges_paired_cells(tmp_path):
     sys.path.insert(0, str(BENCHMARKS))
     import head_to_head
