@@ -208,7 +208,8 @@ def test_active_mode_asks_only_for_the_planned_items(tiny_lm, single_thread):
     compiled = tp.compile(dspy.Predict(Kind), trainset=unlabeled)
     asked = {f"q{i}" for i in tp.plan_.indices}
     assert annotator.revealed == asked and len(asked) == 3
-    assert [(d.question, d.label) for d in compiled.demos] == [QUESTIONS[i] for i in tp.plan_.indices]
+    assert sorted(tp.demo_rows_) == sorted(tp.plan_.indices)  # the planned items, in the recommended order
+    assert [(d.question, d.label) for d in compiled.demos] == [QUESTIONS[i] for i in tp.demo_rows_]
 
 
 def test_active_mode_with_a_callable_annotator_and_a_budget(tiny_lm, single_thread):
@@ -236,7 +237,9 @@ def test_active_mode_through_an_annotation_file(tiny_lm, single_thread, tmp_path
         r["label"] = dict(QUESTIONS)[r["text"]]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     compiled = tp.compile(dspy.Predict(Kind), trainset=trainset(labeled=False))
-    assert [(d.question, d.label) for d in compiled.demos] == [(r["text"], r["label"]) for r in rows]
+    demos = [(d.question, d.label) for d in compiled.demos]
+    assert sorted(demos) == sorted((r["text"], r["label"]) for r in rows)
+    assert demos == [QUESTIONS[i] for i in tp.demo_rows_]  # in the recommended order
 
 
 # ---------------------------------------------------------------------------- errors
