@@ -18,7 +18,11 @@ first), and at 10^6 items they would need ~15 GB, so they are left out here.
 way in a fresh process and a fresh store: the local backend on 1 and on 2 threads, and the Ray
 backend (a local cluster of 2 CPUs) with 1 and 2 actors of one thread each. Its rows go to
 ``benchmarks/results/scale_probe.jsonl``; the wall-clock includes starting the actors and
-loading the model in each, as a user would see it.
+loading the model in each, as a user would see it. ``--probe-ways local:2`` runs only some of
+the four ways; an ``N`` beyond the pool's 3,000 texts cycles the pool, each later round with a marker
+`` (1)``, `` (2)`` ... (the store probes each distinct text once).
+
+    .venv/bin/python benchmarks/scale.py --probe-throughput 10000 --probe-ways local:2
 
 Each finished cell is appended to ``benchmarks/results/scale.jsonl`` (a rerun skips it); the
 summary (seconds, peak GiB, and at each size run both ways the share of picks that exact and
@@ -68,7 +72,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--readme", type=Path, default=DEFAULT_README)
     p.add_argument("--probe-throughput", type=int, metavar="N",
-                   help="instead: probe N trec texts locally (1, 2 threads) and on Ray (1, 2 actors)")
+                   help="instead: probe N trec texts locally (1, 2 threads) and on Ray (1, 2 actors); beyond the "
+                        "pool's 3,000 texts the pool is cycled, later rounds marked")
+    p.add_argument("--probe-ways", nargs="+", default=[f"{b}:{w}" for b, w in PROBE_WAYS], metavar="BACKEND:N",
+                   help="with --probe-throughput: which backends and thread / actor counts to run")
     p.add_argument("--data", type=Path, default=None, help="the shared data folder (default: ../shared/data)")
     p.add_argument("--summarize", action="store_true", help="only rewrite the summary")
     p.add_argument("--child", type=str, help=argparse.SUPPRESS)
@@ -145,9 +152,7 @@ def _probe_child(spec: dict) -> dict:
     from shared_sets import DEFAULT_DATA, load_shared_set
 
     data = load_shared_set(spec["set"], Path(spec["data"]) if spec["data"] else DEFAULT_DATA)
-    texts = [r.text for r in data.pool[:spec["n"]]]
-    if len(texts) < spec["n"]:
-        raise SystemExit(f"the {spec['set']} pool has only {len(texts)} texts")
+    texts = [_cycled_text(data.pool, i) for i in range(spec["n"])]
     local = spec["backend"] == "local"
     torch.set_num_threads(spec["workers"] if local else 1)
     lm = load_model("default")
@@ -162,6 +167,13 @@ def _probe_child(spec: dict) -> dict:
         seconds = time.perf_counter() - t
         steady = _steady_rate(Path(store), spec["workers"])
     return {**spec, "seconds": seconds, "items_per_s": spec["n"] / seconds, "steady_items_per_s": steady}
+
+
+def _cycled_text(pool: list, i: int) -> str:
+    """Item ``i`` of the pool cycled past its end; later rounds get a marker, as the store probes each
+    distinct text once (a few tokens longer, so a 10k run over-states the cost slightly)."""
+    text, round_ = pool[i % len(pool)].text, i // len(pool)
+    return f"{text} ({round_})" if round_ else text
 
 
 def _steady_rate(store: Path, workers: int) -> float | None:
@@ -183,7 +195,7 @@ def _steady_rate(store: Path, workers: int) -> float | None:
 def run_probe_throughput(args: argparse.Namespace) -> None:
     done = {cell_key(PROBE_KEY, r) for r in read_results(PROBE_OUT)}
     command = ".venv/bin/python " + shlex.join(["benchmarks/scale.py", *sys.argv[1:]])
-    for backend, workers in PROBE_WAYS:
+    for backend, workers in _probe_ways(args.probe_ways):
         spec = dict(kind="probe", n=args.probe_throughput, backend=backend, workers=workers, set="trec",
                     data=str(args.data) if args.data else None)
         if cell_key(PROBE_KEY, spec) in done:
@@ -194,6 +206,17 @@ def run_probe_throughput(args: argparse.Namespace) -> None:
         append_result(PROBE_OUT, row)
         print(f"probe {row['n']} texts, {backend} x{workers}: {row['seconds']:.1f} s "
               f"({row['items_per_s']:.2f} items/s)", flush=True)
+
+
+def _probe_ways(ways: list[str]) -> list[tuple[str, int]]:
+    """``["local:2", "ray:1"]`` -> ``[("local", 2), ("ray", 1)]``."""
+    parsed = []
+    for way in ways:
+        backend, _, workers = way.partition(":")
+        if backend not in ("local", "ray") or not workers.isdigit() or int(workers) < 1:
+            raise SystemExit(f"--probe-ways: expected local:N or ray:N, got {way!r}")
+        parsed.append((backend, int(workers)))
+    return parsed
 
 
 def _run_child(spec: dict) -> dict:
