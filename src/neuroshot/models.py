@@ -166,10 +166,14 @@ def _use_shared_kv_sdpa(model: nn.Module) -> None:
     """Switch a model on transformers' ``sdpa`` attention to :func:`_shared_kv_sdpa` (same results)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = getattr(base, "config", None)
-    if getattr(config, "_attn_implementation", None) != "sdpa" or not base._can_set_attn_implementation():
+    if (getattr(config, "_attn_implementation", None) != "sdpa" or torch.__version__ < "2.5"  # enable_gqa
+            or not getattr(base, "_can_set_attn_implementation", lambda: False)()):
         return
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    try:
+        from transformers import AttentionInterface
+        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    except ImportError:  # transformers without pluggable attention: keep its own sdpa
+        return
 
     AttentionInterface.register(_SHARED_KV_SDPA, _shared_kv_sdpa)
     AttentionMaskInterface.register(_SHARED_KV_SDPA, sdpa_mask)
