@@ -82,3 +82,17 @@ def test_multi_token_labels_match_scoring_each_prompt_alone(family, logit_cap, m
     labels = [[7], [8, 9, 10], [11, 12], [13, 14, 15, 16], [17]]
     got = scoring.label_scores(lm, prompts, labels)
     torch.testing.assert_close(got, _reference_scores(lm, prompts, labels), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_prompts_after_a_cached_prefix_match_full_prompts(family):
+    """The static scorer's continuation of a one-row cached prefix (shared or expanded per row) equals full prompts."""
+    from neuroshot.evaluate import _continuation_scores, _prefix_cache
+    from neuroshot.models import shares_prefix
+
+    lm = _tiny(family)
+    assert shares_prefix(lm.model) == (family not in ("gemma3", "mistral"))  # sliding windows: expanded per row
+    prefix, suffixes = [1, 2, 3, 4, 5, 6, 7], [[8, 9], [3], [4, 5, 6, 2]]
+    labels = [[7], [8, 9, 10], [11, 12]]
+    got = _continuation_scores(lm, _prefix_cache(lm, prefix), len(prefix), suffixes, labels)
+    torch.testing.assert_close(got, _reference_scores(lm, [prefix + s for s in suffixes], labels), atol=1e-5, rtol=1e-5)

@@ -12,6 +12,7 @@ import pytest
 from neuroshot.annotation import SimulatedAnnotator
 from neuroshot.data import Record
 from neuroshot.errors import NeuroshotError
+from neuroshot.models import PREFIX_KWARG
 from neuroshot.evaluate import (content_free_per_query, evaluate_per_query, evaluate_static, metrics,
                                 predict_proba_per_query, predict_proba_static, shared_prefix)
 from neuroshot.experiment import (Experiment, ExperimentRecord, label_efficiency, learning_curves)
@@ -69,8 +70,13 @@ def test_prefix_reuse_holds_when_max_text_tokens_cuts_the_demonstrations(tiny_lm
 def test_prefix_is_computed_once_and_queries_run_only_their_tokens(tiny_task):
     lm = build_tiny_lm()
     calls: list[tuple[int, int]] = []
-    lm.model.register_forward_pre_hook(lambda mod, args, kw: calls.append(tuple(kw["input_ids"].shape)),
-                                       with_kwargs=True)
+    shared: list[bool] = []
+
+    def record(module, args, kw) -> None:
+        calls.append(tuple(kw["input_ids"].shape))
+        shared.append(PREFIX_KWARG in kw)
+
+    lm.model.register_forward_pre_hook(record, with_kwargs=True)
     demos = _demos(tiny_task, 4)
     prompts = encode(lm, tiny_task, TINY_TEXTS, demos).prompts
     prefix, _ = shared_prefix(lm, tiny_task, demos, prompts)
@@ -78,6 +84,7 @@ def test_prefix_is_computed_once_and_queries_run_only_their_tokens(tiny_task):
     assert calls[0] == (1, len(prefix))
     longest_query = max(map(len, prompts)) - len(prefix)
     assert len(calls) == 1 + 3 and max(width for _, width in calls[1:]) == longest_query  # 3 batches of queries
+    assert shared == [False, True, True, True]  # the prefix's cache stays one row, never copied per query
     calls.clear()
     predict_proba_static(lm, tiny_task, TINY_TEXTS, demos, batch_size=4, reuse_prefix=False)
     assert len(calls) == 3 and all(width > len(prefix) for _, width in calls)

@@ -32,7 +32,7 @@ except ImportError:  # older transformers: caches are repeated
     DynamicLayer = None
 
 from .errors import NeuroshotError
-from .models import LanguageModel
+from .models import LanguageModel, shares_prefix
 from .scoring import (CONTENT_FREE, batches, cache_of, calibrate, encode, fit_demos, forward, label_scores,
                       pad_left, scores_after_prompt)
 from .task import Demonstration, Task
@@ -158,9 +158,13 @@ def _continuation_scores(lm: LanguageModel, prefix_cache, prefix_len: int, suffi
                          labels: Sequence[Sequence[int]]) -> torch.Tensor:
     """``[B, C]`` label scores of prompts = shared prefix (cached) + each suffix (left-padded)."""
     ids, mask = pad_left(suffixes, lm.tokenizer.pad_token_id, lm.device)
+    use_cache = any(len(lab) > 1 for lab in labels)
+    if shares_prefix(lm.model):
+        out = forward(lm, ids, mask, prefix=prefix_cache, use_cache=use_cache)
+        return scores_after_prompt(lm, out, mask, labels, prefix=prefix_cache)
     past = _expand_cache(prefix_cache, len(suffixes))
     past_mask = torch.ones((len(suffixes), prefix_len), dtype=mask.dtype, device=mask.device)
-    out = forward(lm, ids, mask, past=past, past_mask=past_mask, use_cache=any(len(lab) > 1 for lab in labels))
+    out = forward(lm, ids, mask, past=past, past_mask=past_mask, use_cache=use_cache)
     return scores_after_prompt(lm, out, torch.cat([past_mask, mask], dim=1), labels)
 
 

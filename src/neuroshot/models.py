@@ -189,9 +189,15 @@ def _shared_kv_sdpa(module: nn.Module, query: torch.Tensor, key: torch.Tensor, v
     given, a rule made for CUDA's kernels; on CPU, PyTorch's kernel takes grouped heads with a mask
     (``enable_gqa``) and gives the same numbers. With a cached prefix every row's copy includes the
     prefix: 15% of a static scoring pass on SmolLM2 (3 key/value heads for 9 query heads).
+    A shared one-row prefix passed as ``neuroshot_prefix=`` (see :func:`shares_prefix`) is attended
+    by :func:`_attention_with_prefix`.
     """
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    prefix = kwargs.pop(PREFIX_KWARG, None)
+    if prefix is not None:
+        layer = prefix.layers[module.layer_idx]
+        return _attention_with_prefix(query, key, value, attention_mask, layer.keys, layer.values, scaling)
     if (attention_mask is None or query.device.type != "cpu" or query.shape[1] == key.shape[1]
             or any(kwargs.get(name) is not None for name in ("position_bias", "softcap"))
             or kwargs.get("output_attentions")):
@@ -199,6 +205,52 @@ def _shared_kv_sdpa(module: nn.Module, query: torch.Tensor, key: torch.Tensor, v
                                       **kwargs)
     out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask,
                                                            dropout_p=dropout, scale=scaling, enable_gqa=True)
+    return out.transpose(1, 2).contiguous(), None
+
+
+PREFIX_KWARG = "neuroshot_prefix"
+_attention_lse = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+
+
+def shares_prefix(model: nn.Module) -> bool:
+    """Whether ``model`` attends a shared one-row KV cache passed as ``neuroshot_prefix=`` (the static scorer).
+
+    The prefix then stays one row: every query sees all of it, its own tokens under the usual
+    causal/padding mask, and nothing is copied per row. Only for CPU models on the attention of
+    :func:`_shared_kv_sdpa` without sliding windows or soft-capping (which a prefix outside the mask
+    would break); other models get the prefix's cache expanded per row.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", None)
+    sliding = getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True)
+    return (_attention_lse is not None and getattr(config, "_attn_implementation", None) == _SHARED_KV_SDPA
+            and not sliding and getattr(config, "attn_logit_softcapping", None) is None
+            and next(base.parameters()).device.type == "cpu")
+
+
+def _attention_with_prefix(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                           mask: torch.Tensor | None, prefix_key: torch.Tensor, prefix_value: torch.Tensor,
+                           scaling: float | None) -> tuple[torch.Tensor, None]:
+    """Attention over a one-row prefix (seen by every query) and each row's own keys, merged.
+
+    The queries of all rows attend the prefix in one kernel call, as one long row (no copy of the
+    prefix per row, no mask); each row's own keys in a second call under ``mask``; the two softmax
+    parts are merged by their log-sum-exps. Same numbers as attending the prefix concatenated to
+    every row, up to float rounding.
+    """
+    rows, heads, length, dim = query.shape
+    kv_heads = prefix_key.shape[1]
+    group = heads // kv_heads
+    flat = query.reshape(rows, kv_heads, group, length, dim).transpose(0, 1).reshape(1, kv_heads, -1, dim)
+    out_prefix, lse_prefix = _attention_lse(flat, prefix_key, prefix_value, 0.0, False, scale=scaling)
+    out_prefix = out_prefix.reshape(kv_heads, rows, group, length, dim).transpose(0, 1).reshape(query.shape)
+    lse_prefix = lse_prefix.reshape(kv_heads, rows, group, length).transpose(0, 1).reshape(rows, heads, length)
+    if mask is not None and mask.dtype == torch.bool:  # the kernel takes additive masks of the query's dtype
+        mask = torch.zeros(mask.shape, dtype=query.dtype, device=mask.device).masked_fill_(
+            ~mask, torch.finfo(query.dtype).min)
+    out_own, lse_own = _attention_lse(query, key, value, 0.0, mask is None, attn_mask=mask, scale=scaling)
+    lse = torch.logaddexp(lse_prefix, lse_own)
+    out = out_prefix * torch.exp(lse_prefix - lse)[..., None] + out_own * torch.exp(lse_own - lse)[..., None]
     return out.transpose(1, 2).contiguous(), None
 
 

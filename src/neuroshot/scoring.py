@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .errors import ContextOverflowError
-from .models import LanguageModel, model_lock
+from .models import PREFIX_KWARG, LanguageModel, model_lock
 from .task import Demonstration, Task
 
 log = logging.getLogger(__name__)
@@ -94,13 +94,26 @@ def pad_left(seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device) -
 
 
 def forward(lm: LanguageModel, ids: torch.Tensor, mask: torch.Tensor, *, logits_to_keep: int = 1,
-            past=None, past_mask: torch.Tensor | None = None, use_cache: bool = False):
-    """One model call with positions computed from the mask (correct under left padding)."""
+            past=None, past_mask: torch.Tensor | None = None, use_cache: bool = False, prefix=None):
+    """One model call with positions computed from the mask (correct under left padding).
+
+    ``prefix``: a one-row KV cache every row continues (only where :func:`~neuroshot.models.shares_prefix`);
+    ``mask`` and the returned cache then cover the rows' own tokens only.
+    """
     full_mask = mask if past_mask is None else torch.cat([past_mask, mask], dim=1)
-    positions = (full_mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1]:]
+    positions = (full_mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1]:] + _prefix_length(prefix)
     with model_lock(lm):
         return lm.model(input_ids=ids, attention_mask=full_mask, position_ids=positions, use_cache=use_cache,
-                        logits_to_keep=logits_to_keep, **({_cache_kwarg(lm): past} if past is not None else {}))
+                        logits_to_keep=logits_to_keep, **({_cache_kwarg(lm): past} if past is not None else {}),
+                        **_prefix_kwargs(prefix))
+
+
+def _prefix_length(prefix) -> int:
+    return 0 if prefix is None else prefix.get_seq_length()
+
+
+def _prefix_kwargs(prefix) -> dict:
+    return {} if prefix is None else {PREFIX_KWARG: prefix}
 
 
 @functools.cache
@@ -140,8 +153,9 @@ def label_scores(lm: LanguageModel, prompts: Sequence[Sequence[int]], labels: Se
 
 
 @torch.no_grad()
-def scores_after_prompt(lm: LanguageModel, out, mask: torch.Tensor, labels: Sequence[Sequence[int]]) -> torch.Tensor:
-    """Label scores from a prompt pass's output (its KV cache is copied, never changed)."""
+def scores_after_prompt(lm: LanguageModel, out, mask: torch.Tensor, labels: Sequence[Sequence[int]], *,
+                        prefix=None) -> torch.Tensor:
+    """Label scores from a prompt pass's output (its KV cache is copied, never changed); ``prefix`` as in :func:`forward`."""
     single = all(len(lab) == 1 for lab in labels)
     first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
     firsts = torch.tensor([lab[0] for lab in labels], device=lm.device)
@@ -152,7 +166,7 @@ def scores_after_prompt(lm: LanguageModel, out, mask: torch.Tensor, labels: Sequ
     per_pass = max(1, _MAX_LOGIT_FLOATS // (mask.shape[0] * out.logits.shape[-1]))  # continuation tokens per pass
     for group in _token_groups([len(labels[c]) - 1 for c in multi], per_pass):
         chosen = [multi[i] for i in group]
-        scores[:, chosen] += _continuation_logprob(lm, cache_of(out), mask, [labels[c] for c in chosen])
+        scores[:, chosen] += _continuation_logprob(lm, cache_of(out), mask, [labels[c] for c in chosen], prefix)
     lengths = torch.tensor([len(lab) for lab in labels], device=lm.device, dtype=scores.dtype)
     return scores / lengths
 
@@ -172,7 +186,7 @@ def _token_groups(sizes: Sequence[int], cap: int) -> Iterator[list[int]]:
 
 
 def _continuation_logprob(lm: LanguageModel, cache, prompt_mask: torch.Tensor,
-                          labels: Sequence[Sequence[int]]) -> torch.Tensor:
+                          labels: Sequence[Sequence[int]], prefix=None) -> torch.Tensor:
     """Sum of log p(label token t | prompt, earlier label tokens) for t >= 1, rows x labels.
 
     All labels' continuations run in one pass over one copy of the prompt's KV cache: they are laid
@@ -189,11 +203,11 @@ def _continuation_logprob(lm: LanguageModel, cache, prompt_mask: torch.Tensor,
     attend = torch.cat([prompt_mask.bool()[:, None, :].expand(n_rows, n, -1), own_label.expand(n_rows, n, n)], dim=-1)
     dtype = next(lm.model.parameters()).dtype
     block_mask = torch.zeros(attend.shape, dtype=dtype, device=dev).masked_fill_(~attend, torch.finfo(dtype).min)
-    positions = prompt_mask.sum(-1, keepdim=True) + offset[None, :]
+    positions = prompt_mask.sum(-1, keepdim=True) + offset[None, :] + _prefix_length(prefix)
     with model_lock(lm):
         out = lm.model(input_ids=torch.tensor(feed, device=dev).expand(n_rows, n),
                        attention_mask=block_mask[:, None], position_ids=positions, use_cache=True,
-                       logits_to_keep=n, **{_cache_kwarg(lm): copy.deepcopy(cache)})
+                       logits_to_keep=n, **{_cache_kwarg(lm): copy.deepcopy(cache)}, **_prefix_kwargs(prefix))
     logp = torch.log_softmax(out.logits.float(), dim=-1).gather(-1, target.expand(n_rows, n)[..., None]).squeeze(-1)
     return torch.zeros((n_rows, len(labels)), device=dev, dtype=logp.dtype).index_add_(1, owner, logp)
 
