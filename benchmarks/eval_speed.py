@@ -40,7 +40,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cost import DEFAULT_DATA, environment, make_task, write_readme  # noqa: E402  (shared benchmark helpers)
+from cost import (DEFAULT_DATA, environment, linear_parameters, make_task, matmul_peak_gflops,  # noqa: E402
+                  write_readme)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "eval_speed.json"
@@ -105,26 +106,6 @@ def load(args, name: str):
     card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
     test = load_records(folder / "test.jsonl")[:args.n]
     return make_task(name, card, args.max_text_tokens), test, load_records(folder / "pool.jsonl")
-
-
-def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
-    """The machine's float32 matmul speed (median of ``repeats`` products of two size x size matrices)."""
-    import torch
-
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t0)
-    return 2 * size ** 3 / statistics.median(times) / 1e9
-
-
-def linear_parameters(lm) -> int:
-    """Parameters every token goes through in a forward pass without the output head: all but embeddings."""
-    embedding = lm.model.get_input_embeddings().weight
-    return sum(p.numel() for p in lm.model.parameters() if p is not embedding)
 
 
 def distinct_tokens(lm, task, texts, demos_per_query, regime: str) -> tuple[list[int], list[list[int]]]:
