@@ -40,8 +40,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cost import (DEFAULT_DATA, environment, linear_parameters, make_task, matmul_peak_gflops,  # noqa: E402
-                  write_readme)
+from cost import (DEFAULT_DATA, _HelpFormatter, environment, linear_parameters, make_task,  # noqa: E402
+                  matmul_peak_gflops, write_readme)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "eval_speed.json"
@@ -51,10 +51,6 @@ METHODS = {"static": ("naive", "reuse", "limit"), "per-query": ("reuse", "limit"
 GOAL = 3.0  # static: naive / reuse
 LIMIT_GOAL = 0.8  # limit / reuse: the scorer at >= 0.8x the forward pass's tokens/s
 FULL_DEFAULTS = {"n": 200, "repeats": 3}
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
