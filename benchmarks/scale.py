@@ -24,6 +24,13 @@ the four ways; an ``N`` beyond the pool's 3,000 texts cycles the pool, each late
 
     .venv/bin/python benchmarks/scale.py --probe-throughput 10000 --probe-ways local:2
 
+``--agreement SET ...`` plans with the recommended pipeline on real pools of the shared sets
+(``--pool-size`` items, probes from the head-to-head's store) with exact, HNSW and IVF neighbours,
+budgets ``--agreement-budgets``, and records the share of the exact plan's picks each approximate
+plan keeps (``benchmarks/results/scale_agreement.jsonl``); identical plans mean identical accuracy.
+
+    .venv/bin/python benchmarks/scale.py --agreement trec sst2 --pool-size 3000
+
 Each finished cell is appended to ``benchmarks/results/scale.jsonl`` (a rerun skips it); the
 summary (seconds, peak GiB, and at each size run both ways the share of picks that exact and
 approximate neighbours have in common) replaces the scale section of ``benchmarks/README.md``.
@@ -34,12 +41,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import os
 import resource
 import shlex
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +61,9 @@ DEFAULT_OUT = REPO / "benchmarks" / "results" / "scale.jsonl"
 DEFAULT_README = REPO / "benchmarks" / "README.md"
 PROBE_OUT = REPO / "benchmarks" / "results" / "scale_probe.jsonl"
 PROBE_KEY = ("n", "backend", "workers", "set")
+AGREE_OUT = REPO / "benchmarks" / "results" / "scale_agreement.jsonl"
+AGREE_KEY = ("set", "pool_size", "neighbours", "budget", "seed")
+STORE = REPO / "benchmarks" / "results" / "quality" / "signatures"  # probes shared with head_to_head.py
 PROBE_WAYS = (("local", 1), ("local", 2), ("ray", 1), ("ray", 2))  # (backend, threads or actors)
 KEY = ("n", "neighbours", "n_neighbors", "budget", "critical", "clusters", "seed")
 N_LAYERS, D_FF = 30, 1536
@@ -76,6 +88,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "pool's 3,000 texts the pool is cycled, later rounds marked")
     p.add_argument("--probe-ways", nargs="+", default=[f"{b}:{w}" for b, w in PROBE_WAYS], metavar="BACKEND:N",
                    help="with --probe-throughput: which backends and thread / actor counts to run")
+    p.add_argument("--agreement", nargs="+", metavar="SET", default=[],
+                   help="on these shared sets' real pools, the recommended plan with approximate neighbours "
+                        "against exact ones (share of picks kept)")
+    p.add_argument("--pool-size", type=int, default=600, help="--agreement: pool sample per set, as head_to_head.py")
+    p.add_argument("--agreement-budgets", nargs="+", type=int, default=[18, 50, 100])
     p.add_argument("--data", type=Path, default=None, help="the shared data folder (default: ../shared/data)")
     p.add_argument("--summarize", action="store_true", help="only rewrite the summary")
     p.add_argument("--child", type=str, help=argparse.SUPPRESS)
@@ -125,6 +142,9 @@ def _child(spec: dict) -> dict:
         return out
 
     coverage.knn = timed_knn
+    logs = _ListHandler()
+    logging.getLogger("neuroshot.neighbours").addHandler(logs)
+    logging.getLogger("neuroshot.neighbours").setLevel(logging.INFO)
     strategy = get_strategy("neuron_coverage", n_neighbors=spec["n_neighbors"], neighbours=spec["neighbours"])
     t = time.perf_counter()
     plan = strategy.plan(pool, spec["budget"], seed=spec["seed"])
@@ -138,7 +158,18 @@ def _child(spec: dict) -> dict:
             coverage._cover(graph, c, best)
         coverage_value = float(best.mean())
     return {**spec, "seconds": seconds, "neighbour_s": timings.get("graph_s"), "peak_gib": peak,
-            "coverage": coverage_value, "picks": plan.indices}
+            "coverage": coverage_value, "picks": plan.indices, "log": logs.messages[:1]}
+
+
+class _ListHandler(logging.Handler):
+    """Keeps the log messages (the IVF search's tuned number of lists) for the result row."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
 
 
 def _probe_child(spec: dict) -> dict:
@@ -206,6 +237,60 @@ def run_probe_throughput(args: argparse.Namespace) -> None:
         append_result(PROBE_OUT, row)
         print(f"probe {row['n']} texts, {backend} x{workers}: {row['seconds']:.1f} s "
               f"({row['items_per_s']:.2f} items/s)", flush=True)
+
+
+def run_agreement(args: argparse.Namespace) -> None:
+    """The recommended pipeline's plan with HNSW and IVF neighbours against its plan with exact ones, on
+    real pools (probes from the head-to-head's store); identical picks mean identical accuracy."""
+    from dataclasses import replace
+
+    from neuroshot import load_model
+    from neuroshot.experiment import Experiment
+    from neuroshot.pipelines import get_pipeline
+    from shared_sets import DEFAULT_DATA, load_shared_set
+
+    done = {cell_key(AGREE_KEY, r) for r in read_results(AGREE_OUT)}
+    command = ".venv/bin/python " + shlex.join(["benchmarks/scale.py", *sys.argv[1:]])
+    lm, base = load_model("default"), get_pipeline("recommended")
+    for name in args.agreement:
+        data = load_shared_set(name, args.data or DEFAULT_DATA, pool_size=args.pool_size, test_size=300)
+        pool = Experiment(lm, data.task, data.pool, data.test, probe_kwargs={"store": STORE}, progress=False).pool_probe
+
+        def picks(method: str, budget: int, seed: int) -> list[int]:
+            params = {**base.strategy_params, "neighbours": method}
+            return list(replace(base, strategy_params=params).make_strategy().plan(pool, budget, seed=seed).indices)
+
+        for budget in args.agreement_budgets:
+            for seed in (0, 1, 2):
+                exact = None
+                for method in ("hnsw", "ivf"):
+                    row = dict(set=name, pool_size=len(data.pool), neighbours=method, budget=budget, seed=seed)
+                    if cell_key(AGREE_KEY, row) in done:
+                        continue
+                    exact = exact or picks("exact", budget, seed)
+                    kept = len(set(exact) & set(picks(method, budget, seed))) / len(exact)
+                    append_result(AGREE_OUT, {**row, "kept": kept, "command": command,
+                                              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+                    print(f"{name} pool {len(data.pool)} B={budget} seed {seed} {method}: {kept:.0%} of the exact "
+                          "plan's picks kept", flush=True)
+
+
+def summarize_agreement() -> list[str]:
+    """Per set and method: the share of the exact plan's picks the approximate plan keeps (over budgets, seeds)."""
+    rows = read_results(AGREE_OUT)
+    if not rows:
+        return []
+    cells = defaultdict(list)
+    for r in rows:
+        cells[(r["set"], r["pool_size"], r["neighbours"])].append(r)
+    lines = ["### Approximate against exact neighbours on real pools (the recommended plan)", "",
+             "Share of the exact-neighbour plan's picks that the approximate plan keeps, over budgets "
+             f"{sorted({r['budget'] for r in rows})} and seeds 0-2; identical plans mean identical accuracy.", "",
+             "| set | pool | neighbours | picks kept (mean) | plans identical |", "|---|---:|---|---:|---:|"]
+    for (name, size, method), rs in sorted(cells.items()):
+        same = sum(r["kept"] == 1.0 for r in rs)
+        lines.append(f"| {name} | {size} | {method} | {np.mean([r['kept'] for r in rs]):.1%} | {same} / {len(rs)} |")
+    return [*lines, "", "```", *sorted({r["command"] for r in rows}), "```", ""]
 
 
 def _probe_ways(ways: list[str]) -> list[tuple[str, int]]:
@@ -305,7 +390,8 @@ def summarize(args: argparse.Namespace) -> str:
     for r in sorted(rows, key=lambda r: (r["n"], r["neighbours"], r["n_neighbors"])):
         lines.append(f"| {r['n']:,} | {r['neighbours']} | {r['n_neighbors']} | {r['budget']} | {r['seconds']:.1f} | "
                      f"{_seconds(r['neighbour_s'])} | {r['peak_gib']:.2f} |")
-    notes = [f"- {r['n']:,} items, {r['neighbours']}: {r['note']}" for r in rows if r.get("note")]
+    notes = [f"- {r['n']:,} items, {r['neighbours']}: {'; '.join(filter(None, [*r.get('log', []), r.get('note')]))}"
+             for r in rows if r.get("note") or r.get("log")]
     same = []
     by_key = {(r["n"], r["n_neighbors"], r["budget"], r["neighbours"]): r for r in rows}
     for (n, k, b, method), r in sorted(by_key.items()):
@@ -321,7 +407,7 @@ def summarize(args: argparse.Namespace) -> str:
     commands = sorted({r["command"] for r in rows})
     text = "\n".join(["### Results", "", *lines, "", *notes, *(same or ["- no size run both ways yet"]), "",
                       f"Machine: {rows[0]['cpus'] if rows else '?'} CPUs. Commands:", "", "```", *commands, "```", "",
-                      *summarize_probe()])
+                      *summarize_agreement(), *summarize_probe()])
     return text
 
 
@@ -331,14 +417,17 @@ def main(argv=None) -> None:
         spec = json.loads(args.child)
         print(json.dumps(_probe_child(spec) if spec.get("kind") == "probe" else _child(spec)))
         return
-    if args.probe_throughput and not args.summarize:
+    if args.agreement and not args.summarize:
+        run_agreement(args)
+    elif args.probe_throughput and not args.summarize:
         run_probe_throughput(args)
     elif not args.summarize:
         run(args)
     text = summarize(args)
     intro = ("`neuron_coverage` planning on synthetic signatures of 10^4-10^6 items (the shape of what a plan "
              "reads from a probe: 460 critical neurons over 30 layers x 1536), exact neighbours against FAISS HNSW "
-             "and IVF ones, each cell in a fresh process; see the docstring of `benchmarks/scale.py`.")
+             "and IVF ones, each cell in a fresh process; see the docstring of `benchmarks/scale.py`. `--agreement SET ...` "
+             "compares the recommended pipeline's plans with exact and approximate neighbours on real pools.")
     update_section(args.readme, "scale", f"## Planning at scale: `scale.py`\n\n{intro}\n\n{text}")
     print(text)
 

@@ -291,6 +291,21 @@ def test_approximate_knn_finds_the_exact_neighbours(method, min_recall):
     assert np.array_equal(knn(x, 10, method=method)[0], idx)  # the same rows give the same neighbours
 
 
+def test_ivf_scans_more_lists_until_a_sample_of_rows_finds_its_neighbours():
+    from neuroshot.neighbours import _knn_ivf
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 32))  # no groups: a row's neighbours spread over many lists
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    exact = knn(x, 10, method="exact")[0]
+
+    def recall(idx):
+        return np.mean([len(set(a) & set(b)) / 10 for a, b in zip(idx, exact)])
+
+    assert recall(_knn_ivf(x, 10, target_recall=0.0)[0]) < 0.8  # 8 lists, untuned
+    assert recall(knn(x, 10, method="ivf")[0]) >= 0.99
+
+
 def test_ivf_neighbours_do_not_depend_on_the_thread_count():
     import faiss
 
