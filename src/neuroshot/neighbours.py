@@ -41,7 +41,7 @@ def knn(x: np.ndarray, k: int, chunk: int | None = None, *, method: str = "auto"
         return _knn_hnsw(np.ascontiguousarray(x, dtype=np.float32), k)
     if method == "ivf":
         return _knn_ivf(np.ascontiguousarray(x, dtype=np.float32), k)
-    return _knn_exact(x, k, chunk or max(1, min(4096, (64 << 20) // (4 * n))))
+    return _knn_exact(x, k, chunk or _rows_per_chunk(n))
 
 
 def _knn_exact(x: np.ndarray, k: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
@@ -52,6 +52,11 @@ def _knn_exact(x: np.ndarray, k: int, chunk: int) -> tuple[np.ndarray, np.ndarra
         rows = np.arange(start, min(start + chunk, n))
         idx[rows], sim[rows] = _knn_exact_rows(x, rows, k)
     return idx, sim
+
+
+def _rows_per_chunk(n: int) -> int:
+    """Rows whose similarities to all ``n`` rows fit in about 64 MiB."""
+    return max(1, min(4096, (64 << 20) // (4 * n)))
 
 
 def _knn_exact_rows(x: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -137,7 +142,8 @@ def _tuned_nprobe(index, x: np.ndarray, k: int, nprobe: int, nlist: int, target_
     """
     n = len(x)
     sample = np.sort(np.random.default_rng(seed).choice(n, size=min(n, rows), replace=False))
-    truth, _ = _knn_exact_rows(x, sample, k)
+    step = _rows_per_chunk(n)
+    truth = np.concatenate([_knn_exact_rows(x, sample[i:i + step], k)[0] for i in range(0, len(sample), step)])
     while True:
         index.nprobe = nprobe
         found, _ = _search_all(index, x[sample], k, len(sample), own=sample)
