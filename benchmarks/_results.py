@@ -1,16 +1,79 @@
-"""Results files shared by the benchmarks: an append-only JSONL of finished cells, and RESULTS.md sections.
+"""What the benchmarks share: an append-only JSONL of finished cells, markdown sections, provenance.
 
 Each finished cell is one JSON line, written and fsync'ed at once, so a killed run loses at most
-the cell it was computing and a rerun skips what is there. ``RESULTS.md`` is made of sections,
-each rewritten by the benchmark that owns it, between ``<!-- section: NAME -->`` markers.
+the cell it was computing and a rerun skips what is there. ``RESULTS.md`` and ``README.md`` are
+made of sections, each rewritten by the benchmark that owns it, between ``<!-- section: NAME -->``
+markers. Every row and summary records when and by which command it was made.
 """
 
 from __future__ import annotations
 
+import argparse
+import datetime as dt
 import json
 import os
+import platform
 import re
+import shlex
+import sys
 from pathlib import Path
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the help, and epilogs with examples kept as written."""
+
+
+def now() -> str:
+    """The current UTC time, to the second (ISO 8601)."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def provenance(script: str, argv: list[str] | None = None) -> dict:
+    """``date`` and the ``command`` that reruns this (``script`` relative to the repository root)."""
+    return {"date": now(), "command": ".venv/bin/python " + shlex.join([script, *(sys.argv[1:] if argv is None
+                                                                                 else argv)])}
+
+
+def environment(lm) -> dict:
+    """The machine, library versions, model and exact command of a timed run (``lm``: the loaded model)."""
+    import numpy
+    import torch
+    import transformers
+
+    argv = list(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
+    try:
+        exe = Path(argv[0]).absolute()
+        argv[0] = os.path.relpath(exe, Path.cwd()) if exe.is_relative_to(Path.cwd()) else argv[0]
+    except (OSError, ValueError):
+        pass
+    return {
+        "date": now(), "command": shlex.join(argv), "cwd": str(Path.cwd()),
+        "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+        "numpy": numpy.__version__, "platform": platform.platform(), "processor": platform.processor(),
+        "cpu_count": os.cpu_count(), "cpu_affinity": len(os.sched_getaffinity(0)),
+        "load_average_at_start": list(os.getloadavg()),
+        "torch_threads": torch.get_num_threads(), "device": str(lm.device), "dtype": str(lm.dtype),
+        "model": lm.name, "model_fingerprint": lm.fingerprint, "n_layers": lm.n_layers, "d_ff": lm.d_ff,
+    }
+
+
+def machine_line(env: dict, end_load: float) -> str:
+    """One sentence on when and where a timed run ran, from :func:`environment`."""
+    return (f"{env['date']}, {env['model']} on {env['device']} ({env['dtype']}), {env['cpu_count']} CPU(s), "
+            f"{env['torch_threads']} torch threads (1-min load average {env['load_average_at_start'][0]:.1f} at the "
+            f"start, {end_load:.1f} at the end), torch {env['torch']}, transformers {env['transformers']}")
+
+
+def smoke_line(smoke: bool, what: str, full: str) -> str:
+    """The first line of a speed section: a full run, or a smoke run whose timings are only indicative."""
+    return (f"**Smoke run** ({what}): timings are indicative only; the full run uses the defaults ({full})."
+            if smoke else f"Full run: {what}, median reported.")
+
+
+def write_json(path: Path, obj) -> None:
+    """Write ``obj`` as indented JSON, making the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
 
 
 def read_results(path: Path) -> list[dict]:

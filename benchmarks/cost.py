@@ -27,13 +27,10 @@ of ``benchmarks/README.md``. Only ``pool.jsonl`` of each data set is read, never
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import gc
 import json
 import os
-import platform
 import resource
-import shlex
 import statistics
 import subprocess
 import sys
@@ -43,24 +40,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import shared_sets  # noqa: E402
+from _results import HelpFormatter, environment, machine_line, smoke_line, update_section, write_json  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = shared_sets.DEFAULT_DATA
+REPO, DEFAULT_DATA = shared_sets.REPO, shared_sets.DEFAULT_DATA
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "cost.json"
 DEFAULT_README = REPO / "benchmarks" / "README.md"
 METHODS = ("forward", "direct_logit", "grad_x_act")
 GOALS = {"direct_logit": 1.1, "grad_x_act": 2.5}  # max ratio to forward (direct_logit: 1.3, then 1.1)
 SIGNATURE_GOAL_BYTES = 50_000  # 50 KB per item (decimal kilobytes)
-START, END = "<!-- cost:start -->", "<!-- cost:end -->"
 CHILD_MARK = "COST_CHILD_RESULT "
 FULL_DEFAULTS = {"n": 200, "repeats": 3}
 
 
 # --------------------------------------------------------------------------- setup
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -75,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                "    .venv/bin/python benchmarks/cost.py --write-readme\n"
                "  quick smoke run:\n"
                "    .venv/bin/python benchmarks/cost.py --n 32 --repeats 1",
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--model", default="default", help="model spec for neuroshot.models.load_model")
     p.add_argument("--data", type=Path, default=default_data, required=default_data is None,
@@ -107,26 +99,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def make_task(name: str, card: dict, max_text_tokens: int):
-    """The task of a shared set (wording from ``shared_sets.py``) from its card."""
-    if not card.get("labels"):
-        raise SystemExit(f"{name}: card.json has no 'labels' list")
-    return shared_sets.make_task(name, card["labels"], max_text_tokens)
-
-
 def load_set(data: Path, name: str, n: int, max_text_tokens: int):
-    """(task, first n pool texts, their ids) of one data set. Reads pool.jsonl only, never test.jsonl."""
-    from neuroshot.data import load_records
-
-    folder = data / name
-    card_path, pool_path = folder / "card.json", folder / "pool.jsonl"
-    if not card_path.is_file() or not pool_path.is_file():
-        raise SystemExit(f"{folder}: expected card.json and pool.jsonl")
-    card = json.loads(card_path.read_text(encoding="utf-8"))
-    records = load_records(pool_path)[:n]
-    if len(records) < n:
-        print(f"warning: {name} pool has only {len(records)} items (asked for {n})", file=sys.stderr)
-    return make_task(name, card, max_text_tokens), [r.text for r in records]
+    """(task, first n pool texts) of one data set. Reads pool.jsonl only, never test.jsonl."""
+    task, records = shared_sets.read_set(name, data, ("pool",), max_text_tokens)
+    if len(records["pool"]) < n:
+        print(f"warning: {name} pool has only {len(records['pool'])} items (asked for {n})", file=sys.stderr)
+    return task, [r.text for r in records["pool"][:n]]
 
 
 def run_method(lm, task, texts, method: str, args, store: str | None = None):
@@ -266,29 +244,6 @@ def bench_set(lm, args, name: str) -> dict:
             "cpu_ratio_to_forward": cpu_ratio, "signatures": signatures, "store": store}
 
 
-def environment(args, lm) -> dict:
-    import numpy
-    import torch
-    import transformers
-
-    argv = list(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
-    try:
-        exe = Path(argv[0]).absolute()
-        argv[0] = os.path.relpath(exe, Path.cwd()) if exe.is_relative_to(Path.cwd()) else argv[0]
-    except (OSError, ValueError):
-        pass
-    return {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": shlex.join(argv), "cwd": str(Path.cwd()),
-        "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-        "numpy": numpy.__version__, "platform": platform.platform(), "processor": platform.processor(),
-        "cpu_count": os.cpu_count(), "cpu_affinity": len(os.sched_getaffinity(0)),
-        "load_average_at_start": list(os.getloadavg()),
-        "torch_threads": torch.get_num_threads(), "device": str(lm.device), "dtype": str(lm.dtype),
-        "model": lm.name, "model_fingerprint": lm.fingerprint, "n_layers": lm.n_layers, "d_ff": lm.d_ff,
-    }
-
-
 def is_smoke(args) -> bool:
     return args.n < FULL_DEFAULTS["n"] or args.repeats < FULL_DEFAULTS["repeats"]
 
@@ -345,18 +300,14 @@ def goal_lines(results: dict) -> list[str]:
 
 def readme_section(results: dict) -> str:
     env, a = results["env"], results["args"]
-    head = (f"**Smoke run** (n={a['n']} items per set, {a['repeats']} repeat(s)): timings are indicative only; "
-            f"the full run uses the defaults (n={FULL_DEFAULTS['n']}, repeats={FULL_DEFAULTS['repeats']})."
-            if results["smoke"] else f"Full run: n={a['n']} items per set, {a['repeats']} repeats, median reported.")
+    head = smoke_line(results["smoke"], f"n={a['n']} items per set, {a['repeats']} repeat(s)",
+                      f"n={FULL_DEFAULTS['n']}, repeats={FULL_DEFAULTS['repeats']}")
     sets = ", ".join(f"{name} (mean prompt {res['mean_prompt_tokens']:.0f} tokens, label answers of "
                      f"{min(res['label_tokens'])}-{max(res['label_tokens'])} tokens)"
                      for name, res in results["sets"].items())
     return "\n".join([
         head, "",
-        f"{env['date']}, {env['model']} on {env['device']} ({env['dtype']}), {env['cpu_count']} CPU(s), "
-        f"{env['torch_threads']} torch threads (1-min load average {env['load_average_at_start'][0]:.1f} at the start, "
-        f"{env['load_average_at_end'][0]:.1f} at the end), torch {env['torch']}, transformers {env['transformers']}; "
-        f"batch size {a['batch_size']}, texts truncated to {a['max_text_tokens']} tokens, top-k {a['top_k']}. "
+        f"{machine_line(env, env['load_average_at_end'][0])}; batch size {a['batch_size']}, texts truncated to {a['max_text_tokens']} tokens, top-k {a['top_k']}. "
         f"Sets: {sets}.", "",
         markdown_table(results), "",
         "Goals (ratios are of median wall-clock times from the same run; the CPU-time ratio, less affected by "
@@ -375,17 +326,6 @@ def roofline_line(results: dict) -> str:
     return (f"Roofline: float32 matmul peak measured at the end of the run (2048 x 2048 products, median of 5): "
             f"**{peak:.0f} GFLOP/s**. GFLOP/s of each method, counting 2 x non-embedding parameters per prompt token "
             f"(label continuations and the backward pass not counted), and its share of the peak: {parts}.")
-
-
-def write_readme(path: Path, section: str, start: str = START, end: str = END, title: str = "Cost") -> None:
-    """Replace the block between the ``start`` / ``end`` markers of ``path`` (appended under ``## title`` if absent)."""
-    text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
-    block = f"{start}\n{section}\n{end}"
-    if start in text and end in text and text.index(start) < text.index(end):
-        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + f"\n\n## {title}\n\n" + block + "\n"
-    path.write_text(text, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -413,7 +353,7 @@ def main(argv: list[str] | None = None) -> None:
     load_seconds = time.perf_counter() - t0
     results = {"smoke": is_smoke(args), "args": {k: (str(v) if isinstance(v, Path) else v)
                                                  for k, v in vars(args).items() if k != "_child"},
-               "env": environment(args, lm), "load_seconds": load_seconds, "sets": {}}
+               "env": environment(lm), "load_seconds": load_seconds, "sets": {}}
     for name in args.sets:
         t0 = time.perf_counter()
         results["sets"][name] = bench_set(lm, args, name)
@@ -425,14 +365,13 @@ def main(argv: list[str] | None = None) -> None:
     results["env"]["load_average_at_end"] = list(os.getloadavg())
     results["total_seconds"] = time.perf_counter() - t_start
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    write_json(args.out, results)
     print(markdown_table(results))
     print()
     print("\n".join(goal_lines(results)))
     print(f"\nwrote {args.out} ({results['total_seconds']:.0f} s in all)")
     if args.write_readme:
-        write_readme(args.readme, readme_section(results))
+        update_section(args.readme, "cost", readme_section(results))
         print(f"rewrote the cost section of {args.readme}")
 
 

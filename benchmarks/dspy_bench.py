@@ -49,11 +49,8 @@ It prints Markdown tables, writes ``benchmarks/results/dspy.json`` (the summary)
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
 import random
-import shlex
 import sys
 import tempfile
 import time
@@ -66,14 +63,12 @@ os.environ.setdefault("DSPY_CACHEDIR", tempfile.mkdtemp(prefix="dspy-cache-"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cost import write_readme  # noqa: E402
-from shared_sets import DEFAULT_DATA, REPO  # noqa: E402
+from _results import provenance, update_section, write_json  # noqa: E402
+from shared_sets import DEFAULT_DATA, REPO, read_set  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "dspy.json"
 DEFAULT_ROWS = REPO / "benchmarks" / "results" / "dspy.jsonl"
 DEFAULT_README = REPO / "benchmarks" / "README.md"
-START, END = "<!-- dspy:start -->", "<!-- dspy:end -->"
-SPEED_START, SPEED_END = "<!-- dspy_speed:start -->", "<!-- dspy_speed:end -->"
 SPEED_GOALS = {"prediction_over_forward": 1.5, "throughput_ratio": 0.8}
 METHODS = ("zero-shot", "LabeledFewShot", "KNNFewShot", "NeuronAwareFewShot", "NeuronAwareFewShot(per_query)",
            "NeuronAwareFewShot(per_query, neuron)")
@@ -125,9 +120,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def load_split(args, split: str, n: int, rng: random.Random):
     import dspy
 
-    rows = [json.loads(line) for line in (args.data / args.set / f"{split}.jsonl").read_text().splitlines()]
-    rows = rng.sample(rows, min(n, len(rows)))
-    return [dspy.Example(id=r["id"], text=r["text"], label=r["label"]).with_inputs("text") for r in rows]
+    records = read_set(args.set, args.data, (split,))[1][split]
+    return [dspy.Example(id=r.id, text=r.text, label=r.label).with_inputs("text")
+            for r in rng.sample(records, min(n, len(records)))]
 
 
 def make_signature(args, labels: list[str]):
@@ -220,7 +215,7 @@ def run(args) -> None:
     from neuroshot.models import resolve_model
 
     testset = load_split(args, "test", args.test, random.Random(TEST_SEED))
-    labels = list(json.loads((args.data / args.set / "card.json").read_text())["labels"])
+    labels = list(read_set(args.set, args.data, ())[0].labels)
     signature = make_signature(args, labels)
     model = resolve_model(args.model)
     done = {cell_key(KEY, r) for r in read_results(args.rows)}
@@ -235,11 +230,8 @@ def run(args) -> None:
                     continue
                 row = run_cell(name, seed, args, signature, testset, model, labels)
                 append_result(args.rows, {**key, **row, "test_ids": [ex.id for ex in testset], "model": model.name,
-                                          "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                                           "load_average": list(os.getloadavg()), "torch": torch.__version__,
-                                          "dspy": dspy.__version__,
-                                          "command": ".venv/bin/python benchmarks/dspy_bench.py "
-                                                     + shlex.join(sys.argv[1:])})
+                                          "dspy": dspy.__version__, **provenance("benchmarks/dspy_bench.py")})
                 what = "demo label agreement" if args.mode == "retrieval" else "accuracy"
                 print(f"seed {seed} {name:<40} {what} {row['score']:.3f} ({row['eval_seconds']:.0f} s)",
                       file=sys.stderr, flush=True)
@@ -354,7 +346,7 @@ def run_speed(args) -> dict:
 
     name, seed = args.methods[0], args.seeds[0]
     testset = load_split(args, "test", args.test, random.Random(TEST_SEED))
-    labels = list(json.loads((args.data / args.set / "card.json").read_text())["labels"])
+    labels = list(read_set(args.set, args.data, ())[0].labels)
     model = resolve_model(args.model)
     engine = timed_engine(model)
     trainset = load_split(args, "pool", args.train, random.Random(seed))
@@ -383,8 +375,7 @@ def run_speed(args) -> dict:
             "prediction_over_forward": float(np.median(ratios)), "evaluate_seconds": evaluate_s,
             "threaded_evaluate_seconds": threaded_s, "batched_forward_seconds": batched,
             "throughput_ratio_one_thread": batched / evaluate_s, "throughput_ratio": batched / threaded_s,
-            "load_average": list(os.getloadavg()),
-            "command": ".venv/bin/python benchmarks/dspy_bench.py " + shlex.join(sys.argv[1:])}
+            "load_average": list(os.getloadavg()), **provenance("benchmarks/dspy_bench.py")}
 
 
 def speed_section(r: dict) -> str:
@@ -418,23 +409,20 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.speed:
         result = run_speed(args)
-        out = args.out.with_name("dspy_speed.json")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_json(args.out.with_name("dspy_speed.json"), result)
         print(speed_section(result))
         if args.write_readme:
-            write_readme(args.readme, speed_section(result), SPEED_START, SPEED_END, "DSPy engine speed")
+            update_section(args.readme, "dspy_speed", speed_section(result))
         return
     if not args.summarize:
         run(args)
     summary = summarize(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_json(args.out, summary)
     for mode in summary["modes"]:
         print(f"\n{mode}:\n{markdown_table(summary, mode)}")
     print(f"\nwrote {args.out}")
     if args.write_readme:
-        write_readme(args.readme, readme_section(summary), START, END, "DSPy")
+        update_section(args.readme, "dspy", readme_section(summary))
         print(f"rewrote the DSPy section of {args.readme}")
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import statistics
 import sys
@@ -40,13 +39,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cost import (DEFAULT_DATA, _HelpFormatter, environment, linear_parameters, make_task,  # noqa: E402
-                  matmul_peak_gflops, write_readme)
+from _results import HelpFormatter, environment, machine_line, smoke_line, update_section, write_json  # noqa: E402
+from cost import DEFAULT_DATA, REPO, linear_parameters, matmul_peak_gflops  # noqa: E402
+from shared_sets import read_set  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "eval_speed.json"
 DEFAULT_README = REPO / "benchmarks" / "README.md"
-START, END = "<!-- eval_speed:start -->", "<!-- eval_speed:end -->"
 METHODS = {"static": ("naive", "reuse", "limit"), "per-query": ("reuse", "limit")}
 GOAL = 3.0  # static: naive / reuse
 LIMIT_GOAL = 0.8  # limit / reuse: the scorer at >= 0.8x the forward pass's tokens/s
@@ -65,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                "    .venv/bin/python benchmarks/eval_speed.py --sets trec sst2 cuad_clause_types_top10 --write-readme\n"
                "  quick smoke run:\n"
                "    .venv/bin/python benchmarks/eval_speed.py --n 32 --demos 8 --repeats 1",
-        formatter_class=_HelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--model", default="default", help="model spec for neuroshot.models.load_model")
     p.add_argument("--data", type=Path, default=default_data, required=default_data is None,
                    help="folder of data sets with card.json, pool.jsonl, test.jsonl (../shared/data when it exists)")
@@ -93,15 +91,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load(args, name: str):
     """(task, test records, pool records) of one data set."""
-    from neuroshot.data import load_records
-
-    folder = args.data / name
-    for file in ("card.json", "pool.jsonl", "test.jsonl"):
-        if not (folder / file).is_file():
-            raise SystemExit(f"{folder}: expected {file}")
-    card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
-    test = load_records(folder / "test.jsonl")[:args.n]
-    return make_task(name, card, args.max_text_tokens), test, load_records(folder / "pool.jsonl")
+    task, records = read_set(name, args.data, max_text_tokens=args.max_text_tokens)
+    return task, records["test"][:args.n], records["pool"]
 
 
 def distinct_tokens(lm, task, texts, demos_per_query, regime: str) -> tuple[list[int], list[list[int]]]:
@@ -233,15 +224,11 @@ def roofline_line(results: dict) -> str:
 
 def readme_section(results: dict) -> str:
     env, a = results["env"], results["args"]
-    head = (f"**Smoke run** (n={a['n']} test items, {a['repeats']} repeat(s)): timings are indicative only; the full "
-            f"run uses the defaults (n={FULL_DEFAULTS['n']}, repeats={FULL_DEFAULTS['repeats']})."
-            if results["smoke"] else f"Full run: n={a['n']} test items, {a['repeats']} repeats, median reported.")
+    head = smoke_line(results["smoke"], f"n={a['n']} test items, {a['repeats']} repeat(s)",
+                      f"n={FULL_DEFAULTS['n']}, repeats={FULL_DEFAULTS['repeats']}")
     return "\n".join([
         head, "",
-        f"{env['date']}, {env['model']} on {env['device']} ({env['dtype']}), {env['cpu_count']} CPU(s), "
-        f"{env['torch_threads']} torch threads (1-min load average {env['load_average_at_start'][0]:.1f} at the start, "
-        f"{env['load_average_at_end'][0]:.1f} at the end), torch {env['torch']}, transformers {env['transformers']}; "
-        f"batch size {a['batch_size']}, texts truncated to {a['max_text_tokens']} tokens, demonstrations: seeded "
+        f"{machine_line(env, env['load_average_at_end'][0])}; batch size {a['batch_size']}, texts truncated to {a['max_text_tokens']} tokens, demonstrations: seeded "
         f"samples (seed {a['seed']}) of the pool.",
         "", markdown_table(results), "",
         roofline_line(results), "",
@@ -260,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     lm = load_model(args.model)
     results = {"smoke": args.n < FULL_DEFAULTS["n"] or args.repeats < FULL_DEFAULTS["repeats"],
                "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-               "env": environment(args, lm), "runs": [], "matmul_peak_gflops": matmul_peak_gflops()}
+               "env": environment(lm), "runs": [], "matmul_peak_gflops": matmul_peak_gflops()}
     results["env"]["load_average_at_start"] = load_avg
     for name in args.sets:
         task, test, pool = load(args, name)
@@ -269,15 +256,14 @@ def main(argv: list[str] | None = None) -> None:
                 results["runs"].append(bench(lm, task, test, pool, regime, b, args, name))
     results["env"]["load_average_at_end"] = list(os.getloadavg())
     results["total_seconds"] = time.perf_counter() - t_start
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    write_json(args.out, results)
     print(markdown_table(results))
     print()
     print(roofline_line(results))
     print("\n".join(goal_lines(results)))
     print(f"\nwrote {args.out} ({results['total_seconds']:.0f} s in all)")
     if args.write_readme:
-        write_readme(args.readme, readme_section(results), START, END, "Evaluation speed")
+        update_section(args.readme, "eval_speed", readme_section(results))
         print(f"rewrote the eval_speed section of {args.readme}")
 
 

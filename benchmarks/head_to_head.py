@@ -26,10 +26,8 @@ luck of that prompt. ``static-resampled`` draws the pool again for every seed (s
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import shlex
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -37,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import append_result, cell_key, main_loop, read_results, update_section  # noqa: E402
+from _results import append_result, cell_key, main_loop, provenance, read_results, update_section  # noqa: E402
 from shared_sets import REPO, add_grid_args, load_shared_set, model_spec  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "head_to_head"
@@ -72,7 +70,6 @@ def run(args: argparse.Namespace) -> None:
     results_path = args.out / "results.jsonl"
     done = {cell_key(KEY, r) for r in read_results(results_path)}
     lm = load_model(model_spec(args.model))
-    command = ".venv/bin/python " + shlex.join(["benchmarks/head_to_head.py", *sys.argv[1:]])
     for name in args.sets:
         data = load_shared_set(name, args.data, pool_size=args.pool_size, test_size=args.test_size,
                                validation=args.validation or None)
@@ -100,8 +97,7 @@ def run(args: argparse.Namespace) -> None:
                        "retriever_fitted": record.retriever_fitted,
                        "ids": record.ids, "correct": _bits(record.correct(gold)),
                        "correct_calibrated": _bits(record.correct(gold, True)) if static else None,
-                       "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                       "command": command}
+                       **provenance("benchmarks/head_to_head.py")}
                 append_result(results_path, row)
                 done.add(cell_key(KEY, base))
                 cal = f"  calibrated {record.accuracy_calibrated:.3f}" if static else ""

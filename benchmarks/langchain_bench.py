@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import random
 import statistics
@@ -43,11 +42,10 @@ import numpy as np
 from langchain_core.example_selectors import BaseExampleSelector
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shared_sets import DEFAULT_DATA, REPO  # noqa: E402
+from shared_sets import DEFAULT_DATA, REPO, read_set  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "langchain.json"
 DEFAULT_README = REPO / "benchmarks" / "README.md"
-START, END = "<!-- langchain:start -->", "<!-- langchain:end -->"
 LATENCY_GOAL = 0.5  # selector latency / LLM call latency
 FULL_DEFAULTS = {"test": 300, "seeds": 3}
 SELECTORS = ("neuron", "semantic", "semantic_last", "random")
@@ -58,7 +56,7 @@ SELECTOR_NAMES = {
     "random": "random annotated examples per query",
 }
 
-from cost import environment, make_task  # noqa: E402  (the cost benchmark's task prompts and environment)
+from _results import environment, update_section, write_json  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -141,12 +139,8 @@ def label_probs(lm, task, prompts: list[str], batch_size: int = 16) -> np.ndarra
 
 
 def load_data(args):
-    from neuroshot.data import load_records
-
-    folder = args.data / args.set
-    card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
-    task = make_task(args.set, card, args.max_text_tokens)
-    pool, test = load_records(folder / "pool.jsonl"), load_records(folder / "test.jsonl")
+    task, records = read_set(args.set, args.data, max_text_tokens=args.max_text_tokens)
+    pool, test = records["pool"], records["test"]
     rng = np.random.default_rng(0)
     test = [test[i] for i in sorted(rng.choice(len(test), size=min(args.test, len(test)), replace=False))]
     return task, pool, test
@@ -343,16 +337,6 @@ def readme_section(results: dict) -> str:
         "Command:", "", "```", env["command"], "```"])
 
 
-def write_readme(path: Path, section: str) -> None:
-    text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
-    block = f"{START}\n{section}\n{END}"
-    if START in text and END in text and text.index(START) < text.index(END):
-        text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n## LangChain: `langchain_bench.py`\n\n" + block + "\n"
-    path.write_text(text, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = parse_args(argv)
@@ -368,7 +352,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     lm = resolve_model(args.model)
-    env = environment(args, lm)
+    env = environment(lm)
     task, pool, test = load_data(args)
     embeddings = HuggingFaceEmbeddings(model_name=minilm_folder())
     latency = latency_run(lm, task, test, annotated_examples(pool, args.annotated, args.seeds[0]), args, embeddings)
@@ -385,12 +369,11 @@ def main(argv: list[str] | None = None) -> None:
                           "length-normalised verbalizer log-probabilities, argmax, uncalibrated)",
                "latency": latency, "per_seed": per_seed, "summary": summarise(per_seed),
                "load_average_at_end": list(os.getloadavg()), "total_seconds": time.perf_counter() - t_start}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    write_json(args.out, results)
     print(tables(results))
     print(f"\nwrote {args.out} ({results['total_seconds']:.0f} s in all)")
     if args.write_readme:
-        write_readme(args.readme, readme_section(results))
+        update_section(args.readme, "langchain", readme_section(results))
         print(f"rewrote the LangChain section of {args.readme}")
 
 

@@ -16,9 +16,7 @@ on the test split.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import shlex
 import sys
 from collections import defaultdict
 from dataclasses import replace
@@ -27,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import append_result, cell_key, main_loop, read_results, update_section  # noqa: E402
+from _results import append_result, cell_key, main_loop, provenance, read_results, update_section  # noqa: E402
 from shared_sets import REPO, add_grid_args, base_name, load_shared_set, model_spec  # noqa: E402
 
 from neuroshot.stats import mean_std  # noqa: E402
@@ -62,7 +60,6 @@ def run(args: argparse.Namespace) -> None:
     results_path = args.out / "results.jsonl"
     done = {cell_key(KEY, r) for r in read_results(results_path)}
     lm = load_model(model_spec(args.model))
-    command = ".venv/bin/python " + shlex.join(["benchmarks/quality.py", *sys.argv[1:]])
     for name in args.sets:
         data = load_shared_set(name, args.data, pool_size=args.pool_size, test_size=args.test_size,
                                validation=args.validation or None)
@@ -87,7 +84,7 @@ def run(args: argparse.Namespace) -> None:
             def save(record) -> None:
                 base = cell(record.strategy, record.budget, record.seed)
                 row = {**base, **{k: v for k, v in vars(record).items() if k not in base},
-                       "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "command": command}
+                       **provenance("benchmarks/quality.py")}
                 append_result(results_path, row)
                 done.add(cell_key(KEY, base))
                 print(f"{name:<24} {regime:<9} {record.strategy:<16} B={record.budget:<4} seed {record.seed}: "
@@ -149,8 +146,7 @@ def _active_rounds(active_versus: dict[tuple, list[tuple[str, int, float]]]) -> 
 
 def summarize(args: argparse.Namespace) -> str:
     """CSV, plots and the markdown page from the results file; returns the markdown."""
-    import csv
-
+    from neuroshot._io import write_rows
     from neuroshot.experiment import ExperimentRecord, label_efficiency, learning_curves
     from neuroshot.plots import plot_learning_curves
 
@@ -158,10 +154,7 @@ def summarize(args: argparse.Namespace) -> str:
     if not rows:
         raise SystemExit(f"no results in {args.out / 'results.jsonl'} yet")
     fields = sorted({k for r in rows for k in r if k not in ("ids", "recall")})
-    with (args.out / "results.csv").open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(args.out / "results.csv", rows, fields)
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         groups[(r["model"], r["set"], r["regime"], r["retriever"], r["k"], r["validation"], r["pool_size"],

@@ -39,12 +39,10 @@ approximate neighbours have in common) replaces the scale section of ``benchmark
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import logging
 import os
 import resource
-import shlex
 import subprocess
 import sys
 import time
@@ -54,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import append_result, cell_key, read_results, update_section  # noqa: E402
+from _results import append_result, cell_key, provenance, read_results, update_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "scale.jsonl"
@@ -225,15 +223,13 @@ def _steady_rate(store: Path, workers: int) -> float | None:
 
 def run_probe_throughput(args: argparse.Namespace) -> None:
     done = {cell_key(PROBE_KEY, r) for r in read_results(PROBE_OUT)}
-    command = ".venv/bin/python " + shlex.join(["benchmarks/scale.py", *sys.argv[1:]])
     for backend, workers in _probe_ways(args.probe_ways):
         spec = dict(kind="probe", n=args.probe_throughput, backend=backend, workers=workers, set="trec",
                     data=str(args.data) if args.data else None)
         if cell_key(PROBE_KEY, spec) in done:
             continue
         row = _run_child(spec)
-        row.update(date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), command=command,
-                   cpus=os.cpu_count())
+        row.update(**provenance("benchmarks/scale.py"), cpus=os.cpu_count())
         append_result(PROBE_OUT, row)
         print(f"probe {row['n']} texts, {backend} x{workers}: {row['seconds']:.1f} s "
               f"({row['items_per_s']:.2f} items/s)", flush=True)
@@ -250,7 +246,6 @@ def run_agreement(args: argparse.Namespace) -> None:
     from shared_sets import DEFAULT_DATA, load_shared_set
 
     done = {cell_key(AGREE_KEY, r) for r in read_results(AGREE_OUT)}
-    command = ".venv/bin/python " + shlex.join(["benchmarks/scale.py", *sys.argv[1:]])
     lm, base = load_model("default"), get_pipeline("recommended")
     for name in args.agreement:
         data = load_shared_set(name, args.data or DEFAULT_DATA, pool_size=args.pool_size, test_size=300)
@@ -269,8 +264,7 @@ def run_agreement(args: argparse.Namespace) -> None:
                         continue
                     exact = exact or picks("exact", budget, seed)
                     kept = len(set(exact) & set(picks(method, budget, seed))) / len(exact)
-                    append_result(AGREE_OUT, {**row, "kept": kept, "command": command,
-                                              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+                    append_result(AGREE_OUT, {**row, "kept": kept, **provenance("benchmarks/scale.py")})
                     print(f"{name} pool {len(data.pool)} B={budget} seed {seed} {method}: {kept:.0%} of the exact "
                           "plan's picks kept", flush=True)
 
@@ -362,7 +356,6 @@ def _capacity(rows: dict) -> list[str]:
 
 def run(args: argparse.Namespace) -> None:
     done = {cell_key(KEY, r) for r in read_results(args.out)}
-    command = ".venv/bin/python " + shlex.join(["benchmarks/scale.py", *sys.argv[1:]])
     for n in args.sizes:
         methods = ["exact", "hnsw", "ivf"] if n <= args.compare_up_to else args.neighbours
         for method in methods:
@@ -372,8 +365,7 @@ def run(args: argparse.Namespace) -> None:
             if cell_key(KEY, spec) in done:
                 continue
             row = _run_child(spec)
-            row.update(date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), command=command,
-                       cpus=os.cpu_count())
+            row.update(**provenance("benchmarks/scale.py"), cpus=os.cpu_count())
             append_result(args.out, row)
             print(f"n={n:>9,} {method:<6} plan {row['seconds']:7.1f} s (neighbours {_seconds(row['neighbour_s'])} s)"
                   f"  peak {row['peak_gib']:.2f} GiB", flush=True)

@@ -89,6 +89,25 @@ def subset_labels(labels, n: int, seed: int = 0) -> list[str]:
     return sorted(rng.permutation(sorted(labels))[:n].tolist())
 
 
+def read_set(name: str, data: Path = DEFAULT_DATA, splits: tuple[str, ...] = ("pool", "test"),
+             max_text_tokens: int | None = None) -> tuple:
+    """(task, {split: records}) of a set as stored, in file order; only the files of ``splits`` are read."""
+    from neuroshot.data import load_records
+
+    folder = Path(data) / base_name(name)
+    missing = [f for f in ("card.json", *(f"{s}.jsonl" for s in splits)) if not (folder / f).is_file()]
+    if missing:
+        raise SystemExit(f"{folder}: no {', '.join(missing)} (is --data the shared data folder?)")
+    labels = json.loads((folder / "card.json").read_text(encoding="utf-8")).get("labels")
+    if not labels:
+        raise SystemExit(f"{name}: card.json has no 'labels' list")
+    records = {s: load_records(folder / f"{s}.jsonl") for s in splits}
+    if name in SUBSETS:
+        labels = subset_labels(labels, SUBSETS[name][1])
+        records = {s: [r for r in rs if r.label in labels] for s, rs in records.items()}
+    return make_task(name, labels, max_text_tokens), records
+
+
 def load_shared_set(name: str, data: Path = DEFAULT_DATA, *, pool_size: int | None = None,
                     test_size: int | None = None, validation: int | None = None, seed: int = 0,
                     max_text_tokens: int | None = None) -> SharedSet:
@@ -98,22 +117,12 @@ def load_shared_set(name: str, data: Path = DEFAULT_DATA, *, pool_size: int | No
     ``validation=N`` replaces the test set with the N items held out of the pool (all of them; for
     choosing settings without touching the test split).
     """
-    from neuroshot.data import load_records, split_records
+    from neuroshot.data import split_records
 
-    folder = Path(data) / base_name(name)
-    card_path = folder / "card.json"
-    if not card_path.is_file():
-        raise SystemExit(f"{folder}: no card.json (is --data the shared data folder?)")
-    labels = json.loads(card_path.read_text(encoding="utf-8"))["labels"]
-    pool, test = load_records(folder / "pool.jsonl"), load_records(folder / "test.jsonl")
-    if name in SUBSETS:
-        labels = subset_labels(labels, SUBSETS[name][1])
-        pool = [r for r in pool if r.label in labels]
-        test = [r for r in test if r.label in labels]
-    split = split_records(pool, test, validation=validation or 0, pool_size=pool_size,
+    task, records = read_set(name, data, max_text_tokens=max_text_tokens)
+    split = split_records(records["pool"], records["test"], validation=validation or 0, pool_size=pool_size,
                           test_size=None if validation else test_size, seed=seed)
-    return SharedSet(name, make_task(name, labels, max_text_tokens), split.pool,
-                     split.validation if validation else split.test)
+    return SharedSet(name, task, split.pool, split.validation if validation else split.test)
 
 
 def add_grid_args(p, *, test_size: int, out: Path, markdown: Path, regimes: tuple[str, ...] = ("per-query", "static")) -> None:

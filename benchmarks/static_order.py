@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import append_result  # noqa: E402
+from _results import append_result, provenance  # noqa: E402
 from shared_sets import DEFAULT_DATA, REPO, SETS, load_shared_set  # noqa: E402
 
 OUT = REPO / "benchmarks" / "results" / "static_order.jsonl"
@@ -56,7 +55,6 @@ def main(argv: list[str] | None = None) -> None:
     from neuroshot.task import Demonstration
 
     lm = load_model("default")
-    command = ".venv/bin/python " + shlex.join(["benchmarks/static_order.py", *(argv or sys.argv[1:])])
     for name in args.sets:
         for seed in args.seeds:
             data = load_shared_set(name, args.data, validation=args.validation, pool_size=600, seed=seed)
@@ -86,7 +84,8 @@ def main(argv: list[str] | None = None) -> None:
                                perm_mean=res[1:, 1:].mean(0).round(3).tolist(), perm_min=round(float(res[1:, 1].min()), 3),
                                perm_max=round(float(res[1:, 1].max()), 3), globalE=res[g, 1:].round(3).tolist(),
                                corr=round(float(np.corrcoef(res[:, 0], res[:, 1])[0, 1]), 2), s=round(time.time() - t),
-                               validation=args.validation, command=command)
+                               validation=args.validation,
+                               command=provenance("benchmarks/static_order.py", argv)["command"])
                     print(json.dumps(row), flush=True)
                     append_result(OUT, row)
 

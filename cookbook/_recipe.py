@@ -267,7 +267,7 @@ def explain_choices(lm, task, split: Split, pool_probe, test_probe, args: argpar
 def evaluate(recipe: Recipe, args: argparse.Namespace, lm, split: Split, out: Path, *,
              embedding: str | None = None, title: str | None = None) -> RecipeResult:
     """Steps 2-4 of the module docstring on a loaded model; writes results to ``out``."""
-    from neuroshot.experiment import Experiment, label_efficiency
+    from neuroshot.experiment import Experiment, label_efficiency, write_records
     from neuroshot.pipelines import get_pipeline
     from neuroshot.plots import plot_critical_neurons, plot_learning_curves
 
@@ -302,7 +302,7 @@ def evaluate(recipe: Recipe, args: argparse.Namespace, lm, split: Split, out: Pa
              "neurons": plot_critical_neurons(pool_probe, out / "critical_neurons.png"),
              "differences": _forest(records, split, out / "differences.png", title or recipe.name),
              "csv": out / "results.csv", "json": out / "results.json"}
-    _write_csv(files["csv"], records)
+    write_records(files["csv"], records)
     summary = dict(recipe=recipe.name, title=title, model=lm.name, data=str(args.data), dataset=recipe.dataset,
                    labels=list(task.labels), pool_size=len(split.pool), validation_size=len(split.validation),
                    test_size=len(split.test), budgets=args.budgets, seeds=args.seeds, k=args.k, regime="per-query",
@@ -357,17 +357,6 @@ def main(recipe: Recipe, argv: Sequence[str] | None = None,
 def demo_queries(result: RecipeResult, n: int | None = None) -> list:
     """The test items the integration demos run on (a few; 2 in smoke mode)."""
     return result.split.test[: n or (2 if result.args.smoke else 5)]
-
-
-def _write_csv(path: Path, records: Sequence) -> None:
-    import csv
-
-    rows = [r.to_row() for r in records]
-    fields = list(dict.fromkeys(k for row in rows for k in row))
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def _short(text: str, width: int = 90) -> str:

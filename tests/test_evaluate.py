@@ -15,7 +15,8 @@ from neuroshot.errors import NeuroshotError
 from neuroshot.models import PREFIX_KWARG
 from neuroshot.evaluate import (content_free_per_query, evaluate_per_query, evaluate_static, metrics,
                                 predict_proba_per_query, predict_proba_static, shared_prefix)
-from neuroshot.experiment import (Experiment, ExperimentRecord, label_efficiency, learning_curves)
+from neuroshot.experiment import (Experiment, ExperimentRecord, label_efficiency, learning_curves,
+                                  write_records)
 from neuroshot.scoring import calibrate, content_free_proba, encode, predict_proba
 from neuroshot.task import Demonstration, Task
 
@@ -196,6 +197,20 @@ def test_metrics_confusion_recall_and_f1():
 
 def _rec(strategy, budget, seed, acc, regime="static"):
     return ExperimentRecord(strategy, budget, seed, regime, acc, acc / 2, 0.1)
+
+
+def test_write_records_csv_rows_and_jsonl_fields(tmp_path):
+    a = ExperimentRecord("random", 5, 0, "static", 0.5, 0.25, 1.0, ids=["p1", "p2"], recall={"x": 1.0},
+                         predicted=["x", "y"])
+    b = ExperimentRecord("votek", 5, 0, "static", 0.75, 0.5, 2.0, recall={"x": 0.5, "y": 1.0})
+    write_records(tmp_path / "r.csv", [a, b])
+    with (tmp_path / "r.csv").open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["strategy"] for r in rows] == ["random", "votek"] and rows[0]["ids"] == "p1 p2"
+    assert rows[1]["recall:y"] == "1.0" and rows[0]["recall:y"] == "" and "predicted" not in rows[0]
+    write_records(tmp_path / "r.jsonl", [a, b])
+    lines = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert ExperimentRecord(**lines[0]) == a and lines[1]["recall"] == {"x": 0.5, "y": 1.0}
 
 
 def test_label_efficiency():

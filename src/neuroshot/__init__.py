@@ -45,6 +45,7 @@ _PUBLIC = {
     "evaluate_static": "evaluate", "evaluate_per_query": "evaluate", "predict_proba_static": "evaluate",
     "predict_proba_per_query": "evaluate", "predict_proba_prompts": "evaluate", "EvalResult": "evaluate", "metrics": "evaluate",
     "Experiment": "experiment", "ExperimentRecord": "experiment", "run_experiment": "experiment",
+    "write_records": "experiment",
     "learning_curves": "experiment", "label_efficiency": "experiment",
     "PairedDifference": "stats", "paired_difference": "stats", "mean_difference": "stats", "compare_records": "stats",
     # Plots
@@ -71,7 +72,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load
     from .evaluate import (EvalResult,
                            evaluate_per_query, evaluate_static, metrics, predict_proba_per_query,
                            predict_proba_prompts, predict_proba_static)
-    from .experiment import Experiment, ExperimentRecord, label_efficiency, learning_curves, run_experiment
+    from .experiment import (Experiment, ExperimentRecord, label_efficiency, learning_curves, run_experiment,
+                             write_records)
     from .stats import PairedDifference, compare_records, mean_difference, paired_difference
     from .plots import plot_critical_neurons, plot_forest, plot_learning_curves
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -29,6 +31,20 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_rows(path: str | os.PathLike, rows: Sequence[dict], fields: Sequence[str] | None = None) -> None:
+    """Write ``rows`` atomically: JSON lines for a ``.jsonl`` path, else CSV with the columns ``fields``
+    (default: every key, in first-seen order; keys outside ``fields`` are left out)."""
+    path = Path(path)
+    with atomic_write(path) as fh:
+        if path.suffix.lower() == ".jsonl":
+            fh.writelines(json.dumps(row) + "\n" for row in rows)
+            return
+        writer = csv.DictWriter(fh, fieldnames=list(fields or dict.fromkeys(k for row in rows for k in row)),
+                                extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _umask() -> int:

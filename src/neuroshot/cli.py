@@ -341,7 +341,7 @@ def _run_evaluate(args) -> int:
     check_whole("--budget", budgets[0])
     if budgets[-1] > len(pool):
         raise NeuroshotError(f"--budget {budgets[-1]} is larger than the {len(pool)} items in {args.pool}")
-    from .experiment import Experiment, label_efficiency, learning_curves
+    from .experiment import Experiment, label_efficiency, learning_curves, write_records
     from .models import load_model
     from .strategies import get_strategy
 
@@ -363,7 +363,7 @@ def _run_evaluate(args) -> int:
 
     def save(record) -> None:  # after every run: an interrupted evaluation keeps its results
         finished.append(record)
-        _write_results(out, finished)
+        write_records(out, finished)
 
     records = exp.run([*pipelines, *strategies], budgets, args.seeds, on_record=save)
     print(_results_table(records, args.calibrated))
@@ -390,23 +390,6 @@ def _run_evaluate(args) -> int:
                                  title=f"{Path(args.test).name}: {metric.replace('_', ' ')} vs labels ({args.regime})")
             print(f"wrote the learning curves to {path}")
     return 0
-
-
-def _write_results(path: Path, records) -> None:
-    import csv
-    from dataclasses import asdict
-
-    from ._io import atomic_write
-
-    with atomic_write(path) as fh:
-        if path.suffix.lower() == ".jsonl":
-            fh.writelines(json.dumps(asdict(r)) + "\n" for r in records)
-            return
-        rows = [r.to_row() for r in records]
-        header = list(dict.fromkeys(key for row in rows for key in row))
-        writer = csv.DictWriter(fh, fieldnames=header)
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def _comparison_table(records, gold, reference: str, calibrated: bool) -> str:

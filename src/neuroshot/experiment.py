@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +35,7 @@ from tqdm.auto import tqdm
 
 from .annotation import SimulatedAnnotator
 from .data import Record
+from ._io import write_rows
 from ._validation import check_choice, check_whole
 from .errors import NeuroshotError
 from .evaluate import (content_free_per_query, content_free_static, metrics, predict_proba_per_query,
@@ -291,6 +294,13 @@ def _check_records(task: Task, records: Sequence[Record], what: str) -> None:
 # --------------------------------------------------------------------------------------------
 # Learning curves and label efficiency
 # --------------------------------------------------------------------------------------------
+
+def write_records(path: str | os.PathLike, records: Iterable[ExperimentRecord]) -> None:
+    """Save records atomically: ``.jsonl`` keeps every field (per-item predictions too), any other
+    suffix writes CSV, one flat :meth:`ExperimentRecord.to_row` per record."""
+    jsonl = Path(path).suffix.lower() == ".jsonl"
+    write_rows(path, [asdict(r) if jsonl else r.to_row() for r in records])
+
 
 Curves = Mapping[str, Mapping[int, Sequence[float]]]
 

@@ -238,17 +238,27 @@ class FastVoteKStrategy(_EmbeddingStrategy):
 
     def _select(self, probed, candidates, budget, labeled, rng):
         votes = _Votes(self._embeddings(probed), self.n_neighbors, self.rho, picked=list(labeled))
-        tiebreak = rng.random(len(probed))
-        free = np.zeros(len(probed), dtype=bool)
-        free[candidates] = True
-        picks = []
-        for _ in tqdm(range(budget), desc="fast vote-k", disable=None, leave=False):
-            i, score = votes.best(np.flatnonzero(free), tiebreak)
-            picks.append(Pick(i, 0, score, {"votes": score, "voters": float(votes.voters[i])},
-                              neurons=_neurons(probed, i)))
-            votes.add(i)
-            free[i] = False
-        return picks
+        return _vote_greedily(probed, votes, _free(len(probed), candidates), budget, rng.random(len(probed)))
+
+
+def _free(n: int, candidates: np.ndarray) -> np.ndarray:
+    """Boolean ``[n]``: True at the items still free to pick."""
+    free = np.zeros(n, dtype=bool)
+    free[candidates] = True
+    return free
+
+
+def _vote_greedily(probed: ProbeResult, votes: _Votes, free: np.ndarray, n: int, tiebreak: np.ndarray,
+                   why: Mapping[str, float] | None = None) -> list[Pick]:
+    """``n`` picks, each the free item with the most discounted votes (``free`` and ``votes`` updated)."""
+    picks = []
+    for _ in tqdm(range(n), desc="vote-k", disable=None, leave=False):
+        i, score = votes.best(np.flatnonzero(free), tiebreak)
+        picks.append(Pick(i, 0, score, {**(why or {}), "votes": score, "voters": float(votes.voters[i])},
+                          neurons=_neurons(probed, i)))
+        votes.add(i)
+        free[i] = False
+    return picks
 
 
 @register
@@ -285,15 +295,8 @@ class VoteKStrategy(_EmbeddingStrategy):
         votes = _Votes(self._embeddings(probed), self.n_neighbors, self.rho, picked=list(labeled))
         tiebreak = rng.random(len(probed))
         n1 = min(budget, max(1, int(budget * self.stage1_fraction)))
-        free = np.zeros(len(probed), dtype=bool)
-        free[candidates] = True
-        picks = []
-        for _ in range(n1):
-            i, score = votes.best(np.flatnonzero(free), tiebreak)
-            picks.append(Pick(i, 0, score, {"stage": 1.0, "votes": score, "voters": float(votes.voters[i])},
-                              neurons=_neurons(probed, i)))
-            votes.add(i)
-            free[i] = False
+        free = _free(len(probed), candidates)
+        picks = _vote_greedily(probed, votes, free, n1, tiebreak, {"stage": 1.0})
         n2 = budget - n1
         if n2 == 0:
             return picks
@@ -388,8 +391,7 @@ class IdealStrategy(_EmbeddingStrategy):
             uncovered[reach[int(i)].indices] = 0.0
         spread = n - uncovered.sum() / self.n_simulations
         tiebreak = rng.random(n) * 1e-9
-        free = np.zeros(n, dtype=bool)
-        free[candidates] = True
+        free = _free(n, candidates)
         picks = []
         for _ in tqdm(range(budget), desc="IDEAL", disable=None, leave=False):
             gain = reach @ uncovered / self.n_simulations
