@@ -15,6 +15,7 @@ import os
 import platform
 import re
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -68,6 +69,18 @@ def smoke_line(smoke: bool, what: str, full: str) -> str:
     """The first line of a speed section: a full run, or a smoke run whose timings are only indicative."""
     return (f"**Smoke run** ({what}): timings are indicative only; the full run uses the defaults ({full})."
             if smoke else f"Full run: {what}, median reported.")
+
+
+def run_child(script: str, argv: list[str]) -> dict:
+    """Run ``script`` with ``argv`` in a fresh Python process (no progress bars) and return the JSON object
+    its last output line holds: measurements that must not share a process (peak memory, a cold start)."""
+    proc = subprocess.run([sys.executable, script, *argv], capture_output=True, text=True,
+                          env={**os.environ, "TQDM_DISABLE": "1"})
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise SystemExit(f"{Path(script).name} {shlex.join(argv)} failed (exit {proc.returncode}):\n"
+                         f"{proc.stderr[-4000:]}")
+    return json.loads(lines[-1])
 
 
 def write_json(path: Path, obj) -> None:

@@ -32,7 +32,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +39,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import shared_sets  # noqa: E402
-from _results import HelpFormatter, environment, machine_line, smoke_line, update_section, write_json  # noqa: E402
+from _results import (HelpFormatter, environment, machine_line, run_child, smoke_line, update_section,  # noqa: E402
+                      write_json)
 
 REPO, DEFAULT_DATA = shared_sets.REPO, shared_sets.DEFAULT_DATA
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "cost.json"
@@ -48,7 +48,6 @@ DEFAULT_README = REPO / "benchmarks" / "README.md"
 METHODS = ("forward", "direct_logit", "grad_x_act")
 GOALS = {"direct_logit": 1.1, "grad_x_act": 2.5}  # max ratio to forward (direct_logit: 1.3, then 1.1)
 SIGNATURE_GOAL_BYTES = 50_000  # 50 KB per item (decimal kilobytes)
-CHILD_MARK = "COST_CHILD_RESULT "
 FULL_DEFAULTS = {"n": 200, "repeats": 3}
 
 
@@ -160,20 +159,14 @@ def child_main(args: argparse.Namespace) -> None:
         "run_peak_source": "VmHWM reset after loading" if run_hwm is not None else "ru_maxrss",
         "increment_mib": (run_peak - base) / 1024,
     }
-    print(CHILD_MARK + json.dumps(result), flush=True)
+    print(json.dumps(result), flush=True)
 
 
 def measure_memory(args: argparse.Namespace, name: str, method: str) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--_child", method, "--model", args.model,
-           "--data", str(args.data), "--sets", name, "--n", str(args.n), "--batch-size", str(args.batch_size),
-           "--max-text-tokens", str(args.max_text_tokens), "--top-k", str(args.top_k)]
-    env = dict(os.environ, TQDM_DISABLE="1")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(CHILD_MARK)]
-    if proc.returncode != 0 or not lines:
-        raise SystemExit(f"peak-memory subprocess for {name}/{method} failed (exit {proc.returncode}):\n"
-                         f"{proc.stderr[-4000:]}")
-    return json.loads(lines[-1][len(CHILD_MARK):])
+    """Peak memory of one method on one set, measured in a fresh process by :func:`child_main`."""
+    return run_child(__file__, ["--_child", method, "--model", args.model, "--data", str(args.data), "--sets", name,
+                                "--n", str(args.n), "--batch-size", str(args.batch_size),
+                                "--max-text-tokens", str(args.max_text_tokens), "--top-k", str(args.top_k)])
 
 
 # --------------------------------------------------------------------------- main benchmark

@@ -43,7 +43,6 @@ import json
 import logging
 import os
 import resource
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -52,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import append_result, cell_key, provenance, read_results, update_section  # noqa: E402
+from _results import append_result, cell_key, provenance, read_results, run_child, update_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "scale.jsonl"
@@ -299,12 +298,7 @@ def _probe_ways(ways: list[str]) -> list[tuple[str, int]]:
 
 
 def _run_child(spec: dict) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True,
-                         text=True, env={**os.environ, "TQDM_DISABLE": "1"})
-    if out.returncode != 0:
-        print(out.stderr[-3000:], file=sys.stderr)
-        raise SystemExit(f"cell {spec} failed")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child(__file__, ["--child", json.dumps(spec)])
 
 
 def summarize_probe() -> list[str]:
