@@ -31,8 +31,8 @@ def now() -> str:
 
 def provenance(script: str, argv: list[str] | None = None) -> dict:
     """``date`` and the ``command`` that reruns this (``script`` relative to the repository root)."""
-    return {"date": now(), "command": ".venv/bin/python " + shlex.join([script, *(sys.argv[1:] if argv is None
-                                                                                 else argv)])}
+    args = sys.argv[1:] if argv is None else argv
+    return {"date": now(), "command": ".venv/bin/python " + shlex.join([script, *args])}
 
 
 def environment(lm) -> dict:
