@@ -60,3 +60,17 @@ def test_load_records_reads_jsonl_csv_and_parquet_alike(tmp_path):
         load_records(tmp_path / "bad.parquet")
     with pytest.raises(NeuroshotError, match="not found"):
         load_records(tmp_path / "missing.parquet")
+
+
+def test_load_records_reads_a_one_column_csv_and_explains_an_unreadable_one(tmp_path):
+    import pytest
+
+    from neuroshot import NeuroshotError
+    from neuroshot.data import load_records
+
+    (tmp_path / "texts.csv").write_text("text\nwhere is my parcel\nrefund please\n")
+    assert [r.text for r in load_records(tmp_path / "texts.csv", label_field=None)] == ["where is my parcel",
+                                                                                        "refund please"]
+    (tmp_path / "long.csv").write_text('text\n"' + "a" * 200_000 + '"\n')  # over csv's field size limit
+    with pytest.raises(NeuroshotError, match="long.csv: cannot read as CSV"):
+        load_records(tmp_path / "long.csv")

@@ -53,7 +53,7 @@ def load_records(
     raw = read_text_file(path, "data file")
     if not raw.strip():
         raise NeuroshotError(f"data file is empty: {path}")
-    rows = _read_csv(raw) if path.suffix.lower() in {".csv", ".tsv"} else [row for _, row in jsonl_rows(raw, path)]
+    rows = _read_csv(raw, path) if path.suffix.lower() in {".csv", ".tsv"} else [row for _, row in jsonl_rows(raw, path)]
     return records_from_rows(rows, source=str(path), text_field=text_field, id_field=id_field,
                              label_field=label_field)
 
@@ -161,6 +161,17 @@ def jsonl_rows(raw: str, path: Path) -> Iterator[tuple[int, dict]]:
         yield n, row
 
 
-def _read_csv(raw: str) -> list[dict]:
-    dialect = csv.Sniffer().sniff(raw.splitlines()[0], delimiters=",;\t")
-    return list(csv.DictReader(raw.splitlines(), dialect=dialect))
+def csv_dialect(raw: str) -> type[csv.Dialect] | csv.Dialect:
+    """The dialect of a CSV text from its header line (spreadsheets in some locales save with ';' or
+    tabs); plain ``excel`` when the header cannot tell, e.g. a single column."""
+    try:
+        return csv.Sniffer().sniff(raw.splitlines()[0], delimiters=",;\t")
+    except csv.Error:
+        return csv.excel
+
+
+def _read_csv(raw: str, path: Path) -> list[dict]:
+    try:
+        return list(csv.DictReader(raw.splitlines(), dialect=csv_dialect(raw)))
+    except csv.Error as exc:
+        raise NeuroshotError(f"{path}: cannot read as CSV ({exc})") from None

@@ -12,7 +12,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from .._io import atomic_write
-from ..data import jsonl_rows, load_records, read_text_file
+from ..data import csv_dialect, jsonl_rows, load_records, read_text_file
 from ..errors import NeuroshotError
 from .labels import AnnotationItem, _LabelSet
 
@@ -101,11 +101,7 @@ def _rows_jsonl(raw: str, path: Path) -> Iterable[tuple[str, Any, Any]]:
 
 
 def _rows_csv(raw: str, path: Path) -> Iterable[tuple[str, Any, Any]]:
-    try:  # spreadsheets in some locales save with ';' or tabs
-        dialect: Any = csv.Sniffer().sniff(raw.splitlines()[0], delimiters=",;\t")
-    except csv.Error:
-        dialect = csv.excel
-    reader = csv.reader(io.StringIO(raw, newline=""), dialect=dialect)
+    reader = csv.reader(io.StringIO(raw, newline=""), dialect=csv_dialect(raw))
     try:
         header = [h.strip() for h in next(reader)]
     except StopIteration:
