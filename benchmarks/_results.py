@@ -17,6 +17,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 
@@ -83,6 +84,29 @@ def run_child(script: str, argv: list[str]) -> dict:
     return json.loads(lines[-1])
 
 
+def require_positive(parser: argparse.ArgumentParser, args: argparse.Namespace, names: tuple[str, ...]) -> None:
+    """Stop with a usage error at the first option of ``names`` (``dest`` names) below 1."""
+    for name in names:
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+
+
+def plain_args(args: argparse.Namespace) -> dict:
+    """The options of a run as JSON values (paths as strings), for its results file."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+
+
+def report(args: argparse.Namespace, results: dict, printed: str, section: str, title: str, readme_section) -> None:
+    """The end of a timed run: ``results`` to ``--out``, ``printed`` to stdout and, with ``--write-readme``,
+    ``readme_section(results)`` as section ``section`` of ``--readme``."""
+    write_json(args.out, results)
+    print(printed)
+    print(f"\nwrote {args.out} ({results['total_seconds']:.0f} s in all)")
+    if args.write_readme:
+        update_section(args.readme, section, readme_section(results))
+        print(f"rewrote the {title} section of {args.readme}")
+
+
 def write_json(path: Path, obj) -> None:
     """Write ``obj`` as indented JSON, making the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -136,9 +160,6 @@ def cell_key(keys: tuple[str, ...], row: dict) -> tuple:
 
 def main_loop(args, run, summarize) -> None:
     """Run the grid (unless ``--summarize``; Ctrl-C keeps every finished cell), then print the summary."""
-    import sys
-    import time
-
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if not args.summarize:
         t0 = time.perf_counter()

@@ -325,15 +325,10 @@ def timed_engine(model):
 
 def plain_forward_seconds(model, prompts: list[list[int]], batch_size: int) -> float:
     """Seconds of a plain batched forward pass over ``prompts`` (length-bucketed, last position's logits only)."""
-    import torch
-
-    from neuroshot.scoring import batches, forward, pad_left
+    from eval_speed import forward_limit
 
     t0 = time.perf_counter()
-    with torch.no_grad():
-        for batch in batches([len(p) for p in prompts], batch_size, 8192):
-            ids, mask = pad_left([prompts[i] for i in batch], model.tokenizer.pad_token_id, model.device)
-            forward(model, ids, mask)
+    forward_limit(model, [], prompts, batch_size)
     return time.perf_counter() - t0
 
 
