@@ -59,16 +59,24 @@ def environment(lm) -> dict:
     }
 
 
-def machine_line(env: dict, end_load: float) -> str:
-    """One sentence on when and where a timed run ran, from :func:`environment`."""
+def machine_line(env: dict) -> str:
+    """One sentence on when and where a timed run ran, from :func:`environment` (with ``load_average_at_end``
+    added at the end of the run)."""
     return (f"{env['date']}, {env['model']} on {env['device']} ({env['dtype']}), {env['cpu_count']} CPU(s), "
             f"{env['torch_threads']} torch threads (1-min load average {env['load_average_at_start'][0]:.1f} at the "
-            f"start, {end_load:.1f} at the end), torch {env['torch']}, transformers {env['transformers']}")
+            f"start, {env['load_average_at_end'][0]:.1f} at the end), torch {env['torch']}, "
+            f"transformers {env['transformers']}")
 
 
-def smoke_line(smoke: bool, what: str, full: str) -> str:
+def is_smoke(args: argparse.Namespace, full: dict) -> bool:
+    """Whether a timed run is smaller than the full run's settings ``full`` (option: value)."""
+    return any(getattr(args, name) < value for name, value in full.items())
+
+
+def smoke_line(smoke: bool, what: str, full: dict) -> str:
     """The first line of a speed section: a full run, or a smoke run whose timings are only indicative."""
-    return (f"**Smoke run** ({what}): timings are indicative only; the full run uses the defaults ({full})."
+    defaults = ", ".join(f"{name}={value}" for name, value in full.items())
+    return (f"**Smoke run** ({what}): timings are indicative only; the full run uses the defaults ({defaults})."
             if smoke else f"Full run: {what}, median reported.")
 
 
@@ -92,8 +100,8 @@ def require_positive(parser: argparse.ArgumentParser, args: argparse.Namespace, 
 
 
 def plain_args(args: argparse.Namespace) -> dict:
-    """The options of a run as JSON values (paths as strings), for its results file."""
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    """The options of a run as JSON values (paths as strings), internal ones (``--_x``) left out."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not k.startswith("_")}
 
 
 def report(args: argparse.Namespace, results: dict, printed: str, section: str, title: str, readme_section) -> None:

@@ -39,12 +39,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import shared_sets  # noqa: E402
-from _results import (HelpFormatter, environment, machine_line, plain_args, report, require_positive,  # noqa: E402
-                      run_child, smoke_line)
+from _results import (HelpFormatter, environment, is_smoke, machine_line, plain_args, report,  # noqa: E402
+                      require_positive, run_child, smoke_line)
 
-REPO = shared_sets.REPO
+REPO, DEFAULT_README = shared_sets.REPO, shared_sets.DEFAULT_README
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "cost.json"
-DEFAULT_README = REPO / "benchmarks" / "README.md"
 METHODS = ("forward", "direct_logit", "grad_x_act")
 GOALS = {"direct_logit": 1.1, "grad_x_act": 2.5}  # max ratio to forward (direct_logit: 1.3, then 1.1)
 SIGNATURE_GOAL_BYTES = 50_000  # 50 KB per item (decimal kilobytes)
@@ -244,10 +243,6 @@ def timed_rounds(methods: tuple[str, ...], repeats: int, call, progress) -> tupl
     return wall, cpu, last, orders
 
 
-def is_smoke(args) -> bool:
-    return args.n < FULL_DEFAULTS["n"] or args.repeats < FULL_DEFAULTS["repeats"]
-
-
 def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
     """The machine's float32 matmul speed (median of ``repeats`` products of two size x size matrices)."""
     import torch
@@ -300,15 +295,14 @@ def goal_lines(results: dict) -> list[str]:
 
 def readme_section(results: dict) -> str:
     env, a = results["env"], results["args"]
-    head = smoke_line(results["smoke"], f"n={a['n']} items per set, {a['repeats']} repeat(s)",
-                      f"n={FULL_DEFAULTS['n']}, repeats={FULL_DEFAULTS['repeats']}")
+    head = smoke_line(results["smoke"], f"n={a['n']} items per set, {a['repeats']} repeat(s)", FULL_DEFAULTS)
     sets = ", ".join(f"{name} (mean prompt {res['mean_prompt_tokens']:.0f} tokens, label answers of "
                      f"{min(res['label_tokens'])}-{max(res['label_tokens'])} tokens)"
                      for name, res in results["sets"].items())
     return "\n".join([
         head, "",
-        f"{machine_line(env, env['load_average_at_end'][0])}; batch size {a['batch_size']}, texts truncated to {a['max_text_tokens']} tokens, top-k {a['top_k']}. "
-        f"Sets: {sets}.", "",
+        f"{machine_line(env)}; batch size {a['batch_size']}, texts truncated to {a['max_text_tokens']} tokens, "
+        f"top-k {a['top_k']}. Sets: {sets}.", "",
         markdown_table(results), "",
         "Goals (ratios are of median wall-clock times from the same run; the CPU-time ratio, less affected by "
         "other jobs on the machine, is in the table):", "",
@@ -351,7 +345,7 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     lm = load_model(args.model)
     load_seconds = time.perf_counter() - t0
-    results = {"smoke": is_smoke(args), "args": {k: v for k, v in plain_args(args).items() if k != "_child"},
+    results = {"smoke": is_smoke(args, FULL_DEFAULTS), "args": plain_args(args),
                "env": environment(lm), "load_seconds": load_seconds, "sets": {}}
     for name in args.sets:
         t0 = time.perf_counter()

@@ -64,11 +64,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import provenance, update_section, write_json  # noqa: E402
-from shared_sets import DEFAULT_DATA, REPO, read_set  # noqa: E402
+from shared_sets import DEFAULT_DATA, DEFAULT_README, REPO, read_set  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "dspy.json"
 DEFAULT_ROWS = REPO / "benchmarks" / "results" / "dspy.jsonl"
-DEFAULT_README = REPO / "benchmarks" / "README.md"
 SPEED_GOALS = {"prediction_over_forward": 1.5, "throughput_ratio": 0.8}
 METHODS = ("zero-shot", "LabeledFewShot", "KNNFewShot", "NeuronAwareFewShot", "NeuronAwareFewShot(per_query)",
            "NeuronAwareFewShot(per_query, neuron)")

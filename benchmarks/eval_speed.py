@@ -38,13 +38,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import (HelpFormatter, environment, machine_line, plain_args, report, require_positive,  # noqa: E402
-                      smoke_line)
+from _results import (HelpFormatter, environment, is_smoke, machine_line, plain_args, report,  # noqa: E402
+                      require_positive, smoke_line)
 from cost import REPO, linear_parameters, matmul_peak_gflops, timed_rounds  # noqa: E402
-from shared_sets import add_data_arg, read_set  # noqa: E402
+from shared_sets import DEFAULT_README, add_data_arg, read_set  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "eval_speed.json"
-DEFAULT_README = REPO / "benchmarks" / "README.md"
 METHODS = {"static": ("naive", "reuse", "limit"), "per-query": ("reuse", "limit")}
 GOAL = 3.0  # static: naive / reuse
 LIMIT_GOAL = 0.8  # limit / reuse: the scorer at >= 0.8x the forward pass's tokens/s
@@ -212,12 +211,11 @@ def roofline_line(results: dict) -> str:
 
 def readme_section(results: dict) -> str:
     env, a = results["env"], results["args"]
-    head = smoke_line(results["smoke"], f"n={a['n']} test items, {a['repeats']} repeat(s)",
-                      f"n={FULL_DEFAULTS['n']}, repeats={FULL_DEFAULTS['repeats']}")
+    head = smoke_line(results["smoke"], f"n={a['n']} test items, {a['repeats']} repeat(s)", FULL_DEFAULTS)
     return "\n".join([
         head, "",
-        f"{machine_line(env, env['load_average_at_end'][0])}; batch size {a['batch_size']}, texts truncated to {a['max_text_tokens']} tokens, demonstrations: seeded "
-        f"samples (seed {a['seed']}) of the pool.",
+        f"{machine_line(env)}; batch size {a['batch_size']}, texts truncated to {a['max_text_tokens']} tokens, "
+        f"demonstrations: seeded samples (seed {a['seed']}) of the pool.",
         "", markdown_table(results), "",
         roofline_line(results), "",
         "Goals (ratios of median wall-clock times from the same run; the CPU-time ratio is in the table):", "",
@@ -233,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     t_start = time.perf_counter()
     load_avg = list(os.getloadavg())
     lm = load_model(args.model)
-    results = {"smoke": args.n < FULL_DEFAULTS["n"] or args.repeats < FULL_DEFAULTS["repeats"],
+    results = {"smoke": is_smoke(args, FULL_DEFAULTS),
                "args": plain_args(args),
                "env": environment(lm), "runs": [], "matmul_peak_gflops": matmul_peak_gflops()}
     results["env"]["load_average_at_start"] = load_avg

@@ -36,11 +36,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import append_result, cell_key, main_loop, provenance, read_results, update_section  # noqa: E402
-from shared_sets import REPO, add_grid_args, load_shared_set, start_grid  # noqa: E402
+from shared_sets import REPO, STORE, add_grid_args, load_shared_set, start_grid  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "head_to_head"
 DEFAULT_MD = REPO / "benchmarks" / "RESULTS.md"
-STORE = REPO / "benchmarks" / "results" / "quality" / "signatures"  # probes shared with quality.py
 REFERENCE = "recommended"
 RESAMPLED = "static-resampled"  # static prompts, the pool redrawn for each seed
 BASELINES = {"per-query": ("random+knn", "votek+knn", "ideal+knn"), "static": ("random", "votek", "ideal")}

@@ -42,10 +42,9 @@ from langchain_core.example_selectors import BaseExampleSelector
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import environment, plain_args, report, require_positive  # noqa: E402
-from shared_sets import REPO, add_data_arg, read_set  # noqa: E402
+from shared_sets import DEFAULT_README, REPO, add_data_arg, read_set  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "langchain.json"
-DEFAULT_README = REPO / "benchmarks" / "README.md"
 LATENCY_GOAL = 0.5  # selector latency / LLM call latency
 FULL_DEFAULTS = {"test": 300, "seeds": 3}
 SELECTORS = ("neuron", "semantic", "semantic_last", "random")

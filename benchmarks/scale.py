@@ -52,15 +52,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import append_result, cell_key, provenance, read_results, run_child, update_section  # noqa: E402
-from shared_sets import DEFAULT_DATA, REPO, load_shared_set  # noqa: E402
+from shared_sets import DEFAULT_DATA, DEFAULT_README, REPO, STORE, load_shared_set  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "scale.jsonl"
-DEFAULT_README = REPO / "benchmarks" / "README.md"
 PROBE_OUT = REPO / "benchmarks" / "results" / "scale_probe.jsonl"
 PROBE_KEY = ("n", "backend", "workers", "set")
 AGREE_OUT = REPO / "benchmarks" / "results" / "scale_agreement.jsonl"
 AGREE_KEY = ("set", "pool_size", "neighbours", "budget", "seed")
-STORE = REPO / "benchmarks" / "results" / "quality" / "signatures"  # probes shared with head_to_head.py
 PROBE_WAYS = (("local", 1), ("local", 2), ("ray", 1), ("ray", 2))  # (backend, threads or actors)
 KEY = ("n", "neighbours", "n_neighbors", "budget", "critical", "clusters", "seed")
 N_LAYERS, D_FF = 30, 1536

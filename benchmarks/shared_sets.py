@@ -17,6 +17,8 @@ from _results import cell_key, read_results
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
+DEFAULT_README = REPO / "benchmarks" / "README.md"  # the page whose sections the timed benchmarks rewrite
+STORE = REPO / "benchmarks" / "results" / "quality" / "signatures"  # quality.py's probes, reused by the others
 SETS = ("trec", "sst2", "banking77_15", "banking77", "cuad_clause_types_top10", "medical_abstracts")
 
 _TEMPLATES = {
