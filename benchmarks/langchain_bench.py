@@ -138,14 +138,19 @@ def annotated_examples(pool, n: int, seed: int) -> list[dict]:
     return [{"text": pool[i].text, "label": labels[pool[i].id]} for i in picks]
 
 
-def build_selectors(lm, task, examples, args, seed: int, embeddings) -> dict[str, Any]:
+def semantic_selector(examples, embeddings, k: int):
+    """LangChain's ``SemanticSimilarityExampleSelector`` over the examples' texts, in an in-memory vector store."""
     from langchain_core.example_selectors import SemanticSimilarityExampleSelector
     from langchain_core.vectorstores import InMemoryVectorStore
 
+    return SemanticSimilarityExampleSelector.from_examples(examples, embeddings, InMemoryVectorStore, k=k,
+                                                           input_keys=["text"])
+
+
+def build_selectors(lm, task, examples, args, seed: int, embeddings) -> dict[str, Any]:
     from langchain_neuroshot import NeuronAwareExampleSelector
 
-    semantic = SemanticSimilarityExampleSelector.from_examples(examples, embeddings, InMemoryVectorStore, k=args.k,
-                                                               input_keys=["text"])
+    semantic = semantic_selector(examples, embeddings, args.k)
     return {"neuron": NeuronAwareExampleSelector.from_examples(examples, model=lm, task=task, k=args.k,
                                                                mmr=args.mmr, progress=True),
             "semantic": semantic, "semantic_last": ReversedSelector(semantic),
@@ -192,16 +197,12 @@ def accuracy_run(lm, task, test, examples, args, seed: int, embeddings) -> dict[
 
 
 def latency_run(lm, task, test, examples, args, embeddings) -> dict[str, Any]:
-    from langchain_core.example_selectors import SemanticSimilarityExampleSelector
-    from langchain_core.vectorstores import InMemoryVectorStore
-
     from langchain_neuroshot import LabelOutputParser, NeuronAwareExampleSelector, few_shot_prompt, neuroshot_pipeline
     from neuroshot.task import Demonstration
 
     selector = NeuronAwareExampleSelector.from_examples(examples, model=lm, task=task, k=args.k, mmr=args.mmr,
                                                         query_cache_size=0)
-    semantic = SemanticSimilarityExampleSelector.from_examples(examples, embeddings, InMemoryVectorStore, k=args.k,
-                                                               input_keys=["text"])
+    semantic = semantic_selector(examples, embeddings, args.k)
     llm = neuroshot_pipeline(selector, max_new_tokens=args.max_new_tokens)
     assert llm.pipeline.model is selector.model.model is lm.model, "the chain must reuse the selector's model"
     parser = LabelOutputParser.from_task(task, fallback="")
