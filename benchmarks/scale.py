@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import logging.handlers
 import os
 import resource
 import sys
@@ -137,7 +138,7 @@ def _child(spec: dict) -> dict:
         return out
 
     coverage.knn = timed_knn
-    logs = _ListHandler()
+    logs = logging.handlers.BufferingHandler(capacity=10_000)  # keeps the log (the IVF search's tuned lists)
     logging.getLogger("neuroshot.neighbours").addHandler(logs)
     logging.getLogger("neuroshot.neighbours").setLevel(logging.INFO)
     strategy = get_strategy("neuron_coverage", n_neighbors=spec["n_neighbors"], neighbours=spec["neighbours"])
@@ -153,18 +154,7 @@ def _child(spec: dict) -> dict:
             coverage._cover(graph, c, best)
         coverage_value = float(best.mean())
     return {**spec, "seconds": seconds, "neighbour_s": timings.get("graph_s"), "peak_gib": peak,
-            "coverage": coverage_value, "picks": plan.indices, "log": logs.messages[:1]}
-
-
-class _ListHandler(logging.Handler):
-    """Keeps the log messages (the IVF search's tuned number of lists) for the result row."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
+            "coverage": coverage_value, "picks": plan.indices, "log": [r.getMessage() for r in logs.buffer[:1]]}
 
 
 def _probe_child(spec: dict) -> dict:
