@@ -231,8 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     t_start = time.perf_counter()
     load_avg = list(os.getloadavg())
     lm = load_model(args.model)
-    results = {"smoke": is_smoke(args, FULL_DEFAULTS),
-               "args": plain_args(args),
+    results = {"smoke": is_smoke(args, FULL_DEFAULTS), "args": plain_args(args),
                "env": environment(lm), "runs": [], "matmul_peak_gflops": matmul_peak_gflops()}
     results["env"]["load_average_at_start"] = load_avg
     for name in args.sets:
