@@ -63,7 +63,7 @@ os.environ.setdefault("DSPY_CACHEDIR", tempfile.mkdtemp(prefix="dspy-cache-"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import provenance, update_section, write_json  # noqa: E402
+from _results import append_result, cell_key, provenance, read_results, update_section, write_json  # noqa: E402
 from shared_sets import DEFAULT_DATA, DEFAULT_README, REPO, read_set  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "dspy.json"
@@ -208,8 +208,6 @@ def run(args) -> None:
     import dspy
     import torch
 
-    from _results import append_result, cell_key, read_results
-
     from dspy_neuroshot import local_lm
     from neuroshot.models import resolve_model
 
@@ -238,8 +236,6 @@ def run(args) -> None:
 
 def summarize(args) -> dict:
     """Per mode and method: mean score over seeds, and the paired difference from KNNFewShot."""
-    from _results import read_results
-
     from neuroshot.stats import paired_difference
 
     rows = [r for r in read_results(args.rows) if r["set"] == args.set and r["train"] == args.train
