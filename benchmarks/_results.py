@@ -17,6 +17,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 
@@ -58,16 +59,24 @@ def environment(lm) -> dict:
     }
 
 
-def machine_line(env: dict, end_load: float) -> str:
-    """One sentence on when and where a timed run ran, from :func:`environment`."""
+def machine_line(env: dict) -> str:
+    """One sentence on when and where a timed run ran, from :func:`environment` (with ``load_average_at_end``
+    added at the end of the run)."""
     return (f"{env['date']}, {env['model']} on {env['device']} ({env['dtype']}), {env['cpu_count']} CPU(s), "
             f"{env['torch_threads']} torch threads (1-min load average {env['load_average_at_start'][0]:.1f} at the "
-            f"start, {end_load:.1f} at the end), torch {env['torch']}, transformers {env['transformers']}")
+            f"start, {env['load_average_at_end'][0]:.1f} at the end), torch {env['torch']}, "
+            f"transformers {env['transformers']}")
 
 
-def smoke_line(smoke: bool, what: str, full: str) -> str:
+def is_smoke(args: argparse.Namespace, full: dict) -> bool:
+    """Whether a timed run is smaller than the full run's settings ``full`` (option: value)."""
+    return any(getattr(args, name) < value for name, value in full.items())
+
+
+def smoke_line(smoke: bool, what: str, full: dict) -> str:
     """The first line of a speed section: a full run, or a smoke run whose timings are only indicative."""
-    return (f"**Smoke run** ({what}): timings are indicative only; the full run uses the defaults ({full})."
+    defaults = ", ".join(f"{name}={value}" for name, value in full.items())
+    return (f"**Smoke run** ({what}): timings are indicative only; the full run uses the defaults ({defaults})."
             if smoke else f"Full run: {what}, median reported.")
 
 
@@ -81,6 +90,29 @@ def run_child(script: str, argv: list[str]) -> dict:
         raise SystemExit(f"{Path(script).name} {shlex.join(argv)} failed (exit {proc.returncode}):\n"
                          f"{proc.stderr[-4000:]}")
     return json.loads(lines[-1])
+
+
+def require_positive(parser: argparse.ArgumentParser, args: argparse.Namespace, names: tuple[str, ...]) -> None:
+    """Stop with a usage error at the first option of ``names`` (``dest`` names) below 1."""
+    for name in names:
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+
+
+def plain_args(args: argparse.Namespace) -> dict:
+    """The options of a run as JSON values (paths as strings), internal ones (``--_x``) left out."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not k.startswith("_")}
+
+
+def report(args: argparse.Namespace, results: dict, printed: str, section: str, title: str, readme_section) -> None:
+    """The end of a timed run: ``results`` to ``--out``, ``printed`` to stdout and, with ``--write-readme``,
+    ``readme_section(results)`` as section ``section`` of ``--readme``."""
+    write_json(args.out, results)
+    print(printed)
+    print(f"\nwrote {args.out} ({results['total_seconds']:.0f} s in all)")
+    if args.write_readme:
+        update_section(args.readme, section, readme_section(results))
+        print(f"rewrote the {title} section of {args.readme}")
 
 
 def write_json(path: Path, obj) -> None:
@@ -136,9 +168,6 @@ def cell_key(keys: tuple[str, ...], row: dict) -> tuple:
 
 def main_loop(args, run, summarize) -> None:
     """Run the grid (unless ``--summarize``; Ctrl-C keeps every finished cell), then print the summary."""
-    import sys
-    import time
-
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if not args.summarize:
         t0 = time.perf_counter()

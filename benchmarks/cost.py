@@ -39,12 +39,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import shared_sets  # noqa: E402
-from _results import (HelpFormatter, environment, machine_line, run_child, smoke_line, update_section,  # noqa: E402
-                      write_json)
+from _results import (HelpFormatter, environment, is_smoke, machine_line, plain_args, report,  # noqa: E402
+                      require_positive, run_child, smoke_line)
 
-REPO, DEFAULT_DATA = shared_sets.REPO, shared_sets.DEFAULT_DATA
+REPO, DEFAULT_README = shared_sets.REPO, shared_sets.DEFAULT_README
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "cost.json"
-DEFAULT_README = REPO / "benchmarks" / "README.md"
 METHODS = ("forward", "direct_logit", "grad_x_act")
 GOALS = {"direct_logit": 1.1, "grad_x_act": 2.5}  # max ratio to forward (direct_logit: 1.3, then 1.1)
 SIGNATURE_GOAL_BYTES = 50_000  # 50 KB per item (decimal kilobytes)
@@ -55,7 +54,6 @@ FULL_DEFAULTS = {"n": 200, "repeats": 3}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    default_data = DEFAULT_DATA if DEFAULT_DATA.is_dir() else None
     p = argparse.ArgumentParser(
         prog="benchmarks/cost.py",
         description="Seconds per 1,000 pool items and peak memory of zero-shot label scoring (forward) vs "
@@ -69,9 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=HelpFormatter,
     )
     p.add_argument("--model", default="default", help="model spec for neuroshot.models.load_model")
-    p.add_argument("--data", type=Path, default=default_data, required=default_data is None,
-                   help="folder of data sets, each with card.json and pool.jsonl (../shared/data "
-                        "relative to the repository root when it exists, else required)")
+    shared_sets.add_data_arg(p, "folder of data sets, each with card.json and pool.jsonl (../shared/data "
+                                "relative to the repository root when it exists, else required)")
     p.add_argument("--sets", nargs="+", default=["trec", "cuad_clause_types_top10"], metavar="SET",
                    help="data sets (sub-folders of --data) to benchmark")
     p.add_argument("--n", type=int, default=FULL_DEFAULTS["n"], help="items taken from the start of each pool")
@@ -92,9 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--readme", type=Path, default=DEFAULT_README, help="README rewritten by --write-readme")
     p.add_argument("--_child", choices=METHODS, help=argparse.SUPPRESS)  # internal: one peak-memory measurement
     args = p.parse_args(argv)
-    for name in ("n", "repeats", "warmup", "batch_size", "max_text_tokens", "top_k", "store_items"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    require_positive(p, args, ("n", "repeats", "warmup", "batch_size", "max_text_tokens", "top_k", "store_items"))
     return args
 
 
@@ -197,21 +192,12 @@ def bench_set(lm, args, name: str) -> dict:
         run_method(lm, task, texts[:args.warmup], method, args)
     info["warmup_seconds"] = time.perf_counter() - t0
 
-    raw: dict[str, list[float]] = {m: [] for m in METHODS}
-    cpu: dict[str, list[float]] = {m: [] for m in METHODS}  # process CPU time, all threads: less hit by other jobs
-    order_log, last = [], {}
-    for r in range(args.repeats):
-        order = METHODS[r % len(METHODS):] + METHODS[:r % len(METHODS)]
-        order_log.append(list(order))
-        for method in order:
-            gc.collect()
-            c0, t0 = time.process_time(), time.perf_counter()
-            last[method] = run_method(lm, task, texts, method, args)
-            sec = time.perf_counter() - t0
-            raw[method].append(sec)
-            cpu[method].append(time.process_time() - c0)
-            print(f"[{name}] round {r + 1}/{args.repeats} {method:<12} {sec:7.2f} s "
-                  f"({1000 * sec / n:7.1f} s / 1k items)", file=sys.stderr)
+    def progress(r: int, method: str, sec: float) -> None:
+        print(f"[{name}] round {r + 1}/{args.repeats} {method:<12} {sec:7.2f} s "
+              f"({1000 * sec / n:7.1f} s / 1k items)", file=sys.stderr)
+
+    raw, cpu, last, order_log = timed_rounds(METHODS, args.repeats,
+                                             lambda method: run_method(lm, task, texts, method, args), progress)
     median = {m: statistics.median(v) for m, v in raw.items()}
     per_1k = {m: 1000 * median[m] / n for m in METHODS}
     ratio = {m: median[m] / median["forward"] for m in METHODS}
@@ -237,8 +223,24 @@ def bench_set(lm, args, name: str) -> dict:
             "cpu_ratio_to_forward": cpu_ratio, "signatures": signatures, "store": store}
 
 
-def is_smoke(args) -> bool:
-    return args.n < FULL_DEFAULTS["n"] or args.repeats < FULL_DEFAULTS["repeats"]
+def timed_rounds(methods: tuple[str, ...], repeats: int, call, progress) -> tuple[dict, dict, dict, list]:
+    """``repeats`` rounds of ``call(method)`` for every method, interleaved, the order rotated each round (the
+    garbage collected before each call; ``progress(round, method, seconds)`` after it). Returns the wall-clock
+    and the process CPU seconds (all threads: less hit by other jobs) per method, each method's last output
+    and the order of each round."""
+    wall: dict[str, list[float]] = {m: [] for m in methods}
+    cpu: dict[str, list[float]] = {m: [] for m in methods}
+    last, orders = {}, []
+    for r in range(repeats):
+        orders.append(list(methods[r % len(methods):] + methods[:r % len(methods)]))
+        for method in orders[-1]:
+            gc.collect()
+            c0, t0 = time.process_time(), time.perf_counter()
+            last[method] = call(method)
+            wall[method].append(time.perf_counter() - t0)
+            cpu[method].append(time.process_time() - c0)
+            progress(r, method, wall[method][-1])
+    return wall, cpu, last, orders
 
 
 def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
@@ -293,15 +295,14 @@ def goal_lines(results: dict) -> list[str]:
 
 def readme_section(results: dict) -> str:
     env, a = results["env"], results["args"]
-    head = smoke_line(results["smoke"], f"n={a['n']} items per set, {a['repeats']} repeat(s)",
-                      f"n={FULL_DEFAULTS['n']}, repeats={FULL_DEFAULTS['repeats']}")
+    head = smoke_line(results["smoke"], f"n={a['n']} items per set, {a['repeats']} repeat(s)", FULL_DEFAULTS)
     sets = ", ".join(f"{name} (mean prompt {res['mean_prompt_tokens']:.0f} tokens, label answers of "
                      f"{min(res['label_tokens'])}-{max(res['label_tokens'])} tokens)"
                      for name, res in results["sets"].items())
     return "\n".join([
         head, "",
-        f"{machine_line(env, env['load_average_at_end'][0])}; batch size {a['batch_size']}, texts truncated to {a['max_text_tokens']} tokens, top-k {a['top_k']}. "
-        f"Sets: {sets}.", "",
+        f"{machine_line(env)}; batch size {a['batch_size']}, texts truncated to {a['max_text_tokens']} tokens, "
+        f"top-k {a['top_k']}. Sets: {sets}.", "",
         markdown_table(results), "",
         "Goals (ratios are of median wall-clock times from the same run; the CPU-time ratio, less affected by "
         "other jobs on the machine, is in the table):", "",
@@ -344,8 +345,7 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     lm = load_model(args.model)
     load_seconds = time.perf_counter() - t0
-    results = {"smoke": is_smoke(args), "args": {k: (str(v) if isinstance(v, Path) else v)
-                                                 for k, v in vars(args).items() if k != "_child"},
+    results = {"smoke": is_smoke(args, FULL_DEFAULTS), "args": plain_args(args),
                "env": environment(lm), "load_seconds": load_seconds, "sets": {}}
     for name in args.sets:
         t0 = time.perf_counter()
@@ -357,15 +357,8 @@ def main(argv: list[str] | None = None) -> None:
     results["matmul_peak_gflops"] = matmul_peak_gflops()
     results["env"]["load_average_at_end"] = list(os.getloadavg())
     results["total_seconds"] = time.perf_counter() - t_start
-
-    write_json(args.out, results)
-    print(markdown_table(results))
-    print()
-    print("\n".join(goal_lines(results)))
-    print(f"\nwrote {args.out} ({results['total_seconds']:.0f} s in all)")
-    if args.write_readme:
-        update_section(args.readme, "cost", readme_section(results))
-        print(f"rewrote the cost section of {args.readme}")
+    printed = markdown_table(results) + "\n\n" + "\n".join(goal_lines(results))
+    report(args, results, printed, "cost", "cost", readme_section)
 
 
 if __name__ == "__main__":

@@ -63,12 +63,11 @@ os.environ.setdefault("DSPY_CACHEDIR", tempfile.mkdtemp(prefix="dspy-cache-"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import provenance, update_section, write_json  # noqa: E402
-from shared_sets import DEFAULT_DATA, REPO, read_set  # noqa: E402
+from _results import append_result, cell_key, provenance, read_results, update_section, write_json  # noqa: E402
+from shared_sets import DEFAULT_DATA, DEFAULT_README, REPO, read_set  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "dspy.json"
 DEFAULT_ROWS = REPO / "benchmarks" / "results" / "dspy.jsonl"
-DEFAULT_README = REPO / "benchmarks" / "README.md"
 SPEED_GOALS = {"prediction_over_forward": 1.5, "throughput_ratio": 0.8}
 METHODS = ("zero-shot", "LabeledFewShot", "KNNFewShot", "NeuronAwareFewShot", "NeuronAwareFewShot(per_query)",
            "NeuronAwareFewShot(per_query, neuron)")
@@ -209,8 +208,6 @@ def run(args) -> None:
     import dspy
     import torch
 
-    from _results import append_result, cell_key, read_results
-
     from dspy_neuroshot import local_lm
     from neuroshot.models import resolve_model
 
@@ -239,8 +236,6 @@ def run(args) -> None:
 
 def summarize(args) -> dict:
     """Per mode and method: mean score over seeds, and the paired difference from KNNFewShot."""
-    from _results import read_results
-
     from neuroshot.stats import paired_difference
 
     rows = [r for r in read_results(args.rows) if r["set"] == args.set and r["train"] == args.train
@@ -325,15 +320,10 @@ def timed_engine(model):
 
 def plain_forward_seconds(model, prompts: list[list[int]], batch_size: int) -> float:
     """Seconds of a plain batched forward pass over ``prompts`` (length-bucketed, last position's logits only)."""
-    import torch
-
-    from neuroshot.scoring import batches, forward, pad_left
+    from eval_speed import forward_limit
 
     t0 = time.perf_counter()
-    with torch.no_grad():
-        for batch in batches([len(p) for p in prompts], batch_size, 8192):
-            ids, mask = pad_left([prompts[i] for i in batch], model.tokenizer.pad_token_id, model.device)
-            forward(model, ids, mask)
+    forward_limit(model, [], prompts, batch_size)
     return time.perf_counter() - t0
 
 

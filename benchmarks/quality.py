@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import append_result, cell_key, main_loop, provenance, read_results, update_section  # noqa: E402
-from shared_sets import REPO, add_grid_args, base_name, load_shared_set, model_spec  # noqa: E402
+from shared_sets import REPO, add_grid_args, base_name, start_grid  # noqa: E402
 
 from neuroshot.stats import mean_std  # noqa: E402
 
@@ -54,15 +54,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> None:
-    from neuroshot import load_model
     from neuroshot.experiment import Experiment
 
-    results_path = args.out / "results.jsonl"
-    done = {cell_key(KEY, r) for r in read_results(results_path)}
-    lm = load_model(model_spec(args.model))
-    for name in args.sets:
-        data = load_shared_set(name, args.data, pool_size=args.pool_size, test_size=args.test_size,
-                               validation=args.validation or None)
+    lm, results_path, done, sets = start_grid(args, KEY)
+    for name, data in sets:
         probe_kwargs = {"store": args.out / "signatures", "method": args.method}  # probes once, reused via the store
         for regime in args.regimes:
             budgets = args.static_budgets if regime == "static" else args.retrieval_budgets
@@ -101,10 +96,7 @@ def _accuracy_table(curves: dict, eff: dict, budgets: list[int], records: list) 
     lines = ["| strategy | " + " | ".join(f"B={b}" for b in budgets) + " | label efficiency | s / run (median) |",
              "|---|" + "---:|" * (len(budgets) + 2)]
     for strategy in sorted(curves, key=lambda s: (s != "random", s)):
-        cells = []
-        for b in budgets:
-            values = curves[strategy].get(b)
-            cells.append(mean_std(values or []))
+        cells = [mean_std(curves[strategy].get(b) or []) for b in budgets]
         e = eff.get(strategy)
         e_text = "-" if e is None else ("not reached" if e.budget is None else f"{e.budget} ({e.saving:.2g}x)")
         seconds = np.median([r.seconds for r in records if r.strategy == strategy])

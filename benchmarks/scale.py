@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import logging.handlers
 import os
 import resource
 import sys
@@ -52,15 +53,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import append_result, cell_key, provenance, read_results, run_child, update_section  # noqa: E402
+from shared_sets import DEFAULT_DATA, DEFAULT_README, REPO, STORE, load_shared_set  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "scale.jsonl"
-DEFAULT_README = REPO / "benchmarks" / "README.md"
 PROBE_OUT = REPO / "benchmarks" / "results" / "scale_probe.jsonl"
 PROBE_KEY = ("n", "backend", "workers", "set")
 AGREE_OUT = REPO / "benchmarks" / "results" / "scale_agreement.jsonl"
 AGREE_KEY = ("set", "pool_size", "neighbours", "budget", "seed")
-STORE = REPO / "benchmarks" / "results" / "quality" / "signatures"  # probes shared with head_to_head.py
 PROBE_WAYS = (("local", 1), ("local", 2), ("ray", 1), ("ray", 2))  # (backend, threads or actors)
 KEY = ("n", "neighbours", "n_neighbors", "budget", "critical", "clusters", "seed")
 N_LAYERS, D_FF = 30, 1536
@@ -139,7 +138,7 @@ def _child(spec: dict) -> dict:
         return out
 
     coverage.knn = timed_knn
-    logs = _ListHandler()
+    logs = logging.handlers.BufferingHandler(capacity=10_000)  # keeps the log (the IVF search's tuned lists)
     logging.getLogger("neuroshot.neighbours").addHandler(logs)
     logging.getLogger("neuroshot.neighbours").setLevel(logging.INFO)
     strategy = get_strategy("neuron_coverage", n_neighbors=spec["n_neighbors"], neighbours=spec["neighbours"])
@@ -155,18 +154,7 @@ def _child(spec: dict) -> dict:
             coverage._cover(graph, c, best)
         coverage_value = float(best.mean())
     return {**spec, "seconds": seconds, "neighbour_s": timings.get("graph_s"), "peak_gib": peak,
-            "coverage": coverage_value, "picks": plan.indices, "log": logs.messages[:1]}
-
-
-class _ListHandler(logging.Handler):
-    """Keeps the log messages (the IVF search's tuned number of lists) for the result row."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
+            "coverage": coverage_value, "picks": plan.indices, "log": [r.getMessage() for r in logs.buffer[:1]]}
 
 
 def _probe_child(spec: dict) -> dict:
@@ -177,7 +165,6 @@ def _probe_child(spec: dict) -> dict:
 
     from neuroshot import load_model
     from neuroshot.probing import probe
-    from shared_sets import DEFAULT_DATA, load_shared_set
 
     data = load_shared_set(spec["set"], Path(spec["data"]) if spec["data"] else DEFAULT_DATA)
     texts = [_cycled_text(data.pool, i) for i in range(spec["n"])]
@@ -227,9 +214,7 @@ def run_probe_throughput(args: argparse.Namespace) -> None:
                     data=str(args.data) if args.data else None)
         if cell_key(PROBE_KEY, spec) in done:
             continue
-        row = _run_child(spec)
-        row.update(**provenance("benchmarks/scale.py"), cpus=os.cpu_count())
-        append_result(PROBE_OUT, row)
+        row = _run_cell(spec, PROBE_OUT)
         print(f"probe {row['n']} texts, {backend} x{workers}: {row['seconds']:.1f} s "
               f"({row['items_per_s']:.2f} items/s)", flush=True)
 
@@ -242,7 +227,6 @@ def run_agreement(args: argparse.Namespace) -> None:
     from neuroshot import load_model
     from neuroshot.experiment import Experiment
     from neuroshot.pipelines import get_pipeline
-    from shared_sets import DEFAULT_DATA, load_shared_set
 
     done = {cell_key(AGREE_KEY, r) for r in read_results(AGREE_OUT)}
     lm, base = load_model("default"), get_pipeline("recommended")
@@ -297,8 +281,12 @@ def _probe_ways(ways: list[str]) -> list[tuple[str, int]]:
     return parsed
 
 
-def _run_child(spec: dict) -> dict:
-    return run_child(__file__, ["--child", json.dumps(spec)])
+def _run_cell(spec: dict, path: Path) -> dict:
+    """One cell in a fresh process (this script with ``--child``); its row, stamped, is appended to ``path``."""
+    row = {**run_child(__file__, ["--child", json.dumps(spec)]), **provenance("benchmarks/scale.py"),
+           "cpus": os.cpu_count()}
+    append_result(path, row)
+    return row
 
 
 def summarize_probe() -> list[str]:
@@ -358,9 +346,7 @@ def run(args: argparse.Namespace) -> None:
                         exact_objective_up_to=args.compare_up_to)
             if cell_key(KEY, spec) in done:
                 continue
-            row = _run_child(spec)
-            row.update(**provenance("benchmarks/scale.py"), cpus=os.cpu_count())
-            append_result(args.out, row)
+            row = _run_cell(spec, args.out)
             print(f"n={n:>9,} {method:<6} plan {row['seconds']:7.1f} s (neighbours {_seconds(row['neighbour_s'])} s)"
                   f"  peak {row['peak_gib']:.2f} GiB", flush=True)
 
@@ -391,10 +377,9 @@ def summarize(args: argparse.Namespace) -> str:
             same.append(f"- {n:,} items, k = {k}, budget {b}: {shared:.0%} of the exact plan's picks are in the "
                         f"{approx} plan{value}")
     commands = sorted({r["command"] for r in rows})
-    text = "\n".join(["### Results", "", *lines, "", *notes, *(same or ["- no size run both ways yet"]), "",
+    return "\n".join(["### Results", "", *lines, "", *notes, *(same or ["- no size run both ways yet"]), "",
                       f"Machine: {rows[0]['cpus'] if rows else '?'} CPUs. Commands:", "", "```", *commands, "```", "",
                       *summarize_agreement(), *summarize_probe()])
-    return text
 
 
 def main(argv=None) -> None:

@@ -25,9 +25,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shared_sets import DEFAULT_DATA, SETS, load_shared_set  # noqa: E402
+from shared_sets import DEFAULT_DATA, SETS, STORE, load_shared_set  # noqa: E402
 
-STORE = Path(__file__).resolve().parent / "results" / "quality" / "signatures"
 STRATEGIES = ["random", "neuron_coverage", 'neuron_coverage:{"uncertainty_weight": 0.3, "influence_weight": 0.3}',
               'neuron_coverage:{"balance": true}', "neufs", "fast_votek", "kmeans", "ideal"]
 RETRIEVERS = ["neuron", 'neuron:{"standardize": false}', "embedding"]

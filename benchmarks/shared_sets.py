@@ -13,9 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from _results import cell_key, read_results
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
+DEFAULT_README = REPO / "benchmarks" / "README.md"  # the page whose sections the timed benchmarks rewrite
+STORE = REPO / "benchmarks" / "results" / "quality" / "signatures"  # quality.py's probes, reused by the others
 SETS = ("trec", "sst2", "banking77_15", "banking77", "cuad_clause_types_top10", "medical_abstracts")
 
 _TEMPLATES = {
@@ -125,6 +128,12 @@ def load_shared_set(name: str, data: Path = DEFAULT_DATA, *, pool_size: int | No
     return SharedSet(name, task, split.pool, split.validation if validation else split.test)
 
 
+def add_data_arg(p, help: str) -> None:
+    """``--data``: the shared data folder where it exists, else a required option."""
+    default = DEFAULT_DATA if DEFAULT_DATA.is_dir() else None
+    p.add_argument("--data", type=Path, default=default, required=default is None, help=help)
+
+
 def add_grid_args(p, *, test_size: int, out: Path, markdown: Path, regimes: tuple[str, ...] = ("per-query", "static")) -> None:
     """The options every selection benchmark shares: data, sets, regimes, budgets, k, sizes, model, output."""
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder (default: %(default)s)")
@@ -144,3 +153,17 @@ def add_grid_args(p, *, test_size: int, out: Path, markdown: Path, regimes: tupl
     p.add_argument("--out", type=Path, default=out, help="results folder (default: %(default)s)")
     p.add_argument("--markdown", type=Path, default=markdown, help="results page (default: %(default)s)")
     p.add_argument("--summarize", action="store_true", help="only rebuild the summary from the results file")
+
+
+def start_grid(args, key: tuple[str, ...]) -> tuple:
+    """What a run of the grid of :func:`add_grid_args` starts from: the model, ``<out>/results.jsonl``, the
+    ``key`` of each cell finished there, and (name, :class:`SharedSet`) of each of ``--sets``, each set
+    loaded when the run reaches it."""
+    from neuroshot import load_model
+
+    path = args.out / "results.jsonl"
+    done = {cell_key(key, r) for r in read_results(path)}
+    lm = load_model(model_spec(args.model))
+    sets = ((name, load_shared_set(name, args.data, pool_size=args.pool_size, test_size=args.test_size,
+                                   validation=args.validation or None)) for name in args.sets)
+    return lm, path, done, sets

@@ -27,10 +27,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import append_result, provenance  # noqa: E402
-from shared_sets import DEFAULT_DATA, REPO, SETS, load_shared_set  # noqa: E402
+from shared_sets import DEFAULT_DATA, REPO, SETS, STORE, load_shared_set  # noqa: E402
 
 OUT = REPO / "benchmarks" / "results" / "static_order.jsonl"
-STORE = REPO / "benchmarks" / "results" / "quality" / "signatures"
 
 
 def main(argv: list[str] | None = None) -> None:
