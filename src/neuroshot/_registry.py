@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from .errors import NeuroshotError
 
 T = TypeVar("T")
+
+
+class Pluggable:
+    """A registered part: a ``name``, and its constructor parameters (its public attributes, not the
+    ``_private`` ones nor, as in scikit-learn, the ``fitted_`` ones) for ``get_params`` and ``repr``."""
+
+    name: ClassVar[str]
+
+    def get_params(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if not k.startswith("_") and not k.endswith("_")}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
 
 
 class Registry(Generic[T]):
