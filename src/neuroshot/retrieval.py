@@ -296,9 +296,5 @@ class EmbeddingRetriever(Retriever):
 
     def _retrieve_one(self, queries: ProbeResult, q: int, k: int) -> list[Retrieved]:
         sim = self._query_similarities(queries)[q]
-        if self.mmr >= 1.0:
-            order = np.argsort(-sim, kind="stable")[:k]
-            chosen = [(int(j), float(sim[j])) for j in order]
-        else:
-            chosen = mmr_select(sim, self._pair, k, self.mmr)
+        chosen = mmr_select(sim, self._pair, k, self.mmr)  # mmr = 1: plain kNN, ties to the earlier item
         return [Retrieved(j, self.labels_[j], float(sim[j]), score) for j, score in chosen]
