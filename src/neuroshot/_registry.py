@@ -53,7 +53,5 @@ class Registry(Generic[T]):
 
 def parameters(cls: type) -> list[str]:
     """The keyword parameters of ``cls``'s constructor, in order."""
-    if cls.__init__ is object.__init__:
-        return []
     return [p.name for p in inspect.signature(cls.__init__).parameters.values()
             if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]

@@ -161,9 +161,7 @@ class NeuronRetriever(Retriever):
 
     def _retrieve_one(self, queries: ProbeResult, q: int, k: int) -> list[Retrieved]:
         sim, q_vectors = self._query_similarities(queries)
-        per_group = None
-        if self.balance:
-            per_group = int(np.ceil(k / len(np.unique(self._groups))))
+        per_group = int(np.ceil(k / len(np.unique(self._groups)))) if self.balance else None
         chosen = mmr_select(sim[q], self._pair, k, self.mmr, self._groups, per_group)
         out = []
         for index, score in chosen:

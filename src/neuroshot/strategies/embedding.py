@@ -323,7 +323,7 @@ class VoteKStrategy(_EmbeddingStrategy):
             from ..scoring import predict_proba
             from ..task import Demonstration
 
-            ids = [str(i) for i in range(len(probed))] if probed.ids is None else [str(i) for i in probed.ids]
+            ids = [str(i) for i in (range(len(probed)) if probed.ids is None else probed.ids)]
             answers = dict(self._annotator([ids[i] for i in stage1]))
             missing = [ids[i] for i in stage1 if ids[i] not in answers]
             if missing:
