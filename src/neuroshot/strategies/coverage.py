@@ -78,10 +78,10 @@ class NeuronCoverageStrategy(Strategy):
         # only grows), so a value computed earlier bounds the current one; only the best bound is
         # re-evaluated. The picks are those of recomputing every gain at every step.
         gains = _gains(graph, best) / n
-        heap = [(-value(int(c), gains[c]), int(c)) for c in np.asarray(candidates, dtype=np.int64)]
+        heap = [(-value(c, gains[c]), c) for c in candidates.tolist()]
         heapq.heapify(heap)
         fresh = np.full(n, -1)  # the step at which each candidate's bound was last computed
-        fresh[np.asarray(candidates, dtype=np.int64)] = 0
+        fresh[candidates] = 0
         picks = []
         while heap and len(picks) < budget:
             bound, c = heapq.heappop(heap)
