@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from .errors import NeuroshotError
 
 T = TypeVar("T")
+
+
+class Pluggable:
+    """A registered part: a ``name``, and its constructor parameters (its public attributes, not the
+    ``_private`` ones nor, as in scikit-learn, the ``fitted_`` ones) for ``get_params`` and ``repr``."""
+
+    name: ClassVar[str]
+
+    def get_params(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if not k.startswith("_") and not k.endswith("_")}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
 
 
 class Registry(Generic[T]):
@@ -40,7 +53,5 @@ class Registry(Generic[T]):
 
 def parameters(cls: type) -> list[str]:
     """The keyword parameters of ``cls``'s constructor, in order."""
-    if cls.__init__ is object.__init__:
-        return []
     return [p.name for p in inspect.signature(cls.__init__).parameters.values()
             if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]

@@ -69,10 +69,12 @@ def _knn_exact_rows(x: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray
     return np.take_along_axis(part, order, axis=1), np.take_along_axis(part_sim, order, axis=1)
 
 
-def _faiss():
+def _faiss(required: bool = False):
     try:
         import faiss
     except ImportError:
+        if required:
+            raise NeuroshotError('approximate neighbours need FAISS: pip install "neuroshot[scale]"') from None
         return None
     return faiss
 
@@ -88,9 +90,7 @@ def _knn_hnsw(x: np.ndarray, k: int, m: int = 32, ef_construction: int = 200,
     0.9995 kept 85%; ``efConstruction`` 200 with ``efSearch`` 4k reached 0.9997 and 99%, at about
     2.4x the build time (``benchmarks/scale.py``).
     """
-    faiss = _faiss()
-    if faiss is None:
-        raise NeuroshotError('approximate neighbours need FAISS: pip install "neuroshot[scale]"')
+    faiss = _faiss(required=True)
     n, d = x.shape
     index = faiss.IndexHNSWFlat(d, m, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = ef_construction
@@ -114,9 +114,7 @@ def _knn_ivf(x: np.ndarray, k: int, nprobe: int = 8, chunk: int = 65_536, seed: 
     ``target_recall`` (:func:`_tuned_nprobe`). Every step is deterministic on any number of
     threads, so unlike the HNSW graph the whole build runs in parallel.
     """
-    faiss = _faiss()
-    if faiss is None:
-        raise NeuroshotError('approximate neighbours need FAISS: pip install "neuroshot[scale]"')
+    faiss = _faiss(required=True)
     n, d = x.shape
     nlist = max(1, min(int(np.sqrt(nprobe * n)), n // 39))  # FAISS wants >= 39 training rows per list
     quantizer = faiss.IndexFlatIP(d)
@@ -203,6 +201,11 @@ def mmr_select(query_sim: np.ndarray, pair_sim: np.ndarray, k: int, lambda_: flo
         if groups is not None:
             taken[int(groups[best])] = taken.get(int(groups[best]), 0) + 1
     return chosen
+
+
+def neuron_triples(flat_ids: np.ndarray, values: np.ndarray, d_ff: int) -> list[tuple[int, int, float]]:
+    """``(layer, neuron, value)`` per flat neuron id ``layer * d_ff + neuron``."""
+    return [(int(i // d_ff), int(i % d_ff), float(v)) for i, v in zip(flat_ids, values)]
 
 
 def minmax(x: np.ndarray) -> np.ndarray:

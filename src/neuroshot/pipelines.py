@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ._registry import parameters
 from ._validation import check_choice
 from .errors import NeuroshotError
 
@@ -58,13 +59,10 @@ class Pipeline:
 
     def make_retriever(self, seed: int | None = None):
         """A fresh retriever object; ``seed`` goes to retrievers that take one."""
-        import inspect
-
         from .retrieval import RETRIEVERS, get_retriever
 
         params = dict(self.retriever_params)
-        cls = RETRIEVERS.get(self.retriever)
-        if seed is not None and cls is not None and "seed" in inspect.signature(cls.__init__).parameters:
+        if seed is not None and "seed" in parameters(RETRIEVERS.get(self.retriever, object)):
             params.setdefault("seed", seed)
         return get_retriever(self.retriever, **params)
 

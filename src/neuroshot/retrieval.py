@@ -20,10 +20,11 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy import sparse
 
-from ._registry import Registry
+from ._registry import Pluggable, Registry
 from ._validation import check_in, check_whole
+from .embeddings import pool_embeddings
 from .errors import NeuroshotError
-from .neighbours import mmr_select
+from .neighbours import mmr_select, neuron_triples
 from .probing import ProbeResult
 from .task import Demonstration
 
@@ -48,10 +49,8 @@ class Retrieved:
         return "; ".join(bits)
 
 
-class Retriever(ABC):
+class Retriever(Pluggable, ABC):
     """Choose ``k`` annotated items per query. Subclasses implement ``_fit`` and ``_retrieve_one``."""
-
-    name: ClassVar[str]
 
     def fit(self, annotated: ProbeResult, labels: Sequence[str]) -> Retriever:
         """Remember the annotated items (their probe) and their labels; returns ``self``."""
@@ -62,6 +61,7 @@ class Retriever(ABC):
         for label in labels:
             annotated.task.label_index(label)  # raises on a label outside the task
         self.annotated_, self.labels_ = annotated, list(labels)
+        self._query_cache: tuple[ProbeResult, Any] | None = None
         self._fit(annotated)
         return self
 
@@ -78,17 +78,18 @@ class Retriever(ABC):
         return [[Demonstration(self.annotated_.texts[r.index], r.label) for r in reversed(chosen)]
                 for chosen in self.retrieve(queries, k)]
 
+    def _query_similarities(self, queries: ProbeResult) -> Any:
+        """``_similarities(queries)`` (in the subclasses that score queries), computed once per queries
+        object: ``retrieve`` asks for it once per query."""
+        if self._query_cache is None or self._query_cache[0] is not queries:
+            self._query_cache = (queries, self._similarities(queries))
+        return self._query_cache[1]
+
     @abstractmethod
     def _fit(self, annotated: ProbeResult) -> None: ...
 
     @abstractmethod
     def _retrieve_one(self, queries: ProbeResult, q: int, k: int) -> list[Retrieved]: ...
-
-    def get_params(self) -> dict[str, Any]:
-        return {key: v for key, v in vars(self).items() if not key.startswith("_") and not key.endswith("_")}
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
 
 
 def register_retriever(cls: type[Retriever]) -> type[Retriever]:
@@ -140,13 +141,10 @@ class NeuronRetriever(Retriever):
         self._demo_full = _unit_rows(annotated.signatures.to_csr().astype(np.float64))
         self._pair = self._demo_critical @ self._demo_critical.T
         self._groups = np.array([annotated.task.label_index(label) for label in self.labels_])
-        self._query_cache: tuple[ProbeResult, np.ndarray, np.ndarray] | None = None
 
     def _similarities(self, queries: ProbeResult) -> tuple[np.ndarray, np.ndarray]:
         """``[Q, D]`` cosine over critical neurons (full-signature cosine where a query has none) and
         the ``[Q, n_critical]`` unit query vectors."""
-        if self._query_cache is not None and self._query_cache[0] is queries:
-            return self._query_cache[1], self._query_cache[2]
         restricted = self._critical.restrict(queries.signatures).astype(np.float64)
         vectors = self._vectors(restricted.toarray())
         sim = vectors @ self._demo_critical.T
@@ -154,8 +152,7 @@ class NeuronRetriever(Retriever):
         if empty.any():
             q_full = _unit_rows(queries.signatures.to_csr().astype(np.float64)[np.flatnonzero(empty)])
             sim[empty] = (q_full @ self._demo_full.T).toarray()
-        self._query_cache = (queries, sim, vectors)
-        return sim, self._query_cache[2]
+        return sim, vectors
 
     def _vectors(self, values: np.ndarray) -> np.ndarray:
         """Unit rows of (standardised) critical-neuron values."""
@@ -163,17 +160,14 @@ class NeuronRetriever(Retriever):
         return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
     def _retrieve_one(self, queries: ProbeResult, q: int, k: int) -> list[Retrieved]:
-        sim, q_vectors = self._similarities(queries)
-        per_group = None
-        if self.balance:
-            per_group = int(np.ceil(k / len(np.unique(self._groups))))
+        sim, q_vectors = self._query_similarities(queries)
+        per_group = int(np.ceil(k / len(np.unique(self._groups)))) if self.balance else None
         chosen = mmr_select(sim[q], self._pair, k, self.mmr, self._groups, per_group)
         out = []
         for index, score in chosen:
             shared = q_vectors[q] * self._demo_critical[index]  # each neuron's share of the cosine
             top = [int(t) for t in np.argsort(-shared)[:5] if shared[t] > 0]
-            neurons = [(int(self._critical.ids[t] // self._critical.d_ff), int(self._critical.ids[t] % self._critical.d_ff),
-                        float(shared[t])) for t in top]
+            neurons = neuron_triples(self._critical.ids[top], shared[top], self._critical.d_ff)
             out.append(Retrieved(index, self.labels_[index], float(sim[q, index]), score, neurons))
         return out
 
@@ -225,8 +219,6 @@ class HybridRetriever(NeuronRetriever):
         self.embedding_weight, self.neighbours, self.embedding_model = embedding_weight, neighbours, embedding_model
 
     def _fit(self, annotated: ProbeResult) -> None:
-        from .embeddings import pool_embeddings
-
         super()._fit(annotated)
         self._demo_embeddings = pool_embeddings(annotated, self.embedding_model)
         embedding_pair, neuron_pair = self._demo_embeddings @ self._demo_embeddings.T, self._pair
@@ -254,14 +246,9 @@ class HybridRetriever(NeuronRetriever):
         return min(tied, key=lambda w: abs(w - 0.5))
 
     def _similarities(self, queries: ProbeResult) -> tuple[np.ndarray, np.ndarray]:
-        from .embeddings import pool_embeddings
-
-        if self._query_cache is not None and self._query_cache[0] is queries:
-            return self._query_cache[1], self._query_cache[2]
         neuron_sim, vectors = super()._similarities(queries)
         w = self.embedding_weight_
         sim = w * (pool_embeddings(queries, self.embedding_model) @ self._demo_embeddings.T) + (1 - w) * neuron_sim
-        self._query_cache = (queries, sim, vectors)
         return sim, vectors
 
 
@@ -296,27 +283,16 @@ class EmbeddingRetriever(Retriever):
         self.mmr, self.embedding_model = mmr, embedding_model
 
     def _fit(self, annotated: ProbeResult) -> None:
-        from .embeddings import pool_embeddings
-
         self._demo = pool_embeddings(annotated, self.embedding_model)
         self._pair = self._demo @ self._demo.T
-        self._query_cache: tuple[int, np.ndarray] | None = None
 
     def _similarities(self, queries: ProbeResult) -> np.ndarray:
-        if self._query_cache is None or self._query_cache[0] != id(queries):
-            from .embeddings import pool_embeddings
-
-            q = pool_embeddings(queries, self.embedding_model)
-            if q.shape[1] != self._demo.shape[1]:
-                raise NeuroshotError(f"query embeddings have {q.shape[1]} dimensions, the annotated ones {self._demo.shape[1]}")
-            self._query_cache = (id(queries), q @ self._demo.T)
-        return self._query_cache[1]
+        q = pool_embeddings(queries, self.embedding_model)
+        if q.shape[1] != self._demo.shape[1]:
+            raise NeuroshotError(f"query embeddings have {q.shape[1]} dimensions, the annotated ones {self._demo.shape[1]}")
+        return q @ self._demo.T
 
     def _retrieve_one(self, queries: ProbeResult, q: int, k: int) -> list[Retrieved]:
-        sim = self._similarities(queries)[q]
-        if self.mmr >= 1.0:
-            order = np.argsort(-sim, kind="stable")[:k]
-            chosen = [(int(j), float(sim[j])) for j in order]
-        else:
-            chosen = mmr_select(sim, self._pair, k, self.mmr)
+        sim = self._query_similarities(queries)[q]
+        chosen = mmr_select(sim, self._pair, k, self.mmr)  # mmr = 1: plain kNN, ties to the earlier item
         return [Retrieved(j, self.labels_[j], float(sim[j]), score) for j, score in chosen]

@@ -12,6 +12,7 @@ plans the next round from the labels given so far.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -89,7 +90,7 @@ class ActiveStrategy(Strategy):
         step = self._base.plan(current, budget, labeled={row: labels[i] for row, i in enumerate(rows) if i in labels}
                                if labels else labeled, seed=seed)
         self.round_probe_, self.round_rows_, self.round_demos_ = current, rows, demos
-        picks = [Pick(rows[p.index], p.rank, p.score, dict(p.parts), p.cluster, p.neurons) for p in step.picks]
+        picks = [replace(p, index=rows[p.index]) for p in step.picks]
         return Plan(f"{self.name}:{self.base}", int(budget), seed, picks, self.get_params())
 
     def _select(self, probed: ProbeResult, candidates: np.ndarray, budget: int,

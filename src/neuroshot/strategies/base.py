@@ -9,13 +9,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
-from .._registry import Registry, parameters
+from .._registry import Pluggable, Registry, parameters
 from ..errors import NeuroshotError
-from ..neighbours import minmax  # noqa: F401  (strategies import it from here)
+from ..neighbours import minmax, neuron_triples  # noqa: F401  (strategies import minmax from here)
 from ..probing import ProbeResult
 
 _REGISTRY: Registry[Strategy] = Registry("strategy")
@@ -73,14 +73,12 @@ class Plan:
         return asdict(self)
 
 
-class Strategy(ABC):
+class Strategy(Pluggable, ABC):
     """Choose ``budget`` pool items to annotate next. Subclasses implement ``_select``.
 
     ``labeled`` lists items already annotated (a sequence of indices, or a mapping index ->
     label once labels exist); they are never picked again and strategies may build on them.
     """
-
-    name: ClassVar[str]
 
     def plan(self, probed: ProbeResult, budget: int, *, labeled: Sequence[int] | Mapping[int, str] = (),
              seed: int = 0) -> Plan:
@@ -102,13 +100,6 @@ class Strategy(ABC):
     def _select(self, probed: ProbeResult, candidates: np.ndarray, budget: int,
                 labeled: Sequence[int] | Mapping[int, str], rng: np.random.Generator) -> list[Pick]:
         """Return ``budget`` picks from ``candidates`` in plan order (ranks are filled in by ``plan``)."""
-
-    def get_params(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
-
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({params})"
 
 
 def register(cls: type[Strategy]) -> type[Strategy]:
@@ -136,8 +127,7 @@ def item_neurons(probed: ProbeResult, index: int, k: int = 5, among: np.ndarray 
     keep = np.isin(ids, probed.critical.ids if among is None else among)
     ids, values = ids[keep], values[keep]
     order = np.argsort(-np.abs(values))[:k]
-    d_ff = probed.signatures.d_ff
-    return [(int(ids[o] // d_ff), int(ids[o] % d_ff), float(values[o])) for o in order]
+    return neuron_triples(ids[order], values[order], probed.signatures.d_ff)
 
 
 def _shorten(text: str, width: int) -> str:

@@ -27,9 +27,9 @@ from collections.abc import Mapping
 import numpy as np
 from scipy import sparse
 
-from ..embeddings import pool_embeddings
+from ..embeddings import normalize_rows, pool_embeddings
 from .._validation import check_choice, check_in, check_whole
-from ..neighbours import METHODS, knn
+from ..neighbours import METHODS, knn, neuron_triples
 from .base import Pick, Strategy, minmax, register
 
 
@@ -78,10 +78,10 @@ class NeuronCoverageStrategy(Strategy):
         # only grows), so a value computed earlier bounds the current one; only the best bound is
         # re-evaluated. The picks are those of recomputing every gain at every step.
         gains = _gains(graph, best) / n
-        heap = [(-value(int(c), gains[c]), int(c)) for c in np.asarray(candidates, dtype=np.int64)]
+        heap = [(-value(c, gains[c]), c) for c in candidates.tolist()]
         heapq.heapify(heap)
         fresh = np.full(n, -1)  # the step at which each candidate's bound was last computed
-        fresh[np.asarray(candidates, dtype=np.int64)] = 0
+        fresh[candidates] = 0
         picks = []
         while heap and len(picks) < budget:
             bound, c = heapq.heappop(heap)
@@ -115,12 +115,8 @@ def _space(probed, centred: np.ndarray, embedding_weight: float) -> np.ndarray:
         return centred
     emb = np.asarray(pool_embeddings(probed), dtype=np.float32)
     emb = emb - emb.mean(axis=0)
-    parts = [np.sqrt(embedding_weight) * _unit(emb), np.sqrt(1.0 - embedding_weight) * _unit(centred)]
+    parts = [np.sqrt(embedding_weight) * normalize_rows(emb), np.sqrt(1.0 - embedding_weight) * normalize_rows(centred)]
     return np.concatenate(parts, axis=1)
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def _distinctive_neurons(probed, restricted: sparse.csr_matrix, mean: np.ndarray, i: int,
@@ -128,8 +124,7 @@ def _distinctive_neurons(probed, restricted: sparse.csr_matrix, mean: np.ndarray
     """The critical neurons where item ``i`` departs most from the pool's mean: (layer, neuron, its value)."""
     values = restricted[i].toarray().ravel()
     top = np.argsort(-np.abs(values - mean))[:k]
-    d_ff = probed.critical.d_ff
-    return [(int(probed.critical.ids[t] // d_ff), int(probed.critical.ids[t] % d_ff), float(values[t])) for t in top]
+    return neuron_triples(probed.critical.ids[top], values[top], probed.critical.d_ff)
 
 
 def _similarity_graph(space: np.ndarray, n_neighbors: int, method: str = "auto") -> sparse.csr_matrix:

@@ -210,8 +210,8 @@ class TypiClustStrategy(_EmbeddingStrategy):
         free = ~is_labeled
         picks, turn = [], 0
         while len(picks) < budget:
-            live = [c for c in kept if (free & (labels == c)).any()] or \
-                   [int(c) for c in order if (free & (labels == c)).any()]
+            has_free = np.bincount(labels[free], minlength=n_clusters) > 0
+            live = [c for c in kept if has_free[c]] or [int(c) for c in order if has_free[c]]
             c = live[turn % len(live)]
             turn += 1
             members = np.flatnonzero(free & (labels == c))
@@ -312,7 +312,6 @@ class VoteKStrategy(_EmbeddingStrategy):
             picks.append(Pick(i, 0, score, {"stage": 2.0, "votes": score, "confidence": conf,
                                             "bucket": float(bucket)}, neurons=_neurons(probed, i)))
             votes.add(i)
-            free[i] = False
         return picks
 
     def _confidence(self, probed: ProbeResult, rows: np.ndarray, stage1: list[int],
@@ -324,7 +323,7 @@ class VoteKStrategy(_EmbeddingStrategy):
             from ..scoring import predict_proba
             from ..task import Demonstration
 
-            ids = [str(i) for i in range(len(probed))] if probed.ids is None else [str(i) for i in probed.ids]
+            ids = [str(i) for i in (range(len(probed)) if probed.ids is None else probed.ids)]
             answers = dict(self._annotator([ids[i] for i in stage1]))
             missing = [ids[i] for i in stage1 if ids[i] not in answers]
             if missing:

@@ -41,12 +41,10 @@ class NeuFSStrategy(Strategy):
 
     def _select(self, probed, candidates, budget, labeled, rng):
         dist = jaccard_distances(probed, candidates)
-        best = None
-        for seed in rng.integers(0, 2**31 - 1, size=self.n_init):
-            result = kmedoids.fasterpam(dist, budget, max_iter=self.max_iter, init="random",
-                                        random_state=int(seed), n_cpu=1)
-            if best is None or result.loss < best.loss:
-                best = result
+        seeds = rng.integers(0, 2**31 - 1, size=self.n_init)
+        runs = (kmedoids.fasterpam(dist, budget, max_iter=self.max_iter, init="random", random_state=int(seed), n_cpu=1)
+                for seed in seeds)
+        best = min(runs, key=lambda run: run.loss)  # the first of equally good restarts
         consensus = probed.scores.consensus[candidates]
         picks = []
         for cluster, medoid in enumerate(best.medoids):
