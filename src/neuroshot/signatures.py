@@ -113,10 +113,6 @@ class CriticalNeurons:
         """How many critical neurons each layer holds."""
         return np.bincount(self.ids // self.d_ff, minlength=self.n_layers)
 
-    def as_pairs(self) -> list[tuple[int, int]]:
-        """(layer, neuron) of each critical neuron, strongest first."""
-        return [(int(i // self.d_ff), int(i % self.d_ff)) for i in self.ids]
-
     def restrict(self, signatures: Signatures) -> sparse.csr_matrix:
         """``[N, len(self)]`` matrix of the signatures' values on the critical neurons (column order = ``ids``)."""
         return signatures.to_csr()[:, self.ids].tocsr()
