@@ -16,6 +16,7 @@ import numpy as np
 
 from ._io import atomic_write
 from .errors import NeuroshotError
+from .stats import verdict
 
 __all__ = ["plot_learning_curves", "plot_critical_neurons", "plot_forest"]
 
@@ -180,11 +181,6 @@ def _forest_row(row, index: int) -> dict:
     return dict(group=str(values["group"]), label=str(values["label"]), mean=mean, low=low, high=high)
 
 
-def _verdict(low: float, high: float) -> str:
-    """``"win"`` when the interval lies entirely above 0, ``"loss"`` entirely below, else ``"tie"``."""
-    return "win" if low > 0 else "loss" if high < 0 else "tie"
-
-
 def plot_forest(rows: Iterable, path: str | os.PathLike, *, title: str | None = None,
                 xlabel: str = "paired difference (mean and 95% interval)") -> Path:
     """Forest plot of paired differences; write a PNG to ``path`` and return it.
@@ -224,15 +220,15 @@ def _forest_figure(rows: Iterable, *, title: str | None = None,
     longest = max(len(name) for name in names + labels)
     fig, (ax,) = _figure(6.0 + 0.065 * longest, 1.9 + 0.26 * y + 0.2 * ((len(labels) + 3 + 2) // 3))
     for r in checked:
-        verdict = _verdict(r["low"], r["high"])
-        tint, marker, _ = _VERDICTS[verdict]
+        outcome = verdict(r["low"], r["high"])
+        tint, marker, _ = _VERDICTS[outcome]
         ax.errorbar(r["mean"], r["y"], xerr=[[r["mean"] - r["low"]], [r["high"] - r["mean"]]], fmt="none",
                     ecolor=colour[r["label"]], elinewidth=2.2, capsize=3.5, capthick=1.5)
         ax.plot(r["mean"], r["y"], marker=marker, markersize=7.5, color=tint, markeredgecolor="black",
                 markeredgewidth=0.6, linestyle="none", zorder=3)
         ax.annotate(f"{r['mean']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}]", xy=(1.02, r["y"]),
                     xycoords=("axes fraction", "data"), va="center", fontsize=8, color=tint,
-                    fontweight="bold" if verdict != "tie" else "normal", family="monospace")
+                    fontweight="bold" if outcome != "tie" else "normal", family="monospace")
     ax.axvline(0.0, color="black", linewidth=1)
     for y0 in headers[1:]:
         ax.axhline(y0 - 0.5, color="0.75", linewidth=0.8)
@@ -245,7 +241,7 @@ def _forest_figure(rows: Iterable, *, title: str | None = None,
     ax.locator_params(axis="x", nbins=6)
     ax.grid(axis="x", alpha=0.3)
     ax.set_xlabel(xlabel)
-    counts = {v: sum(_verdict(r["low"], r["high"]) == v for r in checked) for v in _VERDICTS}
+    counts = {v: sum(verdict(r["low"], r["high"]) == v for r in checked) for v in _VERDICTS}
     ax.set_title(title or f"paired differences: {counts['win']} win, {counts['loss']} loss, {counts['tie']} tie "
                           f"(of {len(checked)})", fontsize=10)
     from matplotlib.lines import Line2D
