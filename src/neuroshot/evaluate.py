@@ -115,15 +115,12 @@ def shared_prefix(lm: LanguageModel, task: Task, demos: Sequence[Demonstration],
     candidates = [prefix_text]
     if task.separator and prefix_text.endswith(task.separator):
         candidates.append(prefix_text[: -len(task.separator)])
-    best: tuple[int, int, list[int], np.ndarray] | None = None
-    for candidate in candidates:
-        if not candidate:
-            continue
+    options = []
+    for candidate in filter(None, candidates):
         ids = lm.tokenizer(candidate)["input_ids"]
         ok = np.array([len(p) > len(ids) and list(p[:len(ids)]) == ids for p in prompts], dtype=bool)
-        key = (int(ok.sum()), len(ids))
-        if best is None or key > best[:2]:
-            best = (*key, ids, ok)
+        options.append((int(ok.sum()), len(ids), ids, ok))
+    best = max(options, key=lambda option: option[:2], default=None)  # the first of equals
     if best is None or best[0] == 0:
         return [], np.zeros(len(prompts), dtype=bool)
     return best[2], best[3]
@@ -211,13 +208,10 @@ def predict_proba_static(lm: LanguageModel, task: Task, texts: Sequence[str], de
     enc = encode(lm, task, texts, demos)
     out = np.zeros((len(texts), len(task.labels)), dtype=np.float32)
     prefix, ok = shared_prefix(lm, task, demos, enc.prompts) if reuse_prefix else ([], np.zeros(len(texts), bool))
-    bar = tqdm(total=len(texts), unit="item", desc="evaluate (static)", disable=not progress)
-    try:
+    with tqdm(total=len(texts), unit="item", desc="evaluate (static)", disable=not progress) as bar:
         _score_rows(lm, enc.prompts, enc.labels, np.flatnonzero(~ok).tolist(), out, batch_size, max_batch_tokens, bar)
         _score_rows(lm, enc.prompts, enc.labels, np.flatnonzero(ok).tolist(), out, batch_size, max_batch_tokens, bar,
                     prefix)
-    finally:
-        bar.close()
     return out
 
 
