@@ -195,10 +195,11 @@ class Experiment:
             raise NeuroshotError(f"{strategy}: labels of unplanned items were revealed")
         gold = [r.label for r in self.test]
         per_query = self.regime == "per-query"
-        retrieval = (pipeline.retriever, json.dumps(dict(pipeline.retriever_params), sort_keys=True, default=str),
-                     self._retrieval_seed(pipeline, seed)) if per_query else (pipeline.order, seed)
-        if not per_query and pipeline.order == "plan":
-            retrieval = None  # the plan's order does not depend on the seed
+        if per_query:
+            retrieval = (pipeline.retriever, json.dumps(dict(pipeline.retriever_params), sort_keys=True, default=str),
+                         self._retrieval_seed(pipeline, seed))
+        else:  # the plan's order does not depend on the seed
+            retrieval = None if pipeline.order == "plan" else (pipeline.order, seed)
         key = (tuple(ids), tuple(labels[i] for i in ids), retrieval)
         if key not in self._scored:  # a deterministic strategy plans the same items for every seed
             self._scored[key] = self._score(pipeline, chosen, [labels[i] for i in ids], seed)
@@ -215,12 +216,11 @@ class Experiment:
                                 None if fixed_pred is None else [names[i] for i in fixed_pred], fitted)
 
     def _retrieval_seed(self, pipeline: Pipeline, seed: int) -> int | None:
-        """The seed the retriever uses (None: static regime, or a retriever that takes no seed)."""
+        """The seed the per-query retriever uses (None for a retriever that takes no seed)."""
         from .retrieval import RETRIEVERS
 
         cls = RETRIEVERS.get(pipeline.retriever)
-        seeded = cls is not None and "seed" in inspect.signature(cls.__init__).parameters
-        return seed if self.regime == "per-query" and seeded else None
+        return seed if cls is not None and "seed" in inspect.signature(cls.__init__).parameters else None
 
     def _score(self, pipeline: Pipeline, chosen: Sequence[int], labels: Sequence[str],
                seed: int) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
