@@ -89,15 +89,14 @@ def _learning_curves_figure(curves: Mapping[str, Mapping[int, Sequence[float]]],
                             spread: str = "minmax", baseline: str | None = "random", title: str | None = None):
     """The learning-curve Figure (drawn, not saved): each strategy its own colour+marker+dash, so a
     dozen strategies stay tellable apart, and the legend right of the axes, off the data."""
-    labels = []
-    for name, curve in sorted(curves.items()):
-        seeds = max((len(v) for v in curve.values()), default=0)
-        labels.append(f"{name} ({seeds} seed{'s' * (seeds != 1)})")
+    items = sorted(curves.items())
+    seeds = [max((len(v) for v in curve.values()), default=0) for _, curve in items]
+    labels = [f"{name} ({n} seed{'s' * (n != 1)})" for (name, _), n in zip(items, seeds)]
     entries = len(curves) + (baseline in curves and bool(curves[baseline]))
     # Legend beside the axes: widen by its text, and grow taller when its entries outnumber the plot height.
     width = 6.4 + 0.4 + 0.062 * max(len(label) for label in labels + [""])
     fig, (ax,) = _figure(width, max(4.2, 1.0 + 0.19 * entries))
-    for i, ((name, curve), label) in enumerate(zip(sorted(curves.items()), labels)):
+    for i, ((_, curve), label, n) in enumerate(zip(items, labels, seeds)):
         budgets = np.array(sorted(curve))
         values = [np.asarray(curve[b], dtype=float) for b in budgets]
         mean = np.array([v.mean() for v in values])
@@ -107,7 +106,7 @@ def _learning_curves_figure(curves: Mapping[str, Mapping[int, Sequence[float]]],
             std = np.array([v.std() for v in values])
             low, high = mean - std, mean + std
         (line,) = ax.plot(budgets, mean, markersize=5, linewidth=1.4, label=label, **_line_style(i))
-        if max((len(v) for v in values), default=0) > 1:
+        if n > 1:
             ax.fill_between(budgets, low, high, color=line.get_color(), alpha=0.12, linewidth=0)
     if baseline in curves and curves[baseline]:
         top = max(curves[baseline])
