@@ -70,9 +70,8 @@ class Signatures:
 
     @classmethod
     def concat(cls, parts: Sequence[Signatures]) -> Signatures:
-        first = parts[0]
-        return cls.from_items([s.item(i)[0] for s in parts for i in range(len(s))],
-                              [s.item(i)[1] for s in parts for i in range(len(s))], first.n_layers, first.d_ff)
+        items = [s.item(i) for s in parts for i in range(len(s))]
+        return cls.from_items([n for n, _ in items], [v for _, v in items], parts[0].n_layers, parts[0].d_ff)
 
 
 def top_k_signatures(values: torch.Tensor, k: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
