@@ -102,14 +102,13 @@ def active_plan(lm: LanguageModel, task: Task, texts: Sequence[str], strategy: s
         pool = probe(lm, task, texts, ids=ids, progress=progress, **kwargs)
     elif len(pool) != len(texts) or list(pool.texts) != list(texts):
         raise NeuroshotError("pool must be the probe of the same texts, in the same order")
-    annotated: list[int] = []
-    labels: dict[int, str] = {}
+    labels: dict[int, str] = {}  # pool index -> label, in annotation order
     picks: list[Pick] = []
     history: list[ActiveRound] = []
     state = pool  # pool order; annotated items keep the probe of the round they were planned in
     for r, size in enumerate(sizes, start=1):
         round_seed = int(np.random.SeedSequence([seed, r]).generate_state(1)[0])
-        step = rounds_of.plan(state, size, labeled={i: labels[i] for i in annotated}, seed=round_seed)
+        step = rounds_of.plan(state, size, labeled=dict(labels), seed=round_seed)
         current, rows = rounds_of.round_probe_, rounds_of.round_rows_
         chosen = step.indices
         given = annotator([ids[i] for i in chosen])
@@ -119,13 +118,10 @@ def active_plan(lm: LanguageModel, task: Task, texts: Sequence[str], strategy: s
         for p, i in zip(step.picks, chosen):
             task.label_index(given[ids[i]])  # an unknown label fails here, not in the next probe
             labels[i] = given[ids[i]]
-            annotated.append(i)
-            picks.append(Pick(i, 0, p.score, {"round": float(r), **p.parts}, p.cluster, p.neurons))
+            picks.append(Pick(i, len(picks) + 1, p.score, {"round": float(r), **p.parts}, p.cluster, p.neurons))
         history.append(ActiveRound(r, chosen, list(rounds_of.round_demos_), current, list(rows)))
         row_of = {pool_index: row for row, pool_index in enumerate(rows)}
         state = current.subset([row_of[i] for i in range(len(texts))])
-    for rank, pick in enumerate(picks, start=1):
-        pick.rank = rank
     params = {**rounds_of.get_params(), "rounds": len(sizes), "sizes": sizes}
     plan = Plan(f"active:{base.name}", int(budget), seed, picks, params)
-    return ActivePlan(plan, {ids[i]: labels[i] for i in annotated}, history)
+    return ActivePlan(plan, {ids[i]: label for i, label in labels.items()}, history)

@@ -14,8 +14,7 @@ and every answer token but the last (teacher forcing). Every one of them is kept
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -84,14 +83,10 @@ def span_inputs(prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int
     return [list(p) + list(a[:-1]) for p, a in zip(prompts, answers)], max(map(len, answers))
 
 
-def _targets(answers: Sequence[Sequence[int]], width: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Answer tokens right-aligned to the span, and the mask of valid span positions."""
-    target = torch.zeros((len(answers), width), dtype=torch.long)
-    mask = torch.zeros((len(answers), width), dtype=torch.bool)
-    for row, ans in enumerate(answers):
-        target[row, width - len(ans):] = torch.tensor(ans)
-        mask[row, width - len(ans):] = True
-    return target.to(device), mask.to(device)
+def _targets(answers: Sequence[Sequence[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Answer tokens right-aligned to the span (as wide as the longest), and the mask of valid span positions."""
+    target, mask = pad_left(answers, 0, device)
+    return target, mask.bool()
 
 
 def objective_fn(kind: str, logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
@@ -148,7 +143,7 @@ def attribute(lm: LanguageModel, prompts: Sequence[Sequence[int]], labels: Seque
             scores = torch.log_softmax(logits[:, -1].detach().float(), dim=-1)[:, firsts]
             predicted = scores.argmax(-1).tolist()
         pred = torch.tensor(list(predicted), device=lm.device)
-        target, span = _targets([labels[p] for p in predicted], width, lm.device)
+        target, span = _targets([labels[p] for p in predicted], lm.device)
 
         def obj(out_logits: torch.Tensor) -> torch.Tensor:
             return objective_fn(objective, out_logits, target, span, firsts, pred)
@@ -200,7 +195,7 @@ def _direct_logit_reusing_cache(lm: LanguageModel, prompts, labels, w_out) -> Ba
         for l, a in enumerate(rec.acts):
             for row, ans in enumerate(answers):
                 span_acts[l][row, width - len(ans) + 1:] = a[row, :len(ans) - 1]
-    target, span = _targets(answers, width, lm.device)
+    target, span = _targets(answers, lm.device)
     values = _direct_logit(span_acts, lm.unembedding()[target], w_out)
     values = values * span[:, None, :, None] / span.sum(-1)[:, None, None, None]
     return BatchAttribution(values, span, torch.tensor(predicted, device=lm.device), scores)
@@ -221,9 +216,3 @@ def _integrated_gradients(lm: LanguageModel, ids, mask, width: int, layer: int, 
         total += grad[:, -width:].float()
     return act[:, -width:].float() * total / steps
 
-
-@contextlib.contextmanager
-def recording(lm: LanguageModel, leaf: bool = False) -> Iterator[ActivationRecorder]:
-    """``with recording(lm) as rec: lm.model(...)`` then read ``rec.acts`` (PyTorch-hooks style)."""
-    with ActivationRecorder(lm, leaf=leaf) as rec:
-        yield rec

@@ -115,15 +115,12 @@ def shared_prefix(lm: LanguageModel, task: Task, demos: Sequence[Demonstration],
     candidates = [prefix_text]
     if task.separator and prefix_text.endswith(task.separator):
         candidates.append(prefix_text[: -len(task.separator)])
-    best: tuple[int, int, list[int], np.ndarray] | None = None
-    for candidate in candidates:
-        if not candidate:
-            continue
+    options = []
+    for candidate in filter(None, candidates):
         ids = lm.tokenizer(candidate)["input_ids"]
         ok = np.array([len(p) > len(ids) and list(p[:len(ids)]) == ids for p in prompts], dtype=bool)
-        key = (int(ok.sum()), len(ids))
-        if best is None or key > best[:2]:
-            best = (*key, ids, ok)
+        options.append((int(ok.sum()), len(ids), ids, ok))
+    best = max(options, key=lambda option: option[:2], default=None)  # the first of equals
     if best is None or best[0] == 0:
         return [], np.zeros(len(prompts), dtype=bool)
     return best[2], best[3]
@@ -168,25 +165,18 @@ def _continuation_scores(lm: LanguageModel, prefix_cache, prefix_len: int, suffi
     return scores_after_prompt(lm, out, torch.cat([past_mask, mask], dim=1), labels)
 
 
-def _score_full(lm: LanguageModel, prompts: Sequence[Sequence[int]], labels, rows: Sequence[int], out: np.ndarray,
-                batch_size: int, max_batch_tokens: int, bar) -> None:
-    """Score ``rows`` of ``prompts`` with their full prompts into ``out`` (batched by length)."""
-    for batch in batches([len(prompts[i]) for i in rows], batch_size, max_batch_tokens):
-        chosen = [rows[j] for j in batch]
-        scores = label_scores(lm, [prompts[i] for i in chosen], labels)
-        out[chosen] = torch.softmax(scores, dim=-1).cpu().numpy()
-        bar.update(len(chosen))
-
-
-def _score_after_prefix(lm: LanguageModel, prefix: Sequence[int], prompts: Sequence[Sequence[int]], labels,
-                        rows: Sequence[int], out: np.ndarray, batch_size: int, max_batch_tokens: int, bar) -> None:
-    """Score ``rows`` of ``prompts`` (each starting with ``prefix``) into ``out``: the prefix runs once."""
+def _score_rows(lm: LanguageModel, prompts: Sequence[Sequence[int]], labels, rows: Sequence[int], out: np.ndarray,
+                batch_size: int, max_batch_tokens: int, bar, prefix: Sequence[int] = ()) -> None:
+    """Score ``rows`` of ``prompts`` into ``out``, batched by length; with ``prefix`` (which those prompts all
+    start with) the prefix runs once, as a shared KV cache, and each batch runs only its own tokens."""
     if not rows:
         return
-    cache = _prefix_cache(lm, prefix)
-    suffixes = [prompts[i][len(prefix):] for i in rows]
-    for batch in batches([len(s) for s in suffixes], batch_size, max_batch_tokens):
-        scores = _continuation_scores(lm, cache, len(prefix), [suffixes[j] for j in batch], labels)
+    start = len(prefix)
+    cache = _prefix_cache(lm, prefix) if start else None
+    seqs = [prompts[i][start:] for i in rows]
+    for batch in batches([len(s) for s in seqs], batch_size, max_batch_tokens):
+        chosen = [seqs[j] for j in batch]
+        scores = _continuation_scores(lm, cache, start, chosen, labels) if start else label_scores(lm, chosen, labels)
         out[[rows[j] for j in batch]] = torch.softmax(scores, dim=-1).cpu().numpy()
         bar.update(len(batch))
 
@@ -218,13 +208,10 @@ def predict_proba_static(lm: LanguageModel, task: Task, texts: Sequence[str], de
     enc = encode(lm, task, texts, demos)
     out = np.zeros((len(texts), len(task.labels)), dtype=np.float32)
     prefix, ok = shared_prefix(lm, task, demos, enc.prompts) if reuse_prefix else ([], np.zeros(len(texts), bool))
-    bar = tqdm(total=len(texts), unit="item", desc="evaluate (static)", disable=not progress)
-    try:
-        _score_full(lm, enc.prompts, enc.labels, np.flatnonzero(~ok).tolist(), out, batch_size, max_batch_tokens, bar)
-        _score_after_prefix(lm, prefix, enc.prompts, enc.labels, np.flatnonzero(ok).tolist(), out, batch_size,
-                            max_batch_tokens, bar)
-    finally:
-        bar.close()
+    with tqdm(total=len(texts), unit="item", desc="evaluate (static)", disable=not progress) as bar:
+        _score_rows(lm, enc.prompts, enc.labels, np.flatnonzero(~ok).tolist(), out, batch_size, max_batch_tokens, bar)
+        _score_rows(lm, enc.prompts, enc.labels, np.flatnonzero(ok).tolist(), out, batch_size, max_batch_tokens, bar,
+                    prefix)
     return out
 
 
@@ -242,12 +229,8 @@ def evaluate_static(lm: LanguageModel, task: Task, texts: Sequence[str], gold: S
     probabilities); ``confusion=True`` adds the confusion matrix. The prefix's KV cache is
     reused across queries unless ``reuse_prefix=False``.
     """
-    _check_gold(texts, gold)
-    kw = dict(reuse_prefix=reuse_prefix, batch_size=batch_size)
-    probs = predict_proba_static(lm, task, texts, demos, progress=progress, **kw)
-    if calibrated:
-        probs = calibrate(probs, content_free_static(lm, task, demos, **kw))
-    return metrics(task, gold, probs.argmax(1), confusion=confusion)
+    return _evaluate(predict_proba_static, content_free_static, lm, task, texts, gold, demos, batch_size=batch_size,
+                     calibrated=calibrated, confusion=confusion, reuse_prefix=reuse_prefix, progress=progress)
 
 
 # --------------------------------------------------------------------------------------------
@@ -305,12 +288,9 @@ def predict_proba_prompts(lm: LanguageModel, prompts: Sequence[Sequence[int]], l
         raise NeuroshotError("nothing to score: no prompts")
     out = np.zeros((len(prompts), len(labels)), dtype=np.float32)
     shared = _common_prefix_length(prompts) if reuse_prefix else 0
-    rows = list(range(len(prompts)))
+    prefix = prompts[0][:shared] if shared >= MIN_SHARED_PREFIX else ()
     with tqdm(total=len(prompts), unit="item", desc="evaluate (per-query)", disable=not progress) as bar:
-        if shared >= MIN_SHARED_PREFIX:
-            _score_after_prefix(lm, prompts[0][:shared], prompts, labels, rows, out, batch_size, max_batch_tokens, bar)
-        else:
-            _score_full(lm, prompts, labels, rows, out, batch_size, max_batch_tokens, bar)
+        _score_rows(lm, prompts, labels, list(range(len(prompts))), out, batch_size, max_batch_tokens, bar, prefix)
     return out
 
 
@@ -342,14 +322,18 @@ def evaluate_per_query(lm: LanguageModel, task: Task, texts: Sequence[str], gold
     per distinct demonstration set (up to 4x the cost of plain evaluation). The instruction's KV
     cache is shared by all queries unless ``reuse_prefix=False``.
     """
-    _check_gold(texts, gold)
-    kw = dict(reuse_prefix=reuse_prefix, batch_size=batch_size)
-    probs = predict_proba_per_query(lm, task, texts, demos_per_query, progress=progress, **kw)
-    if calibrated:
-        probs = calibrate(probs, content_free_per_query(lm, task, demos_per_query, **kw))
-    return metrics(task, gold, probs.argmax(1), confusion=confusion)
+    return _evaluate(predict_proba_per_query, content_free_per_query, lm, task, texts, gold, demos_per_query,
+                     batch_size=batch_size, calibrated=calibrated, confusion=confusion, reuse_prefix=reuse_prefix,
+                     progress=progress)
 
 
-def _check_gold(texts: Sequence[str], gold: Sequence[str]) -> None:
+def _evaluate(predict, content_free, lm: LanguageModel, task: Task, texts: Sequence[str], gold: Sequence[str], demos,
+              *, batch_size: int, calibrated: bool, confusion: bool, reuse_prefix: bool, progress: bool) -> EvalResult:
+    """Metrics of ``predict``'s probabilities (static or per-query), calibrated by ``content_free`` on request."""
     if len(texts) != len(gold):
         raise NeuroshotError(f"{len(gold)} gold labels for {len(texts)} test texts")
+    kw = dict(reuse_prefix=reuse_prefix, batch_size=batch_size)
+    probs = predict(lm, task, texts, demos, progress=progress, **kw)
+    if calibrated:
+        probs = calibrate(probs, content_free(lm, task, demos, **kw))
+    return metrics(task, gold, probs.argmax(1), confusion=confusion)

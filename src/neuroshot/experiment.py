@@ -27,6 +27,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -132,24 +133,23 @@ class Experiment:
         self.rounds, self.batch_size, self.progress = rounds, batch_size, progress
         self.strategy_params = {name: dict(p) for name, p in (strategy_params or {}).items()}
         self.probe_kwargs = dict(probe_kwargs or {})
-        self._pool_probe, self._test_probe = pool_probe, None
+        if pool_probe is not None:
+            self.pool_probe = pool_probe
         self._scored: dict[tuple, tuple[np.ndarray, np.ndarray | None]] = {}  # same demos -> same scores
 
-    @property
+    @cached_property
     def pool_probe(self) -> ProbeResult:
         """The zero-shot probe of the pool's texts (computed once)."""
-        if self._pool_probe is None:
-            self._pool_probe = probe(self.lm, self.task, [r.text for r in self.pool], ids=[r.id for r in self.pool],
-                                     progress=self.progress, **self.probe_kwargs)
-        return self._pool_probe
+        return self._probe(self.pool)
 
-    @property
+    @cached_property
     def test_probe(self) -> ProbeResult:
         """The zero-shot probe of the test texts (per-query retrieval reads its signatures, never its labels)."""
-        if self._test_probe is None:
-            self._test_probe = probe(self.lm, self.task, [r.text for r in self.test], ids=[r.id for r in self.test],
-                                     progress=self.progress, **self.probe_kwargs)
-        return self._test_probe
+        return self._probe(self.test)
+
+    def _probe(self, records: Sequence[Record]) -> ProbeResult:
+        return probe(self.lm, self.task, [r.text for r in records], ids=[r.id for r in records],
+                     progress=self.progress, **self.probe_kwargs)
 
     def pipeline(self, strategy: str | Pipeline) -> Pipeline:
         """``strategy`` as a pipeline: a :class:`~neuroshot.pipelines.Pipeline` as it is, a strategy name
@@ -193,12 +193,13 @@ class Experiment:
             raise NeuroshotError(f"{strategy}: planned {len(set(ids))} distinct items for a budget of {budget}")
         if not set(getattr(annotator, "revealed", ())) - before <= set(ids):
             raise NeuroshotError(f"{strategy}: labels of unplanned items were revealed")
-        texts, gold = [r.text for r in self.test], [r.label for r in self.test]
+        gold = [r.label for r in self.test]
         per_query = self.regime == "per-query"
-        retrieval = (pipeline.retriever, json.dumps(dict(pipeline.retriever_params), sort_keys=True, default=str),
-                     self._retrieval_seed(pipeline, seed)) if per_query else (pipeline.order, seed)
-        if not per_query and pipeline.order == "plan":
-            retrieval = None  # the plan's order does not depend on the seed
+        if per_query:
+            retrieval = (pipeline.retriever, json.dumps(dict(pipeline.retriever_params), sort_keys=True, default=str),
+                         self._retrieval_seed(pipeline, seed))
+        else:  # the plan's order does not depend on the seed
+            retrieval = None if pipeline.order == "plan" else (pipeline.order, seed)
         key = (tuple(ids), tuple(labels[i] for i in ids), retrieval)
         if key not in self._scored:  # a deterministic strategy plans the same items for every seed
             self._scored[key] = self._score(pipeline, chosen, [labels[i] for i in ids], seed)
@@ -210,25 +211,22 @@ class Experiment:
         return ExperimentRecord(strategy, budget, seed, self.regime, plain.accuracy, plain.macro_f1,
                                 time.perf_counter() - t0, fixed.accuracy if fixed else None,
                                 fixed.macro_f1 if fixed else None, self.k if per_query else None,
-                                len(texts), ids, plain.recall, pipeline.name,
+                                len(gold), ids, plain.recall, pipeline.name,
                                 pipeline.retriever if per_query else None, [names[i] for i in probs.argmax(1)],
                                 None if fixed_pred is None else [names[i] for i in fixed_pred], fitted)
 
     def _retrieval_seed(self, pipeline: Pipeline, seed: int) -> int | None:
-        """The seed the retriever uses (None: static regime, or a retriever that takes no seed)."""
+        """The seed the per-query retriever uses (None for a retriever that takes no seed)."""
         from .retrieval import RETRIEVERS
 
         cls = RETRIEVERS.get(pipeline.retriever)
-        seeded = cls is not None and "seed" in inspect.signature(cls.__init__).parameters
-        return seed if self.regime == "per-query" and seeded else None
+        return seed if cls is not None and "seed" in inspect.signature(cls.__init__).parameters else None
 
     def _score(self, pipeline: Pipeline, chosen: Sequence[int], labels: Sequence[str],
                seed: int) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
         """Test-set label probabilities with the annotated items as demonstrations, the content-free bias,
         and what the retriever chose when fitted (e.g. the hybrid retriever's weight)."""
         fitted: dict[str, Any] = {}
-        texts = [r.text for r in self.test]
-        kw = dict(batch_size=self.batch_size)
         if self.regime == "static":
             if pipeline.order == "entropy":
                 by_index = dict(zip(chosen, labels))
@@ -236,12 +234,13 @@ class Experiment:
                                        unlabeled=ORDER_TEXTS, seed=seed, batch_size=self.batch_size)
                 labels = [by_index[i] for i in chosen]
             demos = [Demonstration(self.pool[i].text, label) for i, label in zip(chosen, labels)]
-            probs = predict_proba_static(self.lm, self.task, texts, demos, progress=self.progress, **kw)
-            bias = content_free_static(self.lm, self.task, demos, **kw) if self.calibrated else None
+            predict, content_free = predict_proba_static, content_free_static
         else:
-            demos_per_query = self.demonstrations(chosen, labels, seed, pipeline, fitted)
-            probs = predict_proba_per_query(self.lm, self.task, texts, demos_per_query, progress=self.progress, **kw)
-            bias = content_free_per_query(self.lm, self.task, demos_per_query, **kw) if self.calibrated else None
+            demos = self.demonstrations(chosen, labels, seed, pipeline, fitted)  # per test item
+            predict, content_free = predict_proba_per_query, content_free_per_query
+        probs = predict(self.lm, self.task, [r.text for r in self.test], demos, progress=self.progress,
+                        batch_size=self.batch_size)
+        bias = content_free(self.lm, self.task, demos, batch_size=self.batch_size) if self.calibrated else None
         return probs, bias, fitted
 
     def demonstrations(self, chosen: Sequence[int], labels: Sequence[str], seed: int,

@@ -16,6 +16,7 @@ import numpy as np
 
 from ._io import atomic_write
 from .errors import NeuroshotError
+from .stats import verdict
 
 __all__ = ["plot_learning_curves", "plot_critical_neurons", "plot_forest"]
 
@@ -88,15 +89,14 @@ def _learning_curves_figure(curves: Mapping[str, Mapping[int, Sequence[float]]],
                             spread: str = "minmax", baseline: str | None = "random", title: str | None = None):
     """The learning-curve Figure (drawn, not saved): each strategy its own colour+marker+dash, so a
     dozen strategies stay tellable apart, and the legend right of the axes, off the data."""
-    labels = []
-    for name, curve in sorted(curves.items()):
-        seeds = max((len(v) for v in curve.values()), default=0)
-        labels.append(f"{name} ({seeds} seed{'s' * (seeds != 1)})")
+    items = sorted(curves.items())
+    seeds = [max((len(v) for v in curve.values()), default=0) for _, curve in items]
+    labels = [f"{name} ({n} seed{'s' * (n != 1)})" for (name, _), n in zip(items, seeds)]
     entries = len(curves) + (baseline in curves and bool(curves[baseline]))
     # Legend beside the axes: widen by its text, and grow taller when its entries outnumber the plot height.
     width = 6.4 + 0.4 + 0.062 * max(len(label) for label in labels + [""])
     fig, (ax,) = _figure(width, max(4.2, 1.0 + 0.19 * entries))
-    for i, ((name, curve), label) in enumerate(zip(sorted(curves.items()), labels)):
+    for i, ((_, curve), label, n) in enumerate(zip(items, labels, seeds)):
         budgets = np.array(sorted(curve))
         values = [np.asarray(curve[b], dtype=float) for b in budgets]
         mean = np.array([v.mean() for v in values])
@@ -106,7 +106,7 @@ def _learning_curves_figure(curves: Mapping[str, Mapping[int, Sequence[float]]],
             std = np.array([v.std() for v in values])
             low, high = mean - std, mean + std
         (line,) = ax.plot(budgets, mean, markersize=5, linewidth=1.4, label=label, **_line_style(i))
-        if max((len(v) for v in values), default=0) > 1:
+        if n > 1:
             ax.fill_between(budgets, low, high, color=line.get_color(), alpha=0.12, linewidth=0)
     if baseline in curves and curves[baseline]:
         top = max(curves[baseline])
@@ -180,11 +180,6 @@ def _forest_row(row, index: int) -> dict:
     return dict(group=str(values["group"]), label=str(values["label"]), mean=mean, low=low, high=high)
 
 
-def _verdict(low: float, high: float) -> str:
-    """``"win"`` when the interval lies entirely above 0, ``"loss"`` entirely below, else ``"tie"``."""
-    return "win" if low > 0 else "loss" if high < 0 else "tie"
-
-
 def plot_forest(rows: Iterable, path: str | os.PathLike, *, title: str | None = None,
                 xlabel: str = "paired difference (mean and 95% interval)") -> Path:
     """Forest plot of paired differences; write a PNG to ``path`` and return it.
@@ -224,15 +219,15 @@ def _forest_figure(rows: Iterable, *, title: str | None = None,
     longest = max(len(name) for name in names + labels)
     fig, (ax,) = _figure(6.0 + 0.065 * longest, 1.9 + 0.26 * y + 0.2 * ((len(labels) + 3 + 2) // 3))
     for r in checked:
-        verdict = _verdict(r["low"], r["high"])
-        tint, marker, _ = _VERDICTS[verdict]
+        outcome = verdict(r["low"], r["high"])
+        tint, marker, _ = _VERDICTS[outcome]
         ax.errorbar(r["mean"], r["y"], xerr=[[r["mean"] - r["low"]], [r["high"] - r["mean"]]], fmt="none",
                     ecolor=colour[r["label"]], elinewidth=2.2, capsize=3.5, capthick=1.5)
         ax.plot(r["mean"], r["y"], marker=marker, markersize=7.5, color=tint, markeredgecolor="black",
                 markeredgewidth=0.6, linestyle="none", zorder=3)
         ax.annotate(f"{r['mean']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}]", xy=(1.02, r["y"]),
                     xycoords=("axes fraction", "data"), va="center", fontsize=8, color=tint,
-                    fontweight="bold" if verdict != "tie" else "normal", family="monospace")
+                    fontweight="bold" if outcome != "tie" else "normal", family="monospace")
     ax.axvline(0.0, color="black", linewidth=1)
     for y0 in headers[1:]:
         ax.axhline(y0 - 0.5, color="0.75", linewidth=0.8)
@@ -245,7 +240,7 @@ def _forest_figure(rows: Iterable, *, title: str | None = None,
     ax.locator_params(axis="x", nbins=6)
     ax.grid(axis="x", alpha=0.3)
     ax.set_xlabel(xlabel)
-    counts = {v: sum(_verdict(r["low"], r["high"]) == v for r in checked) for v in _VERDICTS}
+    counts = {v: sum(verdict(r["low"], r["high"]) == v for r in checked) for v in _VERDICTS}
     ax.set_title(title or f"paired differences: {counts['win']} win, {counts['loss']} loss, {counts['tie']} tie "
                           f"(of {len(checked)})", fontsize=10)
     from matplotlib.lines import Line2D

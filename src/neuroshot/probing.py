@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +19,6 @@ from .signatures import CriticalNeurons, Signatures, critical_neurons, top_k_sig
 from .store import SignatureStore, StoredItem, text_key
 from .task import Demonstration, Task
 
-log = logging.getLogger(__name__)
-
 
 @dataclass
 class ItemScores:
@@ -31,9 +28,6 @@ class ItemScores:
     entropy: np.ndarray  # label entropy (nats)
     margin: np.ndarray  # top-1 minus top-2 label probability
     influence: np.ndarray  # L2 norm of the signature on the task-critical neurons
-
-    def row(self, i: int) -> dict[str, float]:
-        return {name: float(getattr(self, name)[i]) for name in ("consensus", "entropy", "margin", "influence")}
 
 
 @dataclass
@@ -58,18 +52,10 @@ class ProbeResult:
         """Index of the model's predicted label per item."""
         return self.probs.argmax(1)
 
-    def with_critical(self, fraction: float, by: str = "attribution") -> ProbeResult:
-        """The same probe with task-critical neurons (and influence) recomputed at another fraction."""
-        critical = critical_neurons(self.signatures, fraction, by)
-        scores = item_scores(self.probs, self.signatures, critical)
-        return ProbeResult(self.texts, self.task, self.probs, self.signatures, critical, scores, self.method,
-                           self.ids, self.embeddings)
-
-
     def subset(self, rows: Sequence[int]) -> ProbeResult:
         """The probe of ``rows`` only, in that order; the task-critical neurons stay those of this pool."""
         rows = list(rows)
-        scores = ItemScores(*(getattr(self.scores, f)[rows] for f in ("consensus", "entropy", "margin", "influence")))
+        scores = ItemScores(*(values[rows] for values in vars(self.scores).values()))
         return ProbeResult([self.texts[i] for i in rows], self.task, self.probs[rows], self.signatures.subset(rows),
                            self.critical, scores, self.method, None if self.ids is None else [self.ids[i] for i in rows],
                            None if self.embeddings is None else self.embeddings[rows])
@@ -146,17 +132,12 @@ def probe(
                 "ig_steps": ig_steps if method == "integrated_gradients" else None,
                 "demos": [[d.text, d.label] for d in fit_demos(lm, task, demos)]}
     cache = SignatureStore(store, settings) if store is not None else None
-    results: dict[str, StoredItem] = {}
-    todo, seen = [], set()
+    first: dict[str, int] = {}  # each distinct text once
     for i, key in enumerate(keys):
-        if key in results or key in seen:
-            continue
-        hit = cache.get(key) if cache is not None else None
-        if hit is not None:
-            results[key] = hit
-        else:
-            todo.append(i)
-            seen.add(key)
+        first.setdefault(key, i)
+    stored = {key: cache.get(key) for key in first} if cache is not None else {}
+    results: dict[str, StoredItem] = {key: item for key, item in stored.items() if item is not None}
+    todo = [i for key, i in first.items() if key not in results]
     if backend == "ray" and todo:
         from .distributed import probe_on_ray
 

@@ -70,9 +70,8 @@ class Signatures:
 
     @classmethod
     def concat(cls, parts: Sequence[Signatures]) -> Signatures:
-        first = parts[0]
-        return cls.from_items([s.item(i)[0] for s in parts for i in range(len(s))],
-                              [s.item(i)[1] for s in parts for i in range(len(s))], first.n_layers, first.d_ff)
+        items = [s.item(i) for s in parts for i in range(len(s))]
+        return cls.from_items([n for n, _ in items], [v for _, v in items], parts[0].n_layers, parts[0].d_ff)
 
 
 def top_k_signatures(values: torch.Tensor, k: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -112,10 +111,6 @@ class CriticalNeurons:
     def per_layer_counts(self) -> np.ndarray:
         """How many critical neurons each layer holds."""
         return np.bincount(self.ids // self.d_ff, minlength=self.n_layers)
-
-    def as_pairs(self) -> list[tuple[int, int]]:
-        """(layer, neuron) of each critical neuron, strongest first."""
-        return [(int(i // self.d_ff), int(i % self.d_ff)) for i in self.ids]
 
     def restrict(self, signatures: Signatures) -> sparse.csr_matrix:
         """``[N, len(self)]`` matrix of the signatures' values on the critical neurons (column order = ``ids``)."""

@@ -44,7 +44,7 @@ class PairedDifference:
 
     @property
     def verdict(self) -> str:
-        return "win" if self.low > 0 else "loss" if self.high < 0 else "tie"
+        return verdict(self.low, self.high)
 
     def __str__(self) -> str:
         return f"{self.mean:+.3f} [{self.low:+.3f}, {self.high:+.3f}] ({self.verdict})"
@@ -53,6 +53,11 @@ class PairedDifference:
         """``b - a`` from ``a - b``."""
         return PairedDifference(-self.mean, -self.high, -self.low, self.n_seeds, self.n_items, self.confidence,
                                 -self.replicates)
+
+
+def verdict(low: float, high: float) -> str:
+    """``"win"`` when the interval ``[low, high]`` lies entirely above 0, ``"loss"`` entirely below, else ``"tie"``."""
+    return "win" if low > 0 else "loss" if high < 0 else "tie"
 
 
 def mean_std(values: Sequence[float], digits: int = 3) -> str:
