@@ -126,9 +126,7 @@ def _evaluate_parser(sub) -> None:
         formatter_class=_Help)
     ev.add_argument("--pool", required=True, help="labelled pool to plan from: .jsonl or .csv with text and label")
     ev.add_argument("--test", required=True, help="labelled test set (.jsonl or .csv); never selectable")
-    group = ev.add_mutually_exclusive_group()
-    group.add_argument("--labels", help="comma-separated label set (default: the labels found in the two files)")
-    group.add_argument("--task", help="task JSON: labels, instruction, templates, verbalizers")
+    _task_args(ev, required=False, labels_help="comma-separated label set (default: the labels found in the two files)")
     ev.add_argument("--pipeline", action="append", metavar="NAME",
                     help="pipeline to compare (repeatable): {pipelines}, or any strategy name (a "
                          "strategy and its retriever under one name); the first is compared with each other one, "
@@ -160,9 +158,10 @@ def _evaluate_parser(sub) -> None:
     ev.set_defaults(run=_run_evaluate)
 
 
-def _task_args(p: argparse.ArgumentParser) -> None:
-    group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("--labels", help="comma-separated label set, e.g. billing,shipping,returns")
+def _task_args(p: argparse.ArgumentParser, required: bool = True,
+               labels_help: str = "comma-separated label set, e.g. billing,shipping,returns") -> None:
+    group = p.add_mutually_exclusive_group(required=required)
+    group.add_argument("--labels", help=labels_help)
     group.add_argument("--task", help="task JSON: labels, instruction, templates, verbalizers")
 
 
@@ -260,12 +259,13 @@ def _run_plan(args) -> int:
     if isinstance(strategy, ActiveStrategy):  # the next round: the rest re-probed with --labeled in context
         strategy.lm, strategy.probe_kwargs, strategy.progress = lm, probe_kwargs, True
     ray_source = dict(pool_source=args.data, text_field=args.text_field) if args.backend == "ray" else {}
-    result = probe(lm, task, [r.text for r in records], ids=[r.id for r in records], backend=args.backend,
+    texts = [r.text for r in records]
+    result = probe(lm, task, texts, ids=[r.id for r in records], backend=args.backend,
                    actors=args.actors, ray_address=args.ray_address, **ray_source, **probe_kwargs)
     plan = strategy.plan(result, args.budget, labeled={index[i]: lab for i, lab in labeled.items()}, seed=args.seed)
-    items = [AnnotationItem(records[p.index].id, records[p.index].text, p.rank, p.why()) for p in plan.picks]
+    items = [AnnotationItem(records[p.index].id, texts[p.index], p.rank, p.why()) for p in plan.picks]
     export_for_annotation(items, out, task.labels)
-    print(plan.explain([r.text for r in records]))
+    print(plan.explain(texts))
     print(f"\nwrote {len(items)} items to annotate to {out}")
     return 0
 
@@ -315,9 +315,9 @@ def _run_evaluate(args) -> int:
         raise NeuroshotError(f"--out must end in .csv or .jsonl, got '{out.name}'")
     if args.plot and not args.plot.lower().endswith(".png"):
         raise NeuroshotError(f"--plot must end in .png, got '{Path(args.plot).name}'")
-    for name in ("k", "rounds", "batch_size"):
-        check_whole(f"--{name.replace('_', '-')}", getattr(args, name))
-    _check_probe_args(args)
+    check_whole("--k", args.k)
+    check_whole("--rounds", args.rounds)
+    _check_probe_args(args)  # --batch-size too
     fields = dict(text_field=args.text_field, id_field=args.id_field, label_field=args.label_field)
     pool, test = load_records(args.pool, **fields), load_records(args.test, **fields)
     if args.max_test is not None:
@@ -383,9 +383,9 @@ def _run_evaluate(args) -> int:
     if args.plot:
         from .plots import plot_learning_curves
 
+        plot = Path(args.plot)
         for metric in metrics:
-            path = Path(args.plot) if metric == "accuracy" else Path(args.plot).with_name(
-                Path(args.plot).stem + "_calibrated.png")
+            path = plot if metric == "accuracy" else plot.with_name(plot.stem + "_calibrated.png")
             plot_learning_curves(records, path, metric=metric,
                                  title=f"{Path(args.test).name}: {metric.replace('_', ' ')} vs labels ({args.regime})")
             print(f"wrote the learning curves to {path}")
@@ -417,8 +417,8 @@ def _results_table(records, calibrated: bool) -> str:
     head += f"  {'calibr. acc.':<13}  {'calibr. F1':<13}" if calibrated else ""
     lines = [f"{records[0].regime} regime, {records[0].n_test} test items; mean ± std over seeds", "",
              head + "  s / run"]
+    metrics = ["accuracy", "macro_f1"] + (["accuracy_calibrated", "macro_f1_calibrated"] if calibrated else [])
     for (strategy, budget), rs in groups.items():
-        metrics = ["accuracy", "macro_f1"] + (["accuracy_calibrated", "macro_f1_calibrated"] if calibrated else [])
         line = f"{strategy:<{width}}  {budget:>6}  {len(rs):>5}  " + "  ".join(
             f"{mean_std([getattr(r, m) for r in rs]):<13}" for m in metrics)
         lines.append(line + f"  {np.mean([r.seconds for r in rs]):7.1f}")
