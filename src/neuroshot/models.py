@@ -351,11 +351,8 @@ def _file_hash(path: Path) -> str:
         known = {}
     if key in known:
         return known[key]
-    h = hashlib.sha256()
     with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    known[key] = h.hexdigest()[:16]
+        known[key] = hashlib.file_digest(fh, "sha256").hexdigest()[:16]
     from ._io import atomic_write
 
     try:
@@ -434,7 +431,4 @@ def model_lock(lm: LanguageModel) -> threading.RLock:
     on, so threads may share a model through neuroshot's functions freely; hold it yourself only
     around your own direct calls (``lm.model(...)``, ``lm.model.generate(...)``)."""
     with _SHARED_GUARD:
-        lock = _MODEL_LOCKS.get(lm.model)
-        if lock is None:
-            lock = _MODEL_LOCKS[lm.model] = threading.RLock()
-        return lock
+        return _MODEL_LOCKS.setdefault(lm.model, threading.RLock())
