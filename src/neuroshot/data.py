@@ -48,12 +48,13 @@ def load_records(
     """
     path = Path(path)
     if path.suffix.lower() == ".parquet":
-        return records_from_rows(_read_parquet(path), source=str(path), text_field=text_field, id_field=id_field,
-                                 label_field=label_field)
-    raw = read_text_file(path, "data file")
-    if not raw.strip():
-        raise NeuroshotError(f"data file is empty: {path}")
-    rows = _read_csv(raw, path) if path.suffix.lower() in {".csv", ".tsv"} else [row for _, row in jsonl_rows(raw, path)]
+        rows = _read_parquet(path)
+    else:
+        raw = read_text_file(path, "data file")
+        if not raw.strip():
+            raise NeuroshotError(f"data file is empty: {path}")
+        is_csv = path.suffix.lower() in {".csv", ".tsv"}
+        rows = _read_csv(raw, path) if is_csv else [row for _, row in jsonl_rows(raw, path)]
     return records_from_rows(rows, source=str(path), text_field=text_field, id_field=id_field,
                              label_field=label_field)
 
