@@ -18,10 +18,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    if "b" in mode:
-        encoding = None
+    binary = "b" in mode
     try:
-        with os.fdopen(fd, mode, encoding=encoding, newline="" if "b" not in mode else None) as fh:
+        with os.fdopen(fd, mode, encoding=None if binary else encoding, newline=None if binary else "") as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())

@@ -78,8 +78,7 @@ def export_for_annotation(
 
     if fmt == "jsonl":
         with atomic_write(path) as fh:
-            for row in rows:
-                fh.write(json.dumps({**row, "label": None}, ensure_ascii=False) + "\n")
+            fh.writelines(json.dumps({**row, "label": None}, ensure_ascii=False) + "\n" for row in rows)
     elif fmt == "csv":
         # utf-8-sig: a BOM so that Excel shows non-ASCII text correctly; read back transparently.
         with atomic_write(path, encoding="utf-8-sig") as fh:
@@ -102,10 +101,7 @@ def _rows_jsonl(raw: str, path: Path) -> Iterable[tuple[str, Any, Any]]:
 
 def _rows_csv(raw: str, path: Path) -> Iterable[tuple[str, Any, Any]]:
     reader = csv.reader(io.StringIO(raw, newline=""), dialect=csv_dialect(raw))
-    try:
-        header = [h.strip() for h in next(reader)]
-    except StopIteration:
-        header = []
+    header = [h.strip() for h in next(reader, [])]
     missing = [col for col in ("id", "label") if col not in header]
     if missing:
         raise NeuroshotError(

@@ -34,23 +34,19 @@ class _LabelSet:
     def __init__(self, labels: Iterable[str]) -> None:
         if isinstance(labels, str):
             raise TypeError("labels must be a sequence of label names, not a single string")
-        self.names: tuple[str, ...] = ()
         self._by_key: dict[str, str] = {}
-        names = []
         for raw in labels:
             if not isinstance(raw, str) or not raw.strip():
                 raise NeuroshotError(f"labels must be non-empty strings, got {raw!r}")
             name = raw.strip()
             key = name.casefold()
             if key in self._by_key:
-                raise NeuroshotError(
-                    f"label {name!r} is given twice (labels are matched ignoring case): {', '.join(names)}"
-                )
+                given = ", ".join(self._by_key.values())
+                raise NeuroshotError(f"label {name!r} is given twice (labels are matched ignoring case): {given}")
             self._by_key[key] = name
-            names.append(name)
-        if not names:
+        if not self._by_key:
             raise NeuroshotError("no labels given: pass the label set, e.g. --labels positive,negative")
-        self.names = tuple(names)
+        self.names: tuple[str, ...] = tuple(self._by_key.values())
 
     def __str__(self) -> str:
         return ", ".join(self.names)

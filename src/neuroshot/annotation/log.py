@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Sequence
@@ -31,16 +32,12 @@ def _parse_entry(line: bytes) -> dict | None:
 
 def _fsync_dir(path: Path) -> None:
     """Make a newly created file's directory entry durable (POSIX; a no-op elsewhere)."""
-    try:
+    with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 class AnnotationLog:
@@ -65,8 +62,7 @@ class AnnotationLog:
         data = self.path.read_bytes()
         end, tail = _split_tail(data)
         lines = data[:end].split(b"\n")[:-1]
-        tail_entry = _parse_entry(tail) if tail.strip() else None
-        if tail_entry is not None:  # complete entry, only its newline is missing
+        if _parse_entry(tail) is not None:  # complete entry, only its newline is missing
             lines.append(tail)
         for n, line in enumerate(lines, start=1):
             if not line.strip():
