@@ -68,12 +68,8 @@ class Task:
 
     def prompt(self, text: str, demos: Sequence[Demonstration] = ()) -> str:
         """The full prompt for one query, ending right before the answer."""
-        parts = []
-        if self.instruction:
-            parts.append(self.instruction.format(labels=", ".join(self.verbalized)))
-        for demo in demos:
-            verbal = self.verbalizers.get(demo.label, demo.label)
-            parts.append(self.demo_template.format(text=demo.text, label=verbal))
+        parts = [self.instruction.format(labels=", ".join(self.verbalized))] if self.instruction else []
+        parts += [self.demo_template.format(text=d.text, label=self.verbalizers.get(d.label, d.label)) for d in demos]
         parts.append(self.input_template.format(text=text))
         return self.separator.join(parts)
 
