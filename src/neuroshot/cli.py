@@ -253,6 +253,8 @@ def _run_plan(args) -> int:
     defaults = dict(pipeline.strategy_params) if name == pipeline.strategy else {}
     strategy = get_strategy(name, **{**defaults, **_params(args.param)})
     _check_probe_args(args)
+    check_whole("--batch-size", args.batch_size)
+    check_whole("--actors", args.actors)
     _quiet_transformers()
     lm = load_model(args.model, adapter=args.adapter)
     probe_kwargs = _probe_kwargs(args)
@@ -275,9 +277,6 @@ def _check_probe_args(args) -> None:
 
     check_probe_settings(method=args.method, objective=args.objective, top_k=args.top_k,
                          critical_fraction=args.critical_fraction)
-    check_whole("--batch-size", args.batch_size)
-    if hasattr(args, "actors"):
-        check_whole("--actors", args.actors)
 
 
 def _run_annotate(args) -> int:
@@ -315,9 +314,9 @@ def _run_evaluate(args) -> int:
         raise NeuroshotError(f"--out must end in .csv or .jsonl, got '{out.name}'")
     if args.plot and not args.plot.lower().endswith(".png"):
         raise NeuroshotError(f"--plot must end in .png, got '{Path(args.plot).name}'")
-    check_whole("--k", args.k)
-    check_whole("--rounds", args.rounds)
-    _check_probe_args(args)  # --batch-size too
+    for name in ("k", "rounds", "batch_size"):
+        check_whole(f"--{name.replace('_', '-')}", getattr(args, name))
+    _check_probe_args(args)
     fields = dict(text_field=args.text_field, id_field=args.id_field, label_field=args.label_field)
     pool, test = load_records(args.pool, **fields), load_records(args.test, **fields)
     if args.max_test is not None:
@@ -333,9 +332,8 @@ def _run_evaluate(args) -> int:
     task = _task(args)
     from .pipelines import get_pipeline
 
-    pipelines = [get_pipeline(name) for name in args.pipeline or []]
-    if not pipelines and not args.strategy:
-        pipelines = [get_pipeline("recommended"), get_pipeline("random+knn")]
+    default = [] if args.strategy else ["recommended", "random+knn"]
+    pipelines = [get_pipeline(name) for name in args.pipeline or default]
     strategies = args.strategy or []
     budgets = sorted(set(args.budget))
     check_whole("--budget", budgets[0])
