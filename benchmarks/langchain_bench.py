@@ -107,16 +107,10 @@ class ReversedSelector(BaseExampleSelector):
 
 def label_probs(lm, task, prompts: list[str], batch_size: int = 16) -> np.ndarray:
     """neuroshot's label scoring on already formatted prompts: ``[N, C]`` probabilities."""
-    import torch
-
-    from neuroshot.scoring import batches, encode, label_scores
+    from neuroshot.scoring import encode, prompt_proba
 
     labels = encode(lm, task, [""]).labels  # the answer token ids of each label
-    ids = [lm.tokenizer(p)["input_ids"] for p in prompts]
-    out = np.zeros((len(prompts), len(task.labels)), dtype=np.float32)
-    for batch in batches([len(i) for i in ids], batch_size, 8192):
-        out[batch] = torch.softmax(label_scores(lm, [ids[i] for i in batch], labels), -1).cpu().numpy()
-    return out
+    return prompt_proba(lm, [lm.tokenizer(p)["input_ids"] for p in prompts], labels, batch_size=batch_size)
 
 
 def load_data(args):

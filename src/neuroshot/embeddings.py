@@ -82,9 +82,8 @@ def embed(texts: Sequence[str], model: str | os.PathLike | Any | None = None, ba
     if hit is not None:
         _CACHE.move_to_end((key, digest))
         return hit
-    out = np.asarray(embedder.encode(texts, batch_size=batch_size, show_progress_bar=progress,
-                                     convert_to_numpy=True), dtype=np.float32)
-    out = normalize_rows(out)
+    out = normalize_rows(embedder.encode(texts, batch_size=batch_size, show_progress_bar=progress,
+                                         convert_to_numpy=True))
     out.setflags(write=False)
     _CACHE[(key, digest)] = out
     while len(_CACHE) > _CACHE_SIZE:

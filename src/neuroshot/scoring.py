@@ -6,7 +6,7 @@ import copy
 import functools
 import inspect
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -133,15 +133,21 @@ def cache_of(out):
 
 def batches(lengths: Sequence[int], batch_size: int, max_tokens: int) -> Iterator[list[int]]:
     """Length-bucketed batches of indices: sorted by length, capped by rows and padded tokens."""
-    order = np.argsort(np.asarray(lengths), kind="stable")
-    batch: list[int] = []
-    for i in order.tolist():
-        if batch and (len(batch) >= batch_size or (len(batch) + 1) * lengths[i] > max_tokens):
-            yield batch
-            batch = []
-        batch.append(i)
-    if batch:
-        yield batch
+    order = np.argsort(np.asarray(lengths), kind="stable").tolist()
+    return _greedy_groups(order, lambda batch, i: len(batch) >= batch_size
+                          or (len(batch) + 1) * lengths[i] > max_tokens)
+
+
+def _greedy_groups(order: Sequence[int], full: Callable[[list[int], int], bool]) -> Iterator[list[int]]:
+    """``order`` cut into consecutive groups, a new group started where ``full(group, next index)``."""
+    group: list[int] = []
+    for i in order:
+        if group and full(group, i):
+            yield group
+            group = []
+        group.append(i)
+    if group:
+        yield group
 
 
 @torch.no_grad()
@@ -173,16 +179,7 @@ def scores_after_prompt(lm: LanguageModel, out, mask: torch.Tensor, labels: Sequ
 
 def _token_groups(sizes: Sequence[int], cap: int) -> Iterator[list[int]]:
     """Consecutive index groups whose sizes sum to at most ``cap`` (a single larger item gets its own group)."""
-    group: list[int] = []
-    total = 0
-    for i, size in enumerate(sizes):
-        if group and total + size > cap:
-            yield group
-            group, total = [], 0
-        group.append(i)
-        total += size
-    if group:
-        yield group
+    return _greedy_groups(range(len(sizes)), lambda group, i: sum(sizes[j] for j in group) + sizes[i] > cap)
 
 
 def _continuation_logprob(lm: LanguageModel, cache, prompt_mask: torch.Tensor,
@@ -216,10 +213,23 @@ def predict_proba(lm: LanguageModel, task: Task, texts: Sequence[str], demos: Se
                   batch_size: int = 16, max_batch_tokens: int = 8192) -> np.ndarray:
     """``[N, C]`` label probabilities: softmax over labels of length-normalised verbalizer log-probs."""
     enc = encode(lm, task, texts, demos)
-    out = np.zeros((len(texts), len(task.labels)), dtype=np.float32)
-    for batch in batches([len(p) for p in enc.prompts], batch_size, max_batch_tokens):
-        scores = label_scores(lm, [enc.prompts[i] for i in batch], enc.labels)
+    return prompt_proba(lm, enc.prompts, enc.labels, batch_size=batch_size, max_batch_tokens=max_batch_tokens)
+
+
+def prompt_proba(lm: LanguageModel, prompts: Sequence[Sequence[int]], labels: Sequence[Sequence[int]], *,
+                 batch_size: int = 16, max_batch_tokens: int = 8192, score=None, bar=None) -> np.ndarray:
+    """``[N, C]`` label probabilities of tokenised prompts, scored in length-bucketed batches.
+
+    ``score(batch of prompts)`` gives a batch's ``[B, C]`` label scores (default: :func:`label_scores` of
+    the full prompts); ``bar`` (a tqdm bar) is advanced by each batch's rows.
+    """
+    out = np.zeros((len(prompts), len(labels)), dtype=np.float32)
+    for batch in batches([len(p) for p in prompts], batch_size, max_batch_tokens):
+        chosen = [prompts[i] for i in batch]
+        scores = label_scores(lm, chosen, labels) if score is None else score(chosen)
         out[batch] = torch.softmax(scores, dim=-1).cpu().numpy()
+        if bar is not None:
+            bar.update(len(batch))
     return out
 
 

@@ -60,12 +60,6 @@ class SignatureStore:
                 self._items.update(_read_chunk(chunk))
         return self._items
 
-    def __contains__(self, key: str) -> bool:
-        return key in self._load()
-
-    def __len__(self) -> int:
-        return len(self._load())
-
     def get(self, key: str) -> StoredItem | None:
         return self._load().get(key)
 
