@@ -33,8 +33,8 @@ except ImportError:  # older transformers: caches are repeated
 
 from .errors import NeuroshotError
 from .models import LanguageModel, shares_prefix
-from .scoring import (CONTENT_FREE, batches, cache_of, calibrate, encode, fit_demos, forward, label_scores,
-                      pad_left, scores_after_prompt)
+from .scoring import (CONTENT_FREE, cache_of, calibrate, encode, fit_demos, forward, pad_left, prompt_proba,
+                      scores_after_prompt)
 from .task import Demonstration, Task
 
 MIN_SHARED_PREFIX = 8  # per-query: fewer shared leading tokens are not worth a separate cached pass
@@ -173,12 +173,9 @@ def _score_rows(lm: LanguageModel, prompts: Sequence[Sequence[int]], labels, row
         return
     start = len(prefix)
     cache = _prefix_cache(lm, prefix) if start else None
-    seqs = [prompts[i][start:] for i in rows]
-    for batch in batches([len(s) for s in seqs], batch_size, max_batch_tokens):
-        chosen = [seqs[j] for j in batch]
-        scores = _continuation_scores(lm, cache, start, chosen, labels) if start else label_scores(lm, chosen, labels)
-        out[[rows[j] for j in batch]] = torch.softmax(scores, dim=-1).cpu().numpy()
-        bar.update(len(batch))
+    score = (lambda chosen: _continuation_scores(lm, cache, start, chosen, labels)) if start else None
+    out[rows] = prompt_proba(lm, [prompts[i][start:] for i in rows], labels, batch_size=batch_size,
+                             max_batch_tokens=max_batch_tokens, score=score, bar=bar)
 
 
 def _common_prefix_length(prompts: Sequence[Sequence[int]]) -> int:

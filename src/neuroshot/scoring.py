@@ -6,7 +6,7 @@ import copy
 import functools
 import inspect
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -133,21 +133,15 @@ def cache_of(out):
 
 def batches(lengths: Sequence[int], batch_size: int, max_tokens: int) -> Iterator[list[int]]:
     """Length-bucketed batches of indices: sorted by length, capped by rows and padded tokens."""
-    order = np.argsort(np.asarray(lengths), kind="stable").tolist()
-    return _greedy_groups(order, lambda batch, i: len(batch) >= batch_size
-                          or (len(batch) + 1) * lengths[i] > max_tokens)
-
-
-def _greedy_groups(order: Sequence[int], full: Callable[[list[int], int], bool]) -> Iterator[list[int]]:
-    """``order`` cut into consecutive groups, a new group started where ``full(group, next index)``."""
-    group: list[int] = []
-    for i in order:
-        if group and full(group, i):
-            yield group
-            group = []
-        group.append(i)
-    if group:
-        yield group
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    batch: list[int] = []
+    for i in order.tolist():
+        if batch and (len(batch) >= batch_size or (len(batch) + 1) * lengths[i] > max_tokens):
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
 
 
 @torch.no_grad()
@@ -179,7 +173,16 @@ def scores_after_prompt(lm: LanguageModel, out, mask: torch.Tensor, labels: Sequ
 
 def _token_groups(sizes: Sequence[int], cap: int) -> Iterator[list[int]]:
     """Consecutive index groups whose sizes sum to at most ``cap`` (a single larger item gets its own group)."""
-    return _greedy_groups(range(len(sizes)), lambda group, i: sum(sizes[j] for j in group) + sizes[i] > cap)
+    group: list[int] = []
+    total = 0
+    for i, size in enumerate(sizes):
+        if group and total + size > cap:
+            yield group
+            group, total = [], 0
+        group.append(i)
+        total += size
+    if group:
+        yield group
 
 
 def _continuation_logprob(lm: LanguageModel, cache, prompt_mask: torch.Tensor,
