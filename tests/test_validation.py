@@ -138,3 +138,25 @@ def test_the_installed_command_prints_no_traceback(tmp_path, labelled_files):
                               timeout=120)
         assert done.returncode == 2, done.stderr
         assert "Traceback" not in done.stderr and done.stderr.startswith("neuroshot: error: "), done.stderr
+
+
+def test_python_api_refuses_one_string_for_a_list_and_unknown_demo_labels(tiny_lm):
+    """A string where a list of texts (or labels) belongs would be read character by character."""
+    from neuroshot import Demonstration, Task, predict_proba, probe
+    from neuroshot.evaluate import predict_proba_per_query
+
+    with pytest.raises(NeuroshotError, match="not one string"):
+        Task(labels="positive")
+    task = Task(labels=("yes", "no"))
+    with pytest.raises(NeuroshotError, match="not one string"):
+        probe(tiny_lm, task, "a whole pool in one string", progress=False)
+    with pytest.raises(NeuroshotError, match="not one string"):
+        predict_proba(tiny_lm, task, "one query")
+    with pytest.raises(NeuroshotError, match="not one string"):
+        predict_proba_per_query(tiny_lm, task, "abc", [[], [], []])
+    with pytest.raises(NeuroshotError, match="item 1 is int"):
+        probe(tiny_lm, task, ["a text", 3], progress=False)
+    with pytest.raises(NeuroshotError, match="1 ids for 2 texts"):
+        probe(tiny_lm, task, ["a text", "another"], ids=["a"], progress=False)
+    with pytest.raises(NeuroshotError, match="unknown label 'maybe'"):
+        predict_proba(tiny_lm, task, ["a query"], [Demonstration("a demo", "maybe")])

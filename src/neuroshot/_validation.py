@@ -7,7 +7,7 @@ the command line ends in one ``neuroshot: error:`` line and exit status 2, never
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from numbers import Integral, Real
 from typing import Any
 
@@ -41,6 +41,15 @@ def check_choice(name: str, value: Any, choices: Collection[str]) -> str:
     if value not in choices:
         raise NeuroshotError(f"unknown {name} {value!r} (choose from {', '.join(map(str, choices))})")
     return value
+
+
+def check_texts(texts: Iterable[Any], what: str = "texts") -> None:
+    """``texts`` is a sequence of strings: one string would otherwise be read as its characters."""
+    if isinstance(texts, str):
+        raise NeuroshotError(f"{what} must be a list of strings, not one string: pass [text]")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise NeuroshotError(f"{what} must be strings: item {i} is {type(text).__name__} {text!r:.40}")
 
 
 def _interval(low: float, high: float, low_open: bool, high_open: bool) -> str:

@@ -31,6 +31,7 @@ try:
 except ImportError:  # older transformers: caches are repeated
     DynamicLayer = None
 
+from ._validation import check_texts
 from .errors import NeuroshotError
 from .models import LanguageModel, shares_prefix
 from .scoring import (CONTENT_FREE, cache_of, calibrate, encode, fit_demos, forward, pad_left, prompt_proba,
@@ -264,6 +265,7 @@ def predict_proba_per_query(lm: LanguageModel, task: Task, texts: Sequence[str],
     once and their KV cache is shared; the probabilities equal full-prompt scoring up to float
     rounding, because the split is made on the prompts' own token ids.
     """
+    check_texts(texts)
     if len(demos_per_query) != len(texts):
         raise NeuroshotError(f"{len(demos_per_query)} demonstration lists for {len(texts)} queries")
     if not len(texts):

@@ -121,6 +121,8 @@ def probe(
     check_whole("actors", actors)
     if not texts:
         raise NeuroshotError("nothing to probe: the pool is empty")
+    if ids is not None and len(ids) != len(texts):
+        raise NeuroshotError(f"{len(ids)} ids for {len(texts)} texts")
     if backend == "ray" and store is None:
         raise NeuroshotError("the ray backend writes its results to a signature store: pass store=FOLDER")
     if pool_source is not None and backend != "ray":

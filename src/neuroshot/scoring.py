@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from ._validation import check_texts
 from .errors import ContextOverflowError
 from .models import PREFIX_KWARG, LanguageModel, model_lock
 from .task import Demonstration, Task
@@ -57,6 +58,7 @@ def encode(lm: LanguageModel, task: Task, texts: Sequence[str], demos: Sequence[
     Texts (queries and demonstrations) are cut to ``task.max_text_tokens``; queries too long for
     the context are truncated with a warning.
     """
+    check_texts(texts)
     tok = lm.tokenizer
     demos = fit_demos(lm, task, demos)
     labels = [tok(task.answer_prefix + v, add_special_tokens=False)["input_ids"] for v in task.verbalized]

@@ -40,6 +40,8 @@ class Task:
     max_text_tokens: int | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.labels, str):
+            raise NeuroshotError(f"labels must be a sequence of label names, not one string ({self.labels!r})")
         labels = tuple(str(x) for x in self.labels)
         object.__setattr__(self, "labels", labels)
         object.__setattr__(self, "verbalizers", dict(self.verbalizers))
@@ -69,7 +71,8 @@ class Task:
     def prompt(self, text: str, demos: Sequence[Demonstration] = ()) -> str:
         """The full prompt for one query, ending right before the answer."""
         parts = [self.instruction.format(labels=", ".join(self.verbalized))] if self.instruction else []
-        parts += [self.demo_template.format(text=d.text, label=self.verbalizers.get(d.label, d.label)) for d in demos]
+        parts += [self.demo_template.format(text=d.text, label=self.verbalized[self.label_index(d.label)])
+                  for d in demos]
         parts.append(self.input_template.format(text=text))
         return self.separator.join(parts)
 
