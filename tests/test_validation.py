@@ -160,3 +160,15 @@ def test_python_api_refuses_one_string_for_a_list_and_unknown_demo_labels(tiny_l
         probe(tiny_lm, task, ["a text", "another"], ids=["a"], progress=False)
     with pytest.raises(NeuroshotError, match="unknown label 'maybe'"):
         predict_proba(tiny_lm, task, ["a query"], [Demonstration("a demo", "maybe")])
+
+
+def test_plan_budget_is_a_whole_number_not_a_bool(tiny_lm):
+    import numpy as np
+
+    from neuroshot import Task, get_strategy, probe
+
+    probed = probe(tiny_lm, Task(labels=("yes", "no")), ["aa bb", "cc dd", "ee ff"], progress=False)
+    assert len(get_strategy("random").plan(probed, np.int64(2)).picks) == 2
+    for budget in (True, 0, 2.0):
+        with pytest.raises(NeuroshotError, match="budget must be a whole number >= 1"):
+            get_strategy("random").plan(probed, budget)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .._registry import Pluggable, Registry, parameters
+from .._validation import check_whole
 from ..errors import NeuroshotError
 from ..neighbours import minmax, neuron_triples  # noqa: F401  (strategies import minmax from here)
 from ..probing import ProbeResult
@@ -86,15 +87,14 @@ class Strategy(Pluggable, ABC):
         if len(labeled_idx) and (labeled_idx.min() < 0 or labeled_idx.max() >= len(probed)):
             raise NeuroshotError("labeled indices must index the pool")
         candidates = np.setdiff1d(np.arange(len(probed)), labeled_idx)
-        if not isinstance(budget, (int, np.integer)) or budget < 1:
-            raise NeuroshotError(f"budget must be a whole number >= 1, got {budget}")
+        budget = check_whole("budget", budget)
         if budget > len(candidates):
             raise NeuroshotError(f"budget {budget} is larger than the {len(candidates)} unlabeled items in the pool")
         rng = np.random.default_rng(seed)
-        picks = self._select(probed, candidates, int(budget), labeled, rng)
+        picks = self._select(probed, candidates, budget, labeled, rng)
         for rank, pick in enumerate(picks, start=1):
             pick.rank = rank
-        return Plan(self.name, int(budget), seed, picks, self.get_params())
+        return Plan(self.name, budget, seed, picks, self.get_params())
 
     @abstractmethod
     def _select(self, probed: ProbeResult, candidates: np.ndarray, budget: int,
