@@ -1,27 +1,14 @@
 """Cost of probing a pool: seconds per 1,000 items and peak memory of neuron attribution vs a plain forward pass.
 
-Three things are measured side by side on the same items, model and batch size:
-
-- ``forward``: zero-shot label scoring, ``neuroshot.scoring.predict_proba`` (the baseline);
-- ``direct_logit``: ``neuroshot.probing.probe(method="direct_logit")`` (forward only);
-- ``grad_x_act``: ``neuroshot.probing.probe(method="grad_x_act")`` (one backward pass).
-
-Timing: one warm-up call per method on a few items, then ``--repeats`` rounds in which the
-methods run interleaved (the order rotates each round); the median per method is reported, and
-its ratio to the ``forward`` median of the same run. Peak memory: each method runs once in a
-fresh subprocess (started before the benchmark loads its own model), which reports the peak
-resident set size of the run (the kernel's RSS high-water mark, reset after loading the model;
-the whole-process ``ru_maxrss`` is kept in the JSON too) and its increment over the RSS right
-after loading. Signature size: in-memory bytes per item of the signatures, and on-disk bytes
-per item of a signature store written once per method on ``--store-items`` items.
-
-Run from the repository root::
+Times zero-shot label scoring (``forward``, the baseline) against ``probe(method="direct_logit")``
+and ``probe(method="grad_x_act")`` on the same items, and measures each one's peak memory (in a
+fresh subprocess) and signature size per item. Run from the repository root::
 
     .venv/bin/python benchmarks/cost.py --write-readme
 
-It prints a Markdown table, writes ``benchmarks/results/cost.json`` (raw timings, medians,
-ratios, environment, exact command) and, with ``--write-readme``, rewrites the cost section
-of ``benchmarks/README.md``. Only ``pool.jsonl`` of each data set is read, never ``test.jsonl``.
+It prints a Markdown table, writes ``benchmarks/results/cost.json`` and, with ``--write-readme``,
+rewrites the cost section of ``benchmarks/README.md``.
+Method and results: benchmarks/README.md, section "Cost: cost.py".
 """
 
 from __future__ import annotations
