@@ -1,31 +1,15 @@
 """Evaluation speed: neuroshot's scorers against naive full prompts and against the forward-pass limit.
 
-On CPU, scoring is bound by the model's forward passes, so the limit is one plain batched forward
-pass over each *distinct* token. Per data set and regime, on the same model, items and batch size:
-
-- ``naive`` (static only): every prompt run in full (``neuroshot.scoring.predict_proba``);
-- ``reuse``: what ``neuroshot evaluate`` runs: static, the shared instruction + demonstrations
-  once and its KV cache reused for every batch of queries
-  (``neuroshot.evaluate.predict_proba_static``); per-query (``k`` demonstrations per query, a
-  seeded draw from the pool), the shared instruction once, then each prompt's own tokens
-  (``neuroshot.evaluate.predict_proba_per_query``);
-- ``limit``: a plain batched forward pass (``logits_to_keep=1``, no KV cache kept, no label
-  continuations) over the same distinct tokens: the shared prefix once, then each prompt's own
-  tokens alone, batched the same way.
-
-``reuse`` gives the same probabilities as ``naive`` (the largest difference is reported).
-``limit / reuse`` (time ratio) is the share of the forward-pass speed the scorer reaches; the
-issue's goal is >= 0.8. A roofline line puts the limit's linear-layer GFLOP/s (2 x non-embedding
-parameters per token) next to the machine's float32 matmul peak measured in the same run.
-Timing: one untimed warm-up call per method, then ``--repeats`` rounds with the methods
-interleaved (order rotated); medians of wall-clock and of process CPU time.
-
-Run from the repository root::
+Per data set and regime (static, per-query), times ``naive`` full prompts, ``reuse`` (what
+``neuroshot evaluate`` runs: the shared prefix's KV cache reused) and ``limit`` (one plain batched
+forward pass over the same distinct tokens), interleaved, and reports their ratios against the
+issue's goals. Run from the repository root::
 
     .venv/bin/python benchmarks/eval_speed.py --sets trec sst2 cuad_clause_types_top10 --write-readme
 
 It prints a Markdown table, writes ``benchmarks/results/eval_speed.json`` and, with
 ``--write-readme``, rewrites the eval_speed section of ``benchmarks/README.md``.
+Method and results: benchmarks/README.md, section "Evaluation speed: eval_speed.py".
 """
 
 from __future__ import annotations
