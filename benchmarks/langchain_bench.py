@@ -1,29 +1,16 @@
 """The LangChain integration in a chain: selector latency vs the chain's LLM call, and chain accuracy by selector.
 
-Two measurements on one shared data set (default ``trec``), the default model, ``k`` demonstrations
-per query, with the same prompt for every selector (``langchain_neuroshot.few_shot_prompt``, which
-formats exactly as the neuroshot task):
-
-- **latency** (seed 0's annotated set): per query, ``NeuronAwareExampleSelector.select_examples``
-  (query probe + retrieval, no cache) vs the chain's own LLM call on the same model object
-  (``neuroshot_pipeline(selector).invoke(prompt)``, greedy, ``--max-new-tokens``), interleaved,
-  after one warm-up; medians and the ratio (goal: selector <= 50% of the LLM call). The whole
-  chain ``prompt | llm | LabelOutputParser`` is timed too, and its parsed answers give a
-  generation-based accuracy on these queries.
-- **accuracy** per seed: ``--annotated`` pool items drawn at random (seeded) are annotated by a
-  simulated annotator (gold revealed only for them); per test item each selector picks ``k`` of
-  them; the formatted LangChain prompt is scored by neuroshot's label scoring (length-normalised
-  verbalizer log-probabilities, argmax; no calibration). Selectors: neuron-aware (per-query, recommended pipeline),
-  ``SemanticSimilarityExampleSelector`` on MiniLM embeddings (``InMemoryVectorStore``, as shipped:
-  most similar first, and reversed: most similar last, the neuron selector's order), and ``k``
-  random annotated examples per query (seeded).
-
+Latency: ``NeuronAwareExampleSelector.select_examples`` against the chain's own LLM call on the
+same model (goal: <= 50%). Accuracy: the neuron-aware selector against LangChain's
+``SemanticSimilarityExampleSelector`` on MiniLM and random examples, each picking ``k`` of the same
+annotated pool items per test query, the formatted prompt scored by neuroshot's label scoring.
 Run from the repository root::
 
     .venv/bin/python benchmarks/langchain_bench.py --write-readme
 
 It prints Markdown tables, writes ``benchmarks/results/langchain.json`` and, with ``--write-readme``,
-rewrites the LangChain section of ``benchmarks/README.md``. Test items are never selectable.
+rewrites the LangChain section of ``benchmarks/README.md``.
+Method and results: benchmarks/README.md, section "LangChain: langchain_bench.py".
 """
 
 from __future__ import annotations
