@@ -1,39 +1,19 @@
 """Planning at scale: ``neuron_coverage`` on 10^4-10^6 synthetic signatures, exact vs approximate neighbours.
 
-Each cell plans ``--budget`` items from ``n`` synthetic items in a fresh subprocess and reports
-the wall-clock of the plan (the neighbour graph and the lazy greedy, separately) and the peak
-resident memory of the child (``ru_maxrss``, which includes the synthetic pool itself).
-
-The synthetic pool has the shape of what the plan reads from a real probe: ``--critical``
-task-critical neurons spread over 30 layers x 1536 neurons (SmolLM2-135M), each item active on
-about a fifth of them, items drawn from ``--clusters`` latent groups that share a pattern of
-neurons (so the coverage graph has structure to find). A real probe also keeps each item's
-other top-64-per-layer neurons; the plan never reads them (it restricts to the critical ones
-first), and at 10^6 items they would need ~15 GB, so they are left out here.
+Each cell times one plan (neighbour graph and greedy separately) and its peak memory in a fresh
+process. ``--probe-throughput N`` instead times probing ``N`` trec texts locally and on Ray;
+``--agreement SET ...`` compares the recommended plan with exact and approximate neighbours on
+real pools. Run from the repository root::
 
     .venv/bin/python benchmarks/scale.py --sizes 10000 100000 1000000
     .venv/bin/python benchmarks/scale.py --probe-throughput 512
-
-``--probe-throughput N`` instead probes ``N`` texts of the trec pool with the default model, each
-way in a fresh process and a fresh store: the local backend on 1 and on 2 threads, and the Ray
-backend (a local cluster of 2 CPUs) with 1 and 2 actors of one thread each. Its rows go to
-``benchmarks/results/scale_probe.jsonl``; the wall-clock includes starting the actors and
-loading the model in each, as a user would see it. ``--probe-ways local:2`` runs only some of
-the four ways; an ``N`` beyond the pool's 3,000 texts cycles the pool, each later round with a marker
-`` (1)``, `` (2)`` ... (the store probes each distinct text once).
-
     .venv/bin/python benchmarks/scale.py --probe-throughput 10000 --probe-ways local:2
-
-``--agreement SET ...`` plans with the recommended pipeline on real pools of the shared sets
-(``--pool-size`` items, probes from the head-to-head's store) with exact, HNSW and IVF neighbours,
-budgets ``--agreement-budgets``, and records the share of the exact plan's picks each approximate
-plan keeps (``benchmarks/results/scale_agreement.jsonl``); identical plans mean identical accuracy.
-
     .venv/bin/python benchmarks/scale.py --agreement trec sst2 --pool-size 3000
 
-Each finished cell is appended to ``benchmarks/results/scale.jsonl`` (a rerun skips it); the
-summary (seconds, peak GiB, and at each size run both ways the share of picks that exact and
-approximate neighbours have in common) replaces the scale section of ``benchmarks/README.md``.
+Finished cells are appended to ``benchmarks/results/scale.jsonl``, ``scale_probe.jsonl`` and
+``scale_agreement.jsonl`` (a rerun skips them); the summary replaces the scale section of
+``benchmarks/README.md``. Method and results: benchmarks/README.md, section "Planning at scale:
+scale.py" and its subsection "How scale.py measures".
 """
 
 from __future__ import annotations
