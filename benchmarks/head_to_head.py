@@ -1,26 +1,16 @@
 """Head-to-head: neuroshot's recommended pipeline against the selectors users already have.
 
-One cell = (model, set, regime, pipeline, budget, seed): plan with the pipeline's strategy on the
-pool's zero-shot probe, let the simulated annotator label exactly the planned items, score every
-item of one fixed test sample (the same items for every pipeline): per query with ``k`` retrieved
-demonstrations (the pipeline's retriever), or static with every annotated item in one prefix
-(plain and contextually calibrated from the same run). Each finished cell is appended to
-``<out>/results.jsonl`` with its per-item correctness, so a killed run continues where it
-stopped and every comparison is paired. ``--summarize`` (also run at the end) writes the paired
-differences (recommended minus each baseline, 95% bootstrap interval over test items and seeds),
-win / tie / loss per set, the mean over cells, forest plots, and the head-to-head section at the
-top of ``benchmarks/RESULTS.md``.
+Each pipeline (neuroshot.pipelines) plans on the same budget, the simulated annotator labels the
+plan, and one fixed test sample is scored per query or with a static prompt; every difference is
+paired: recommended minus each baseline, 95% bootstrap interval over test items and seeds.
 
     .venv/bin/python benchmarks/head_to_head.py --sets trec sst2 --regimes per-query
     .venv/bin/python benchmarks/head_to_head.py --summarize
 
-Pipelines are the named ones of :mod:`neuroshot.pipelines`; in the static regime the baselines are
-their strategies (``random``, ``votek``, ``ideal``).
-
-In ``static`` the pool is one fixed sample, so a deterministic planner (``recommended``, ``votek``)
-writes one prompt per budget whatever the seed, and its interval covers test items only, not the
-luck of that prompt. ``static-resampled`` draws the pool again for every seed (seed 0's pool is
-``static``'s), so each seed is another plan and the interval covers plans too.
+Cells are appended to <out>/results.jsonl as they finish (a stopped run resumes with the same
+command); --summarize (also run at the end) writes forest plots and the head-to-head section at
+the top of benchmarks/RESULTS.md.
+Method and results: benchmarks/README.md, section "Head-to-head: head_to_head.py".
 """
 
 from __future__ import annotations
