@@ -1,18 +1,14 @@
 """Validation sweep: does the order of a static prompt matter, and does the entropy criterion find a good one?
 
-For each (set, pipeline, pool seed, budget): plan on a pool with a validation slice held out of it
-(never the test split), let the simulated annotator label the plan, then score the validation items
-with the annotated items as one static prompt in 8 orders (the plan's and 7 seeded permutations).
-Each order also gets the entropy of the model's predicted labels on 64 unlabeled pool texts (not
-annotated, no labels read): the criterion of :func:`neuroshot.order_demonstrations`. One JSON line per
-cell (printed and appended to ``benchmarks/results/static_order.jsonl``):
-
-- ``plan``: [accuracy, calibrated accuracy] in the plan's order;
-- ``perm_mean`` / ``perm_min`` / ``perm_max``: over the 7 permutations;
-- ``globalE``: the order of highest entropy among the 8 (what ``order="entropy"`` would pick);
-- ``corr``: correlation of entropy and accuracy over the 8 orders.
+For each (set, pipeline, pool seed, budget), scores the validation slice held out of the pool
+(never the test split) with the annotated plan as one static prompt in 8 orders (the plan's and 7
+seeded permutations), and reads each order's entropy of predicted labels on 64 unlabeled pool
+texts (the criterion of neuroshot.order_demonstrations).
 
     .venv/bin/python benchmarks/static_order.py --sets trec --pipelines recommended votek --seeds 0 1 2 --budgets 5 10
+
+One JSON line per cell is printed and appended to benchmarks/results/static_order.jsonl.
+Method and results: benchmarks/README.md, section "The order of a static prompt on validation".
 """
 
 from __future__ import annotations
