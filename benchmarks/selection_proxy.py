@@ -1,16 +1,14 @@
 """A fast, model-free proxy for choosing selection settings on a validation slice (never the test split).
 
-For each set, ``--validation N`` pool items are held out as queries. Each strategy plans ``B``
-items from the rest of the pool (their labels are then revealed, as by the annotator); each
-query retrieves ``k`` of them with each retriever; the proxy is the share of retrieved
-demonstrations whose label equals the query's gold label (what per-query prompting relies on).
-No label scoring is run, so a whole grid takes about a minute per set once the probes are in the
-store (shared with ``quality.py``).
+Each strategy plans from the pool with a validation slice held out as queries, each retriever
+picks k of the planned (now labeled) items per query, and the proxy is the share of retrieved
+demonstrations that carry the query's gold label. No label scoring runs, so a grid takes minutes
+once the probes are in the store shared with quality.py.
 
     .venv/bin/python benchmarks/selection_proxy.py --sets trec banking77_15 --budgets 18 50
 
-Prints a markdown table per set: rows = strategy (with its parameters), columns = retriever x
-budget, cells = mean agreement over seeds (and the mean number of distinct labels planned).
+Prints a markdown table per set (rows: strategy; columns: retriever x budget); writes no file.
+Method and results: benchmarks/README.md, section "Choosing settings on validation: selection_proxy.py".
 """
 
 from __future__ import annotations
