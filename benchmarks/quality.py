@@ -1,16 +1,15 @@
 """Selection benchmark: every strategy x budget x seed on the shared sets, static and per-query regimes.
 
-One cell = (set, regime, strategy, budget, seed): plan on the zero-shot probe of the pool, let the
-simulated annotator label exactly the planned items, and score every test item (static: all
-annotated items as one prompt prefix; per-query: k of them retrieved per test item). Cells are
-appended to ``<out>/results.jsonl`` as they finish, so a killed run continues where it stopped;
-the pool and test probes are cached in ``<out>/signatures``. ``--summarize`` (also run at the end)
-writes ``results.csv``, one learning-curve PNG per set and regime, and ``benchmarks/RESULTS.md``.
+Each cell plans on the pool's zero-shot probe, lets the simulated annotator label the plan and
+scores the test items (static: one prefix; per-query: k retrieved per item). Settings are chosen
+with --validation N (N pool items held out as the test set), never on the test split.
 
     .venv/bin/python benchmarks/quality.py --sets trec cuad_clause_types_top10 --regimes per-query
 
-Settings are to be chosen with ``--validation N`` (N pool items held out as the test set), never
-on the test split.
+Cells are appended to <out>/results.jsonl as they finish (a stopped run resumes), probes cached
+in <out>/signatures; --summarize (also run at the end) writes results.csv, learning-curve PNGs and
+benchmarks/RESULTS.md.
+Method and results: benchmarks/README.md, section "Selection benchmark: quality.py".
 """
 
 from __future__ import annotations
