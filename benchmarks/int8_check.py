@@ -1,13 +1,12 @@
 """Is int8 a faster *same* model? Dynamic int8 quantization against float32 on static scoring.
 
-Issue 15 allows a faster numeric path only where accuracy on the shared sets stays equal within
-the bootstrap interval. This runs static scoring (``--demos`` seeded pool demonstrations, the
-first ``--n`` test items) with the float32 model and with a copy whose ``nn.Linear`` layers are
-dynamically quantized to int8 (``torch.ao.quantization.quantize_dynamic``), two interleaved rounds,
-and prints seconds (medians), accuracy, how often the two predict the same label, and the paired
-bootstrap interval of int8 minus float32 accuracy.
+Prints seconds, accuracy, the share of identical labels and the paired bootstrap interval of
+int8 minus float32 accuracy per set (writes no file). Run from the repository root::
 
     .venv/bin/python benchmarks/int8_check.py --sets trec sst2
+
+Method and results: benchmarks/README.md, section "Evaluation speed: eval_speed.py",
+"A faster numeric path, tried and not adopted".
 """
 
 from __future__ import annotations
