@@ -1,13 +1,9 @@
 """Per-query demonstrations: for each query, the annotated items to put in its prompt.
 
 The regime DESIGN.md treats as primary: annotate a set once, then give every query its own few
-demonstrations from it. ``NeuronRetriever`` picks by neuron-signature similarity (cosine over
-the task-critical neurons) with MMR diversity and optional label balance; ``RandomRetriever``
-is the control. The embedding kNN baseline lives with the embedding strategies. Every retriever
-has the same two calls, as scikit-learn estimators do::
-
-    retriever = NeuronRetriever(mmr=0.7).fit(annotated_probe, labels)
-    demos = retriever.demonstrations(query_probe, k=4)   # one list per query, prompt order
+demonstrations from it. Every retriever has the same calls, as scikit-learn estimators do:
+``fit(annotated_probe, labels)``, then ``demonstrations(query_probe, k)`` (one list per query, in
+prompt order) or ``retrieve`` (with why each was chosen). Usage: README.md, "Per-query demonstrations".
 """
 
 from __future__ import annotations
