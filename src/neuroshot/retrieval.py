@@ -224,8 +224,7 @@ class HybridRetriever(NeuronRetriever):
         self._pair = w * embedding_pair + (1 - w) * neuron_pair
 
     def _choose_weight(self, embedding_pair: np.ndarray, neuron_pair: np.ndarray) -> float:
-        """The weight of ``WEIGHTS`` under which annotated items' nearest annotated neighbours share their
-        label most often (0.5 with fewer than ``MIN_AUTO`` items)."""
+        """The ``embedding_weight="auto"`` choice among ``WEIGHTS`` (see the class); 0.5 below ``MIN_AUTO`` items."""
         n = len(embedding_pair)
         if n < self.MIN_AUTO:
             return 0.5
