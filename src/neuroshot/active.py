@@ -1,14 +1,10 @@
 """Active rounds for any strategy (AdaICL-style): annotate in batches, re-probing with the labels so far.
 
-Round 1 plans the first batch with the base strategy on the zero-shot probe. After each batch
-is annotated, the not-yet-annotated pool is probed again with annotated items as
-demonstrations in the prompt, so label probabilities, signatures and task-critical neurons
-describe the model *with* those demonstrations; the base strategy then plans the next batch with
-``labeled=`` the annotated items (index -> label). Uncertainty strategies therefore spend the next
-batch where the model stays uncertain in context, coverage strategies where task-critical
-neurons stay uncovered. Labels are asked for only for the items chosen, batch by batch.
-
-Cost: one probe of the remaining pool per round after the first.
+:func:`active_plan` runs the rounds and asks the annotator for exactly each round's picks. One
+round is one :class:`~neuroshot.strategies.active.ActiveStrategy` plan, whose module says how the
+rest of the pool is re-probed with the annotated items in context. Uncertainty strategies then
+spend the next batch where the model stays uncertain in context, coverage strategies where
+task-critical neurons stay uncovered. Cost: one probe of the remaining pool per round after the first.
 """
 
 from __future__ import annotations

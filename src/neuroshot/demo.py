@@ -1,10 +1,7 @@
 """``neuroshot demo``: the whole loop on a small support-ticket set that ships with the package.
 
-Probe the pool on the default model, plan a budget with the recommended pipeline, let a simulated
-annotator label the picks, show them with why they were chosen, and compare per-query test
-accuracy with what users already do (random annotation + MiniLM nearest neighbours), with the
-paired bootstrap interval of the difference. Nothing here is tuned on the demo's test tickets:
-the recommended pipeline was chosen on validation slices of the shared benchmark sets.
+Its steps are ``neuroshot demo --help``'s description; what it measured, and why nothing here is
+tuned on the demo's test tickets: README.md, "Set-up on a fresh machine".
 """
 
 from __future__ import annotations

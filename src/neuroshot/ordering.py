@@ -1,13 +1,12 @@
 """The order of a static prompt's demonstrations, chosen from the model's predictions on unlabeled texts.
 
-A small model reads a fixed prompt's order as a label prior: the same 5-20 annotated items in
-another order move trec accuracy by 10-15 points on SmolLM2-135M, mostly by how evenly its answers
-spread over the labels. :func:`order_demonstrations` tries a few seeded orders and keeps the one
-whose answers on unlabeled pool texts are spread most evenly (the "GlobalE" criterion of Lu et al.
-2022, *Fantastically Ordered Prompts and Where to Find Them*, with pool texts in place of the
-paper's generated probing set). It reads no gold label but the demonstrations' own::
-
-    demos = order_demonstrations(lm, task, demos, unlabeled_pool_texts, candidates=8, seed=0)
+A small model reads a fixed prompt's order as a label prior: the same annotated items in another
+order move its accuracy by many points, mostly by how evenly its answers spread over the labels
+(measured: benchmarks/README.md, "The order of a static prompt on validation").
+:func:`order_demonstrations` tries a few seeded orders and keeps the one whose answers on unlabeled
+pool texts are spread most evenly (the "GlobalE" criterion of Lu et al. 2022, *Fantastically Ordered
+Prompts and Where to Find Them*, with pool texts in place of the paper's generated probing set). It
+reads no gold label but the demonstrations' own.
 """
 
 from __future__ import annotations

@@ -1,15 +1,9 @@
 """Named pipelines: which items to annotate (a strategy) and which of them each prompt shows (a retriever).
 
-What a user compares is a pipeline, not a planner: "annotate a random sample and retrieve by
-embedding similarity" is what LangChain's ``SemanticSimilarityExampleSelector`` and DSPy's
-``KNNFewShot`` do. Each named pipeline fixes a strategy, a per-query retriever and their
-settings; in the static regime only the strategy matters (every annotated item is a
-demonstration). ``"recommended"`` is neuroshot's default everywhere (``neuroshot plan``,
-``NeuronAwareExampleSelector``, ``NeuronAwareFewShot``, ``neuroshot demo``)::
-
-    get_pipeline("recommended")      # Pipeline(name='recommended', strategy='neuron_coverage', ...)
-    get_pipeline("random+knn")       # the standard practice it is compared with
-    get_pipeline("kmeans")           # any strategy name: that strategy with the default retriever
+What a user compares is a pipeline, not a planner (README.md, "Pipelines": the baselines are the
+LangChain and DSPy practice). Each named pipeline fixes a strategy, a per-query retriever and their
+settings; in the static regime only the strategy and ``order`` matter (every annotated item is a
+demonstration). ``"recommended"`` is neuroshot's default everywhere.
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
 """Per-query demonstrations: for each query, the annotated items to put in its prompt.
 
 The regime DESIGN.md treats as primary: annotate a set once, then give every query its own few
-demonstrations from it. ``NeuronRetriever`` picks by neuron-signature similarity (cosine over
-the task-critical neurons) with MMR diversity and optional label balance; ``RandomRetriever``
-is the control. The embedding kNN baseline lives with the embedding strategies. Every retriever
-has the same two calls, as scikit-learn estimators do::
-
-    retriever = NeuronRetriever(mmr=0.7).fit(annotated_probe, labels)
-    demos = retriever.demonstrations(query_probe, k=4)   # one list per query, prompt order
+demonstrations from it. Every retriever has the same calls, as scikit-learn estimators do:
+``fit(annotated_probe, labels)``, then ``demonstrations(query_probe, k)`` (one list per query, in
+prompt order) or ``retrieve`` (with why each was chosen). Usage: README.md, "Per-query demonstrations".
 """
 
 from __future__ import annotations
@@ -228,8 +224,7 @@ class HybridRetriever(NeuronRetriever):
         self._pair = w * embedding_pair + (1 - w) * neuron_pair
 
     def _choose_weight(self, embedding_pair: np.ndarray, neuron_pair: np.ndarray) -> float:
-        """The weight of ``WEIGHTS`` under which annotated items' nearest annotated neighbours share their
-        label most often (0.5 with fewer than ``MIN_AUTO`` items)."""
+        """The ``embedding_weight="auto"`` choice among ``WEIGHTS`` (see the class); 0.5 below ``MIN_AUTO`` items."""
         n = len(embedding_pair)
         if n < self.MIN_AUTO:
             return 0.5

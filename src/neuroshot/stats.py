@@ -5,11 +5,7 @@ with 300 test items one item is a third of a point, and seeds move small models 
 points. Both pipelines are scored on the same items with the same seeds, so the comparison is
 paired: per (seed, item), ``correct_a - correct_b``. The 95% interval resamples seeds and items
 with replacement (two-way bootstrap: one draw of seeds and one of items per replicate, every
-pair of a drawn seed and a drawn item counted), which accounts for both sources of noise::
-
-    diff = paired_difference(correct_a, correct_b)          # arrays [seeds, items] of 0/1
-    print(diff)                                              # +0.031 [+0.008, +0.054] (win)
-    overall = mean_difference([diff_cell1, diff_cell2, ...])  # the average over cells, with its interval
+pair of a drawn seed and a drawn item counted), which accounts for both sources of noise.
 """
 
 from __future__ import annotations

@@ -4,9 +4,8 @@ One ``plan`` call is one round. Without labels it is the base strategy on the gi
 labels (``labeled`` as index -> label) it first re-probes the not-yet-annotated items with the
 annotated ones as demonstrations in the prompt, so label probabilities, signatures and
 task-critical neurons describe the model *with* those demonstrations, and then lets the base
-strategy plan on that probe. That needs the model (``lm=``); :func:`neuroshot.active.active_plan`
-runs all rounds with an annotator, ``neuroshot plan --strategy active:NAME --labeled FILE``
-plans the next round from the labels given so far.
+strategy plan on that probe. :func:`neuroshot.active.active_plan` runs all rounds with an
+annotator; the command line: README.md, "Command line" (``plan --strategy active:NAME``).
 """
 
 from __future__ import annotations
