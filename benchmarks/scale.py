@@ -377,8 +377,9 @@ def main(argv=None) -> None:
     text = summarize(args)
     intro = ("`neuron_coverage` planning on synthetic signatures of 10^4-10^6 items (the shape of what a plan "
              "reads from a probe: 460 critical neurons over 30 layers x 1536), exact neighbours against FAISS HNSW "
-             "and IVF ones, each cell in a fresh process; see the docstring of `benchmarks/scale.py`. `--agreement SET ...` "
-             "compares the recommended pipeline's plans with exact and approximate neighbours on real pools.")
+             "and IVF ones, each cell in a fresh process (see 'How `scale.py` measures' below). "
+             "`--agreement SET ...` compares the recommended pipeline's plans with exact and approximate neighbours "
+             "on real pools.")
     update_section(args.readme, "scale", f"## Planning at scale: `scale.py`\n\n{intro}\n\n{text}")
     print(text)
 

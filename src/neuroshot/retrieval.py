@@ -111,8 +111,9 @@ class NeuronRetriever(Retriever):
     ``ceil(k / labels present)`` demonstrations. With ``standardize`` (default) each critical
     neuron is z-scored with the annotated items' mean and spread before the cosine (from
     ``MIN_STANDARDIZE`` annotated items on), so neurons that fire alike for every item do not
-    make every pair look similar. A query that touches none of the critical neurons falls back to
-    cosine over its whole signature.
+    make every pair look similar. ``label_weighted=True`` also weighs each neuron by how well it
+    separates the annotated labels (:func:`label_separation`). A query that touches none of the
+    critical neurons falls back to cosine over its whole signature.
     """
 
     MIN_STANDARDIZE: ClassVar[int] = 8

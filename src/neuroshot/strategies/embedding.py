@@ -1,4 +1,4 @@
-"""Embedding baselines: k-means, TypiClust, fast vote-k, vote-k and IDEAL, plus kNN retrieval.
+"""Embedding baselines: k-means, TypiClust, fast vote-k, vote-k and IDEAL.
 
 All read sentence embeddings, ``probed.embeddings`` when set, otherwise ``embed(probed.texts)``
 (all-MiniLM-L6-v2, L2-normalised; see :mod:`neuroshot.embeddings`). Already annotated items
