@@ -132,7 +132,7 @@ def _scores(bits: str) -> np.ndarray:
 # --------------------------------------------------------------------------- summary
 
 
-def comparisons(rows: list[dict], reference: str = REFERENCE, validation: int = 0) -> list[dict]:
+def comparisons(rows: list[dict], reference: str, validation: int) -> list[dict]:
     """Per (model, set, regime, metric, budget) and baseline: ``reference`` minus the baseline, paired
     (rows scored on the test split, or with ``validation`` on that many held-out pool items)."""
     from neuroshot.stats import paired_difference
@@ -196,9 +196,10 @@ def summarize(args: argparse.Namespace) -> str:
         sets = list(dict.fromkeys(c["set"] for c in cs))
         n_items = {c["set"]: c["diff"].n_items for c in cs}
         seeds = sorted({s for c in cs for s in c["seeds"]})
+        cols = " | ".join(f"`{b}` − `{args.against}`" if args.against else f"− `{b}`" for b in baselines)
         lines += [f"## `{model}`, {regime}, {'calibrated ' if metric == 'calibrated' else ''}accuracy", "",
                   f"Seeds {seeds}; test items per set: " + ", ".join(f"{s} {n_items[s]}" for s in sets) + ".", "",
-                  _header(args, baselines, "| set | budget | ")[0],
+                  f"| set | budget | {args.against or args.reference} | {cols} |",
                   "|---|---:|---:|" + "---:|" * len(baselines)]
         by_cell = defaultdict(dict)
         for c in cs:
@@ -208,7 +209,7 @@ def summarize(args: argparse.Namespace) -> str:
             lines.append(f"| {name} | {budget} | {ref:.3f} | "
                          + " | ".join(_fmt(per[b]["diff"]) if b in per else "-" for b in baselines) + " |")
         lines += ["", "Per set (mean over budgets) and over all cells:", "",
-                  _header(args, baselines, "| set | ")[1], "|---|" + "---:|" * len(baselines)]
+                  f"| set | {cols} |", "|---|" + "---:|" * len(baselines)]
         tally = {b: {"win": 0, "tie": 0, "loss": 0} for b in baselines}
         for name in sets + ["all cells"]:
             cells = []
@@ -241,15 +242,6 @@ def summarize(args: argparse.Namespace) -> str:
     else:
         update_section(args.markdown, "head-to-head", text, first=True)
     return text
-
-
-def _header(args, baselines: list[str], start: str) -> tuple[str, str]:
-    """Table headers: per cell (with the reference's accuracy) and per set."""
-    if args.against:
-        cols = " | ".join(f"`{b}` − `{args.against}`" for b in baselines)
-        return f"{start}{args.against} | {cols} |", f"{start}{cols} |"
-    cols = " | ".join(f"− `{b}`" for b in baselines)
-    return f"{start}{args.reference} | {cols} |", f"{start}{cols} |"
 
 
 def _goal(cs: list[dict], regime: str, metric: str, rows: list[dict], model: str) -> list[str]:
