@@ -86,10 +86,9 @@ def model_spec(name: str) -> str:
     return str(target)
 
 
-def subset_labels(labels, n: int, seed: int = 0) -> list[str]:
-    """A fixed subset of ``n`` labels (seeded shuffle of the sorted labels)."""
-    rng = np.random.default_rng(seed)
-    return sorted(rng.permutation(sorted(labels))[:n].tolist())
+def subset_labels(labels, n: int) -> list[str]:
+    """A fixed subset of ``n`` labels (shuffle of the sorted labels, seed 0)."""
+    return sorted(np.random.default_rng(0).permutation(sorted(labels))[:n].tolist())
 
 
 def read_set(name: str, data: Path = DEFAULT_DATA, splits: tuple[str, ...] = ("pool", "test"),
@@ -112,8 +111,7 @@ def read_set(name: str, data: Path = DEFAULT_DATA, splits: tuple[str, ...] = ("p
 
 
 def load_shared_set(name: str, data: Path = DEFAULT_DATA, *, pool_size: int | None = None,
-                    test_size: int | None = None, validation: int | None = None, seed: int = 0,
-                    max_text_tokens: int | None = None) -> SharedSet:
+                    test_size: int | None = None, validation: int | None = None, seed: int = 0) -> SharedSet:
     """Task, pool and test records of a set.
 
     ``pool_size`` / ``test_size`` keep a seeded random sample (:func:`neuroshot.data.split_records`).
@@ -122,7 +120,7 @@ def load_shared_set(name: str, data: Path = DEFAULT_DATA, *, pool_size: int | No
     """
     from neuroshot.data import split_records
 
-    task, records = read_set(name, data, max_text_tokens=max_text_tokens)
+    task, records = read_set(name, data)
     split = split_records(records["pool"], records["test"], validation=validation or 0, pool_size=pool_size,
                           test_size=None if validation else test_size, seed=seed)
     return SharedSet(name, task, split.pool, split.validation if validation else split.test)
