@@ -154,10 +154,6 @@ def measure_memory(args: argparse.Namespace, name: str, method: str) -> dict:
 # --------------------------------------------------------------------------- main benchmark
 
 
-def folder_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
 def bench_set(lm, args, name: str) -> dict:
     from neuroshot.scoring import encode
 
@@ -200,7 +196,7 @@ def bench_set(lm, args, name: str) -> dict:
             t0 = time.perf_counter()
             run_method(lm, task, stored, method, args, store=tmp)
             sec = time.perf_counter() - t0
-            size = folder_bytes(Path(tmp))
+            size = sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file())
         store[method] = {"items": len(stored), "bytes": size, "bytes_per_item": size / len(stored),
                          "seconds_per_1k_with_store": 1000 * sec / len(stored)}
 

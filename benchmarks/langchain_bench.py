@@ -34,7 +34,6 @@ from shared_sets import DEFAULT_README, REPO, add_data_arg, read_set  # noqa: E4
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "langchain.json"
 LATENCY_GOAL = 0.5  # selector latency / LLM call latency
 FULL_DEFAULTS = {"test": 300, "seeds": 3}
-SELECTORS = ("neuron", "semantic", "semantic_last", "random")
 SELECTOR_NAMES = {
     "neuron": "NeuronAwareExampleSelector (per-query, recommended pipeline)",
     "semantic": "SemanticSimilarityExampleSelector, MiniLM (most similar first, as shipped)",
@@ -92,12 +91,12 @@ class ReversedSelector(BaseExampleSelector):
         return self.inner.select_examples(input_variables)[::-1]
 
 
-def label_probs(lm, task, prompts: list[str], batch_size: int = 16) -> np.ndarray:
+def label_probs(lm, task, prompts: list[str]) -> np.ndarray:
     """neuroshot's label scoring on already formatted prompts: ``[N, C]`` probabilities."""
     from neuroshot.scoring import encode, prompt_proba
 
     labels = encode(lm, task, [""]).labels  # the answer token ids of each label
-    return prompt_proba(lm, [lm.tokenizer(p)["input_ids"] for p in prompts], labels, batch_size=batch_size)
+    return prompt_proba(lm, [lm.tokenizer(p)["input_ids"] for p in prompts], labels, batch_size=16)
 
 
 def load_data(args):
@@ -159,9 +158,8 @@ def accuracy_run(lm, task, test, examples, args, seed: int, embeddings) -> dict[
             # the prompt the chain sends, built from these picks (the selector is not asked twice)
             prompts.append(task.prompt(r.text, [Demonstration(e["text"], e["label"]) for e in picks]))
         select_seconds = time.perf_counter() - t0
-        probe_text = test[0].text  # the LangChain prompt formats exactly as the task's prompt
-        if name != "random":
-            assert prompt.format(text=probe_text) == prompts[0], f"{name}: LangChain prompt differs from task.prompt"
+        if name != "random":  # the LangChain prompt formats exactly as the task's prompt
+            assert prompt.format(text=test[0].text) == prompts[0], f"{name}: LangChain prompt differs from task.prompt"
         t0 = time.perf_counter()
         probs = label_probs(lm, task, prompts)
         score_seconds = time.perf_counter() - t0
@@ -228,7 +226,7 @@ def summarise(per_seed: dict[str, dict]) -> dict[str, dict]:
         return [[int(c) for c in per_seed[s][name]["correct"]] for s in per_seed]
 
     summary = {}
-    for name in SELECTORS:
+    for name in SELECTOR_NAMES:
         acc = [per_seed[s][name]["accuracy"] for s in per_seed]
         f1 = [per_seed[s][name]["macro_f1"] for s in per_seed]
         summary[name] = {"accuracy_mean": float(np.mean(acc)), "accuracy_std": float(np.std(acc)),

@@ -40,7 +40,6 @@ PROBE_OUT = REPO / "benchmarks" / "results" / "scale_probe.jsonl"
 PROBE_KEY = ("n", "backend", "workers", "set")
 AGREE_OUT = REPO / "benchmarks" / "results" / "scale_agreement.jsonl"
 AGREE_KEY = ("set", "pool_size", "neighbours", "budget", "seed")
-PROBE_WAYS = (("local", 1), ("local", 2), ("ray", 1), ("ray", 2))  # (backend, threads or actors)
 KEY = ("n", "neighbours", "n_neighbors", "budget", "critical", "clusters", "seed")
 N_LAYERS, D_FF = 30, 1536
 
@@ -62,7 +61,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--probe-throughput", type=int, metavar="N",
                    help="instead: probe N trec texts locally (1, 2 threads) and on Ray (1, 2 actors); beyond the "
                         "pool's 3,000 texts the pool is cycled, later rounds marked")
-    p.add_argument("--probe-ways", nargs="+", default=[f"{b}:{w}" for b, w in PROBE_WAYS], metavar="BACKEND:N",
+    p.add_argument("--probe-ways", nargs="+", default=["local:1", "local:2", "ray:1", "ray:2"], metavar="BACKEND:N",
                    help="with --probe-throughput: which backends and thread / actor counts to run")
     p.add_argument("--agreement", nargs="+", metavar="SET", default=[],
                    help="on these shared sets' real pools, the recommended plan with approximate neighbours "
