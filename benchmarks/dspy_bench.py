@@ -87,12 +87,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def load_split(args, split: str, n: int, rng: random.Random):
+def load_split(args, split: str, n: int, seed: int):
     import dspy
 
     records = read_set(args.set, args.data, (split,))[1][split]
     return [dspy.Example(id=r.id, text=r.text, label=r.label).with_inputs("text")
-            for r in rng.sample(records, min(n, len(records)))]
+            for r in random.Random(seed).sample(records, min(n, len(records)))]
 
 
 def make_signature(args, labels: list[str]):
@@ -150,7 +150,7 @@ def run_cell(name: str, seed: int, args, signature, testset, lm_model, labels: l
     """Compile ``name`` on seed ``seed``'s trainset and score the test sample (or its demos' labels)."""
     import dspy
 
-    trainset = load_split(args, "pool", args.train, random.Random(seed))
+    trainset = load_split(args, "pool", args.train, seed)
     t0 = time.perf_counter()
     program = compile_one(name, args, signature, trainset, lm_model, seed)
     row = {"compile_seconds": time.perf_counter() - t0, "train_ids": [ex.id for ex in trainset]}
@@ -181,7 +181,7 @@ def run(args) -> None:
     from dspy_neuroshot import local_lm
     from neuroshot.models import resolve_model
 
-    testset = load_split(args, "test", args.test, random.Random(TEST_SEED))
+    testset = load_split(args, "test", args.test, TEST_SEED)
     labels = list(read_set(args.set, args.data, ())[0].labels)
     signature = make_signature(args, labels)
     model = resolve_model(args.model)
@@ -305,11 +305,11 @@ def run_speed(args) -> dict:
     from neuroshot.models import resolve_model
 
     name, seed = args.methods[0], args.seeds[0]
-    testset = load_split(args, "test", args.test, random.Random(TEST_SEED))
+    testset = load_split(args, "test", args.test, TEST_SEED)
     labels = list(read_set(args.set, args.data, ())[0].labels)
     model = resolve_model(args.model)
     engine = timed_engine(model)
-    trainset = load_split(args, "pool", args.train, random.Random(seed))
+    trainset = load_split(args, "pool", args.train, seed)
     with dspy.context(lm=dspy.LM("local/smollm2-135m", engine=engine, cache=False)):
         program = compile_one(name, args, make_signature(args, labels), trainset, model, seed)
         engine.calls.clear()

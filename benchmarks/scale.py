@@ -145,7 +145,7 @@ def _probe_child(spec: dict) -> dict:
     from neuroshot import load_model
     from neuroshot.probing import probe
 
-    data = load_shared_set(spec["set"], Path(spec["data"]) if spec["data"] else DEFAULT_DATA)
+    data = load_shared_set(spec["set"], Path(spec["data"] or DEFAULT_DATA))
     texts = [_cycled_text(data.pool, i) for i in range(spec["n"])]
     local = spec["backend"] == "local"
     torch.set_num_threads(spec["workers"] if local else 1)
