@@ -146,7 +146,10 @@ def _probe_child(spec: dict) -> dict:
     from neuroshot.probing import probe
 
     data = load_shared_set(spec["set"], Path(spec["data"] or DEFAULT_DATA))
-    texts = [_cycled_text(data.pool, i) for i in range(spec["n"])]
+    # the pool cycled past its end; later rounds get a marker, as the store probes each distinct text once (a few
+    # tokens longer, so a 10k run over-states the cost slightly)
+    size = len(data.pool)
+    texts = [data.pool[i % size].text + (f" ({i // size})" if i >= size else "") for i in range(spec["n"])]
     local = spec["backend"] == "local"
     torch.set_num_threads(spec["workers"] if local else 1)
     lm = load_model("default")
@@ -161,13 +164,6 @@ def _probe_child(spec: dict) -> dict:
         seconds = time.perf_counter() - t
         steady = _steady_rate(Path(store), spec["workers"])
     return {**spec, "seconds": seconds, "items_per_s": spec["n"] / seconds, "steady_items_per_s": steady}
-
-
-def _cycled_text(pool: list, i: int) -> str:
-    """Item ``i`` of the pool cycled past its end; later rounds get a marker, as the store probes each
-    distinct text once (a few tokens longer, so a 10k run over-states the cost slightly)."""
-    text, round_ = pool[i % len(pool)].text, i // len(pool)
-    return f"{text} ({round_})" if round_ else text
 
 
 def _steady_rate(store: Path, workers: int) -> float | None:

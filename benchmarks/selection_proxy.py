@@ -56,12 +56,6 @@ def named(spec: str) -> tuple[str, dict]:
     return name, json.loads(params) if params else {}
 
 
-def agreement(retriever, planned_probe, planned_labels, queries, gold: np.ndarray, labels: list[str], k: int) -> float:
-    """Share of the ``k`` retrieved demonstrations per query that carry the query's gold label."""
-    chosen = retriever.fit(planned_probe, planned_labels).retrieve(queries, k)
-    return float(np.mean([[labels.index(r.label) == gold[q] for r in row] for q, row in enumerate(chosen)]))
-
-
 def run_set(lm, name: str, args: argparse.Namespace) -> list[str]:
     from neuroshot.embeddings import with_embeddings
     from neuroshot.probing import probe
@@ -79,7 +73,8 @@ def run_set(lm, name: str, args: argparse.Namespace) -> list[str]:
     touched = float((pool.critical.restrict(pool.signatures) != 0).mean())  # share of the pool per critical neuron
     probed = f"; probe {json.dumps(args.probe)}" if args.probe else ""
     lines = [f"### {name} ({len(labels)} labels; pool {len(pool)}, {len(queries)} validation queries, k={args.k}{probed}, "
-             f"seeds {args.seeds}; the average critical neuron is in {touched:.0%} of the pool's signatures)", "", f"| strategy | {header} |", "|---|" + "---:|" * (len(args.retrievers) * len(args.budgets))]
+             f"seeds {args.seeds}; the average critical neuron is in {touched:.0%} of the pool's signatures)", "",
+             f"| strategy | {header} |", "|---|" + "---:|" * (len(args.retrievers) * len(args.budgets))]
     for spec in args.strategies:
         s_name, s_params = named(spec)
         scores: dict[tuple[str, int], list[float]] = {}
@@ -87,13 +82,16 @@ def run_set(lm, name: str, args: argparse.Namespace) -> list[str]:
         for budget in args.budgets:
             for seed in args.seeds:
                 planned = get_strategy(s_name, **s_params).plan(pool, budget, seed=seed).indices
-                distinct.setdefault(budget, []).append(len({pool_labels[i] for i in planned}))
+                planned_labels = [pool_labels[i] for i in planned]
+                distinct.setdefault(budget, []).append(len(set(planned_labels)))
                 for r_spec in args.retrievers:
                     r_name, r_params = named(r_spec)
                     params = {**r_params, **({"seed": seed} if r_name == "random" else {})}
-                    scores.setdefault((r_spec, budget), []).append(
-                        agreement(get_retriever(r_name, **params), pool.subset(planned),
-                                  [pool_labels[i] for i in planned], queries, gold, labels, args.k))
+                    chosen = get_retriever(r_name, **params).fit(pool.subset(planned), planned_labels).retrieve(
+                        queries, args.k)
+                    # the proxy: the share of the k retrieved demonstrations per query with the query's gold label
+                    scores.setdefault((r_spec, budget), []).append(float(np.mean(
+                        [[labels.index(r.label) == gold[q] for r in row] for q, row in enumerate(chosen)])))
         cells = [f"{np.mean(scores[r, b]):.3f} ({np.mean(distinct[b]):.0f})" for r in args.retrievers for b in args.budgets]
         lines.append(f"| `{spec}` | " + " | ".join(cells) + " |")
         print(lines[-1], file=sys.stderr, flush=True)
