@@ -25,11 +25,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import shared_sets  # noqa: E402
 from _results import (HelpFormatter, environment, is_smoke, machine_line, plain_args, report,  # noqa: E402
                       require_positive, run_child, smoke_line)
+from shared_sets import DEFAULT_README, REPO, add_data_arg, read_set  # noqa: E402
 
-REPO, DEFAULT_README = shared_sets.REPO, shared_sets.DEFAULT_README
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "cost.json"
 METHODS = ("forward", "direct_logit", "grad_x_act")
 GOALS = {"direct_logit": 1.1, "grad_x_act": 2.5}  # max ratio to forward (direct_logit: 1.3, then 1.1)
@@ -54,8 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=HelpFormatter,
     )
     p.add_argument("--model", default="default", help="model spec for neuroshot.models.load_model")
-    shared_sets.add_data_arg(p, "folder of data sets, each with card.json and pool.jsonl (../shared/data "
-                                "relative to the repository root when it exists, else required)")
+    add_data_arg(p, "folder of data sets, each with card.json and pool.jsonl (../shared/data relative to the "
+                    "repository root when it exists, else required)")
     p.add_argument("--sets", nargs="+", default=["trec", "cuad_clause_types_top10"], metavar="SET",
                    help="data sets (sub-folders of --data) to benchmark")
     p.add_argument("--n", type=int, default=FULL_DEFAULTS["n"], help="items taken from the start of each pool")
@@ -82,7 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load_set(data: Path, name: str, n: int, max_text_tokens: int):
     """(task, first n pool texts) of one data set. Reads pool.jsonl only, never test.jsonl."""
-    task, records = shared_sets.read_set(name, data, ("pool",), max_text_tokens)
+    task, records = read_set(name, data, ("pool",), max_text_tokens)
     if len(records["pool"]) < n:
         print(f"warning: {name} pool has only {len(records['pool'])} items (asked for {n})", file=sys.stderr)
     return task, [r.text for r in records["pool"][:n]]

@@ -24,8 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import (HelpFormatter, environment, is_smoke, machine_line, plain_args, report,  # noqa: E402
                       require_positive, smoke_line)
-from cost import REPO, linear_parameters, matmul_peak_gflops, timed_rounds  # noqa: E402
-from shared_sets import DEFAULT_README, add_data_arg, read_set  # noqa: E402
+from cost import linear_parameters, matmul_peak_gflops, timed_rounds  # noqa: E402
+from shared_sets import DEFAULT_README, REPO, add_data_arg, read_set  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "eval_speed.json"
 METHODS = {"static": ("naive", "reuse", "limit"), "per-query": ("reuse", "limit")}
