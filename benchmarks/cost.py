@@ -256,10 +256,10 @@ def markdown_table(results: dict) -> str:
             store = res["store"].get(m, {}).get("bytes_per_item")
             rows.append(" | ".join([
                 f"| {name}", f"`{m}`", f"{res['seconds_per_1k'][m]:.1f}", f"{res['ratio_to_forward'][m]:.2f}",
-                f"{res['cpu_ratio_to_forward'][m]:.2f}" if "cpu_ratio_to_forward" in res else "-",
+                f"{res['cpu_ratio_to_forward'][m]:.2f}",
                 f"{mem['run_peak_rss_mib']:.0f}" if mem else "-", f"{mem['increment_mib']:.0f}" if mem else "-",
                 f"{sig:,.0f}" if sig is not None else "-", f"{store:,.0f}" if store is not None else "-",
-                f"{res['gflops'][m]:.0f}" if "gflops" in res else "-"]) + " |")
+                f"{res['gflops'][m]:.0f}"]) + " |")
     return "\n".join(rows)
 
 
@@ -289,7 +289,7 @@ def readme_section(results: dict) -> str:
         "Goals (ratios are of median wall-clock times from the same run; the CPU-time ratio, less affected by "
         "other jobs on the machine, is in the table):", "",
         *goal_lines(results), "",
-        *([roofline_line(results), ""] if "matmul_peak_gflops" in results else []),
+        roofline_line(results), "",
         "Command:", "", "```", env["command"], "```",
     ])
 
