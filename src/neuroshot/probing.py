@@ -197,8 +197,7 @@ def _probe_batch(lm, enc, prompts, method, objective, top_k, ig_steps, keys):
                     ig_steps=ig_steps)
     scores = att.label_scores if scores is None else scores
     neurons, values = top_k_signatures(att.values, top_k)
-    score_rows = scores.cpu().numpy()
-    return [(key, StoredItem(n, v, s)) for key, n, v, s in zip(keys, neurons, values, score_rows)]
+    return [(key, StoredItem(n, v, s)) for key, n, v, s in zip(keys, neurons, values, scores.cpu().numpy())]
 
 
 def check_probe_settings(*, method: str = "direct_logit", objective: str = "logprob", top_k: int = 64,

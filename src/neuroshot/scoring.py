@@ -158,11 +158,10 @@ def label_scores(lm: LanguageModel, prompts: Sequence[Sequence[int]], labels: Se
 def scores_after_prompt(lm: LanguageModel, out, mask: torch.Tensor, labels: Sequence[Sequence[int]], *,
                         prefix=None) -> torch.Tensor:
     """Label scores from a prompt pass's output (its KV cache is copied, never changed); ``prefix`` as in :func:`forward`."""
-    single = all(len(lab) == 1 for lab in labels)
     first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
     firsts = torch.tensor([lab[0] for lab in labels], device=lm.device)
     scores = first[:, firsts].clone()
-    if single:
+    if all(len(lab) == 1 for lab in labels):
         return scores
     multi = [c for c, lab in enumerate(labels) if len(lab) > 1]
     per_pass = max(1, _MAX_LOGIT_FLOATS // (mask.shape[0] * out.logits.shape[-1]))  # continuation tokens per pass
