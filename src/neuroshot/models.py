@@ -25,6 +25,7 @@ from typing import Union
 import torch
 from torch import nn
 
+from ._io import atomic_write
 from .errors import NeuroshotError, UnsupportedModelError
 
 log = logging.getLogger(__name__)
@@ -353,8 +354,6 @@ def _file_hash(path: Path) -> str:
         return known[key]
     with path.open("rb") as fh:
         known[key] = hashlib.file_digest(fh, "sha256").hexdigest()[:16]
-    from ._io import atomic_write
-
     try:
         with atomic_write(memo) as fh:
             json.dump(known, fh)
