@@ -175,7 +175,7 @@ def _direct_logit_reusing_cache(lm: LanguageModel, prompts, labels, w_out) -> Ba
     predicted = scores.argmax(-1).tolist()
     answers = [labels[p] for p in predicted]
     width = max(map(len, answers))
-    span_acts = [torch.zeros(len(answers), width, a.shape[-1], dtype=a.dtype, device=a.device) for a in last]
+    span_acts = [a.new_zeros(len(answers), width, a.shape[-1]) for a in last]
     for l, a in enumerate(last):
         for row, ans in enumerate(answers):
             span_acts[l][row, width - len(ans)] = a[row]

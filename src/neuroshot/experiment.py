@@ -173,8 +173,9 @@ class Experiment:
         pipeline = self.pipeline(strategy)
         strategy = pipeline.strategy
         annotator = annotator if annotator is not None else SimulatedAnnotator.from_records(self.pool)
+        per_query = self.regime == "per-query"
         _ = self.pool_probe  # probe outside the timed cell
-        if self.regime == "per-query":
+        if per_query:
             _ = self.test_probe
         before = set(getattr(annotator, "revealed", ()))
         t0 = time.perf_counter()
@@ -185,7 +186,6 @@ class Experiment:
         if not set(getattr(annotator, "revealed", ())) - before <= set(ids):
             raise NeuroshotError(f"{strategy}: labels of unplanned items were revealed")
         gold = [r.label for r in self.test]
-        per_query = self.regime == "per-query"
         if per_query:  # the seed matters to a retriever that takes one
             from .retrieval import RETRIEVERS
 

@@ -212,8 +212,7 @@ def check_probe_settings(*, method: str = "direct_logit", objective: str = "logp
 def _assemble(lm, task, texts, keys, results, method, critical_fraction, ids) -> ProbeResult:
     items = [results[k] for k in keys]
     signatures = Signatures.from_items([it.neurons for it in items], [it.values for it in items], lm.n_layers, lm.d_ff)
-    logits = torch.from_numpy(np.stack([it.label_scores for it in items]))
-    probs = torch.softmax(logits, dim=-1).numpy()
+    probs = torch.softmax(torch.from_numpy(np.stack([it.label_scores for it in items])), dim=-1).numpy()
     critical = critical_neurons(signatures, critical_fraction)
     return ProbeResult(list(texts), task, probs, signatures, critical, item_scores(probs, signatures, critical),
                        method, list(ids) if ids is not None else None)

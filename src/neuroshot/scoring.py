@@ -202,7 +202,7 @@ def _continuation_logprob(lm: LanguageModel, cache, prompt_mask: torch.Tensor,
     n_rows, n = prompt_mask.shape[0], len(feed)
     own_label = (owner[:, None] == owner[None, :]) & (offset[None, :] <= offset[:, None])
     attend = torch.cat([prompt_mask.bool()[:, None, :].expand(n_rows, n, -1), own_label.expand(n_rows, n, n)], dim=-1)
-    dtype = next(lm.model.parameters()).dtype
+    dtype = lm.dtype
     block_mask = torch.zeros(attend.shape, dtype=dtype, device=dev).masked_fill_(~attend, torch.finfo(dtype).min)
     positions = prompt_mask.sum(-1, keepdim=True) + offset[None, :] + _prefix_length(prefix)
     with model_lock(lm):
