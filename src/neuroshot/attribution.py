@@ -40,19 +40,16 @@ class ActivationRecorder:
                  edit: tuple[int, Callable[[torch.Tensor], torch.Tensor]] | None = None) -> None:
         self.lm, self.leaf, self.edit = lm, leaf, edit
         self.acts: list[torch.Tensor | None] = [None] * lm.n_layers
-        self._handles: list = []
 
     def __enter__(self) -> ActivationRecorder:
         self._lock = model_lock(self.lm)  # hooks see every forward pass: no other thread's while they are on
         self._lock.acquire()
-        for layer in self.lm.layers:
-            self._handles.append(layer.module.register_forward_pre_hook(self._hook(layer.index)))
+        self._handles = [layer.module.register_forward_pre_hook(self._hook(layer.index)) for layer in self.lm.layers]
         return self
 
     def __exit__(self, *exc) -> None:
         for handle in self._handles:
             handle.remove()
-        self._handles.clear()
         self._lock.release()
 
     def _hook(self, index: int):

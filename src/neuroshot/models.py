@@ -384,9 +384,7 @@ def _in_features(module: nn.Module) -> int:
     base = getattr(module, "base_layer", module)
     if hasattr(base, "in_features"):
         return int(base.in_features)
-    if hasattr(base, "nx"):  # GPT-2 Conv1D
-        return int(base.nx)
-    return int(base.weight.shape[0])  # Conv1D weight is [in, out]
+    return int(base.weight.shape[0])  # GPT-2's Conv1D: weight is [in, out]
 
 
 def from_pretrained_objects(model: nn.Module, tokenizer, name: str = "custom") -> LanguageModel:
