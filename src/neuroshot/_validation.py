@@ -21,18 +21,17 @@ def check_whole(name: str, value: Any, minimum: int = 1) -> int:
     return int(value)
 
 
-def check_in(name: str, value: Any, low: float = -math.inf, high: float = math.inf, *,
-             low_open: bool = False, high_open: bool = False) -> float:
+def check_in(name: str, value: Any, low: float, high: float = math.inf, *, low_open: bool = False) -> float:
     """``value`` as a float, when it is a number in the interval from ``low`` to ``high``.
 
-    The ends are included unless ``low_open`` / ``high_open``; the message writes the interval
-    the mathematical way, e.g. ``(0, 1]``.
+    The ends are included unless ``low_open``; the message writes the interval the mathematical
+    way, e.g. ``(0, 1]``.
     """
     ok = isinstance(value, Real) and not isinstance(value, bool) and not math.isnan(value)
     if ok:
-        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+        ok = (value > low if low_open else value >= low) and value <= high
     if not ok:
-        raise NeuroshotError(f"{name} must be {_interval(low, high, low_open, high_open)}, got {value!r}")
+        raise NeuroshotError(f"{name} must be {_interval(low, high, low_open)}, got {value!r}")
     return float(value)
 
 
@@ -43,21 +42,19 @@ def check_choice(name: str, value: Any, choices: Collection[str]) -> str:
     return value
 
 
-def check_texts(texts: Iterable[Any], what: str = "texts") -> None:
+def check_texts(texts: Iterable[Any]) -> None:
     """``texts`` is a sequence of strings: one string would otherwise be read as its characters."""
     if isinstance(texts, str):
-        raise NeuroshotError(f"{what} must be a list of strings, not one string: pass [text]")
+        raise NeuroshotError("texts must be a list of strings, not one string: pass [text]")
     for i, text in enumerate(texts):
         if not isinstance(text, str):
-            raise NeuroshotError(f"{what} must be strings: item {i} is {type(text).__name__} {text!r:.40}")
+            raise NeuroshotError(f"texts must be strings: item {i} is {type(text).__name__} {text!r:.40}")
 
 
-def _interval(low: float, high: float, low_open: bool, high_open: bool) -> str:
+def _interval(low: float, high: float, low_open: bool) -> str:
     if math.isinf(high):
         return f"{'>' if low_open else '>='} {_number(low)}"
-    if math.isinf(low):
-        return f"{'<' if high_open else '<='} {_number(high)}"
-    return f"in {'(' if low_open else '['}{_number(low)}, {_number(high)}{')' if high_open else ']'}"
+    return f"in {'(' if low_open else '['}{_number(low)}, {_number(high)}]"
 
 
 def _number(x: float) -> str:

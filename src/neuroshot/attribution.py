@@ -40,19 +40,16 @@ class ActivationRecorder:
                  edit: tuple[int, Callable[[torch.Tensor], torch.Tensor]] | None = None) -> None:
         self.lm, self.leaf, self.edit = lm, leaf, edit
         self.acts: list[torch.Tensor | None] = [None] * lm.n_layers
-        self._handles: list = []
 
     def __enter__(self) -> ActivationRecorder:
         self._lock = model_lock(self.lm)  # hooks see every forward pass: no other thread's while they are on
         self._lock.acquire()
-        for layer in self.lm.layers:
-            self._handles.append(layer.module.register_forward_pre_hook(self._hook(layer.index)))
+        self._handles = [layer.module.register_forward_pre_hook(self._hook(layer.index)) for layer in self.lm.layers]
         return self
 
     def __exit__(self, *exc) -> None:
         for handle in self._handles:
             handle.remove()
-        self._handles.clear()
         self._lock.release()
 
     def _hook(self, index: int):
@@ -78,11 +75,6 @@ class BatchAttribution:
     label_scores: torch.Tensor | None  # [B, C] length-normalised log-probs, when attribute() scored the labels
 
 
-def span_inputs(prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]]) -> tuple[list[list[int]], int]:
-    """Teacher-forcing sequences ``prompt + answer[:-1]`` and the span width S (longest answer)."""
-    return [list(p) + list(a[:-1]) for p, a in zip(prompts, answers)], max(map(len, answers))
-
-
 def _targets(answers: Sequence[Sequence[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
     """Answer tokens right-aligned to the span (as wide as the longest), and the mask of valid span positions."""
     target, mask = pad_left(answers, 0, device)
@@ -97,7 +89,6 @@ def objective_fn(kind: str, logits: torch.Tensor, target: torch.Tensor, mask: to
     the best other) and ``entropy`` use the label distribution at the first answer position
     (exact for single-token verbalizers, the first token's view otherwise).
     """
-    check_choice("objective", kind, OBJECTIVES)
     logp = torch.log_softmax(logits.float(), dim=-1)
     if kind == "logprob":
         tok = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
@@ -133,7 +124,8 @@ def attribute(lm: LanguageModel, prompts: Sequence[Sequence[int]], labels: Seque
     if predicted is None:
         seqs, width = [list(p) for p in prompts], 1
     else:
-        seqs, width = span_inputs(prompts, [labels[p] for p in predicted])
+        answers = [labels[p] for p in predicted]  # teacher forcing: prompt + answer[:-1]
+        seqs, width = [list(p) + list(a[:-1]) for p, a in zip(prompts, answers)], max(map(len, answers))
     ids, mask = pad_left(seqs, lm.tokenizer.pad_token_id, lm.device)
     with torch.enable_grad() if method == "grad_x_act" else torch.no_grad(), \
             ActivationRecorder(lm, leaf=method == "grad_x_act") as rec:
@@ -180,7 +172,7 @@ def _direct_logit_reusing_cache(lm: LanguageModel, prompts, labels, w_out) -> Ba
     predicted = scores.argmax(-1).tolist()
     answers = [labels[p] for p in predicted]
     width = max(map(len, answers))
-    span_acts = [torch.zeros(len(answers), width, a.shape[-1], dtype=a.dtype, device=a.device) for a in last]
+    span_acts = [a.new_zeros(len(answers), width, a.shape[-1]) for a in last]
     for l, a in enumerate(last):
         for row, ans in enumerate(answers):
             span_acts[l][row, width - len(ans)] = a[row]

@@ -85,7 +85,7 @@ def metrics(task: Task, gold: Sequence[str], predicted: Sequence[int], *, confus
     if confusion:
         n = len(task.labels)
         matrix = np.bincount(y * n + p, minlength=n * n).reshape(n, n)
-    return EvalResult(float((p == y).mean()), float(np.mean(f1s)) if f1s else 0.0, recall, len(y), matrix,
+    return EvalResult(float((p == y).mean()), float(np.mean(f1s)), recall, len(y), matrix,
                       tuple(task.labels))
 
 
@@ -164,8 +164,6 @@ def _score_rows(lm: LanguageModel, prompts: Sequence[Sequence[int]], labels, row
                 batch_size: int, max_batch_tokens: int, bar, prefix: Sequence[int] = ()) -> None:
     """Score ``rows`` of ``prompts`` into ``out``, batched by length; with ``prefix`` (which those prompts all
     start with) the prefix runs once, as a shared KV cache, and each batch runs only its own tokens."""
-    if not rows:
-        return
     start = len(prefix)
     cache = _prefix_cache(lm, prefix) if start else None
     score = (lambda chosen: _continuation_scores(lm, cache, start, chosen, labels)) if start else None

@@ -12,7 +12,6 @@ planned ids; the annotated items become the demonstrations: all of them in one `
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import time
@@ -28,6 +27,7 @@ from tqdm.auto import tqdm
 from .annotation import SimulatedAnnotator
 from .data import Record
 from ._io import write_rows
+from ._registry import parameters
 from ._validation import check_choice, check_whole
 from .errors import NeuroshotError
 from .evaluate import (content_free_per_query, content_free_static, metrics, predict_proba_per_query,
@@ -173,8 +173,9 @@ class Experiment:
         pipeline = self.pipeline(strategy)
         strategy = pipeline.strategy
         annotator = annotator if annotator is not None else SimulatedAnnotator.from_records(self.pool)
+        per_query = self.regime == "per-query"
         _ = self.pool_probe  # probe outside the timed cell
-        if self.regime == "per-query":
+        if per_query:
             _ = self.test_probe
         before = set(getattr(annotator, "revealed", ()))
         t0 = time.perf_counter()
@@ -185,10 +186,11 @@ class Experiment:
         if not set(getattr(annotator, "revealed", ())) - before <= set(ids):
             raise NeuroshotError(f"{strategy}: labels of unplanned items were revealed")
         gold = [r.label for r in self.test]
-        per_query = self.regime == "per-query"
-        if per_query:
+        if per_query:  # the seed matters to a retriever that takes one
+            from .retrieval import RETRIEVERS
+
             retrieval = (pipeline.retriever, json.dumps(dict(pipeline.retriever_params), sort_keys=True, default=str),
-                         self._retrieval_seed(pipeline, seed))
+                         seed if "seed" in parameters(RETRIEVERS.get(pipeline.retriever, object)) else None)
         else:  # the plan's order does not depend on the seed
             retrieval = None if pipeline.order == "plan" else (pipeline.order, seed)
         key = (tuple(ids), tuple(labels[i] for i in ids), retrieval)
@@ -205,13 +207,6 @@ class Experiment:
                                 len(gold), ids, plain.recall, pipeline.name,
                                 pipeline.retriever if per_query else None, [names[i] for i in probs.argmax(1)],
                                 None if fixed_pred is None else [names[i] for i in fixed_pred], fitted)
-
-    def _retrieval_seed(self, pipeline: Pipeline, seed: int) -> int | None:
-        """The seed the per-query retriever uses (None for a retriever that takes no seed)."""
-        from .retrieval import RETRIEVERS
-
-        cls = RETRIEVERS.get(pipeline.retriever)
-        return seed if cls is not None and "seed" in inspect.signature(cls.__init__).parameters else None
 
     def _score(self, pipeline: Pipeline, chosen: Sequence[int], labels: Sequence[str],
                seed: int) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:

@@ -25,6 +25,7 @@ from typing import Union
 import torch
 from torch import nn
 
+from ._io import atomic_write
 from .errors import NeuroshotError, UnsupportedModelError
 
 log = logging.getLogger(__name__)
@@ -353,8 +354,6 @@ def _file_hash(path: Path) -> str:
         return known[key]
     with path.open("rb") as fh:
         known[key] = hashlib.file_digest(fh, "sha256").hexdigest()[:16]
-    from ._io import atomic_write
-
     try:
         with atomic_write(memo) as fh:
             json.dump(known, fh)
@@ -385,9 +384,7 @@ def _in_features(module: nn.Module) -> int:
     base = getattr(module, "base_layer", module)
     if hasattr(base, "in_features"):
         return int(base.in_features)
-    if hasattr(base, "nx"):  # GPT-2 Conv1D
-        return int(base.nx)
-    return int(base.weight.shape[0])  # Conv1D weight is [in, out]
+    return int(base.weight.shape[0])  # GPT-2's Conv1D: weight is [in, out]
 
 
 def from_pretrained_objects(model: nn.Module, tokenizer, name: str = "custom") -> LanguageModel:

@@ -197,8 +197,7 @@ def _probe_batch(lm, enc, prompts, method, objective, top_k, ig_steps, keys):
                     ig_steps=ig_steps)
     scores = att.label_scores if scores is None else scores
     neurons, values = top_k_signatures(att.values, top_k)
-    score_rows = scores.cpu().numpy()
-    return [(key, StoredItem(n, v, s)) for key, n, v, s in zip(keys, neurons, values, score_rows)]
+    return [(key, StoredItem(n, v, s)) for key, n, v, s in zip(keys, neurons, values, scores.cpu().numpy())]
 
 
 def check_probe_settings(*, method: str = "direct_logit", objective: str = "logprob", top_k: int = 64,
@@ -213,8 +212,7 @@ def check_probe_settings(*, method: str = "direct_logit", objective: str = "logp
 def _assemble(lm, task, texts, keys, results, method, critical_fraction, ids) -> ProbeResult:
     items = [results[k] for k in keys]
     signatures = Signatures.from_items([it.neurons for it in items], [it.values for it in items], lm.n_layers, lm.d_ff)
-    logits = torch.from_numpy(np.stack([it.label_scores for it in items]))
-    probs = torch.softmax(logits, dim=-1).numpy()
+    probs = torch.softmax(torch.from_numpy(np.stack([it.label_scores for it in items])), dim=-1).numpy()
     critical = critical_neurons(signatures, critical_fraction)
     return ProbeResult(list(texts), task, probs, signatures, critical, item_scores(probs, signatures, critical),
                        method, list(ids) if ids is not None else None)

@@ -158,11 +158,10 @@ def label_scores(lm: LanguageModel, prompts: Sequence[Sequence[int]], labels: Se
 def scores_after_prompt(lm: LanguageModel, out, mask: torch.Tensor, labels: Sequence[Sequence[int]], *,
                         prefix=None) -> torch.Tensor:
     """Label scores from a prompt pass's output (its KV cache is copied, never changed); ``prefix`` as in :func:`forward`."""
-    single = all(len(lab) == 1 for lab in labels)
     first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
     firsts = torch.tensor([lab[0] for lab in labels], device=lm.device)
     scores = first[:, firsts].clone()
-    if single:
+    if all(len(lab) == 1 for lab in labels):
         return scores
     multi = [c for c, lab in enumerate(labels) if len(lab) > 1]
     per_pass = max(1, _MAX_LOGIT_FLOATS // (mask.shape[0] * out.logits.shape[-1]))  # continuation tokens per pass
@@ -203,7 +202,7 @@ def _continuation_logprob(lm: LanguageModel, cache, prompt_mask: torch.Tensor,
     n_rows, n = prompt_mask.shape[0], len(feed)
     own_label = (owner[:, None] == owner[None, :]) & (offset[None, :] <= offset[:, None])
     attend = torch.cat([prompt_mask.bool()[:, None, :].expand(n_rows, n, -1), own_label.expand(n_rows, n, n)], dim=-1)
-    dtype = next(lm.model.parameters()).dtype
+    dtype = lm.dtype
     block_mask = torch.zeros(attend.shape, dtype=dtype, device=dev).masked_fill_(~attend, torch.finfo(dtype).min)
     positions = prompt_mask.sum(-1, keepdim=True) + offset[None, :] + _prefix_length(prefix)
     with model_lock(lm):

@@ -63,8 +63,7 @@ class Signatures:
 
     @classmethod
     def from_items(cls, neurons: Sequence[np.ndarray], values: Sequence[np.ndarray], n_layers: int, d_ff: int) -> Signatures:
-        indptr = np.zeros(len(neurons) + 1, dtype=np.int64)
-        indptr[1:] = np.cumsum([len(n) for n in neurons])
+        indptr = np.cumsum([0, *map(len, neurons)], dtype=np.int64)
         cat = (lambda xs, dt: np.concatenate(xs).astype(dt) if len(xs) else np.zeros(0, dt))
         return cls(indptr, cat(list(neurons), np.int32), cat(list(values), np.float32), n_layers, d_ff)
 

@@ -68,9 +68,8 @@ class SignatureStore:
         if not items:
             return
         keys = list(items)
-        counts = np.array([len(items[k].neurons) for k in keys], dtype=np.int64)
         tensors = {
-            "counts": counts,
+            "counts": np.array([len(items[k].neurons) for k in keys], dtype=np.int64),
             "neurons": np.concatenate([items[k].neurons for k in keys]).astype(np.int32),
             "values": np.concatenate([items[k].values for k in keys]).astype(np.float32),
             "label_scores": np.stack([items[k].label_scores for k in keys]).astype(np.float32),

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ._io import atomic_write
 from .errors import NeuroshotError
 
 
@@ -82,8 +83,6 @@ class Task:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def to_json(self, path: str | Path) -> None:
-        from ._io import atomic_write
-
         with atomic_write(path) as fh:
             json.dump(asdict(self), fh, indent=2)
 
