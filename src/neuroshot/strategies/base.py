@@ -90,8 +90,7 @@ class Strategy(Pluggable, ABC):
         budget = check_whole("budget", budget)
         if budget > len(candidates):
             raise NeuroshotError(f"budget {budget} is larger than the {len(candidates)} unlabeled items in the pool")
-        rng = np.random.default_rng(seed)
-        picks = self._select(probed, candidates, budget, labeled, rng)
+        picks = self._select(probed, candidates, budget, labeled, np.random.default_rng(seed))
         for rank, pick in enumerate(picks, start=1):
             pick.rank = rank
         return Plan(self.name, budget, seed, picks, self.get_params())
