@@ -49,18 +49,13 @@ def _save(fig, path: str | os.PathLike) -> Path:
     return path
 
 
-def _palette() -> list:
-    """tab20's 20 colours, the ten saturated ones first (tab10's order, so few lines look as before),
-    then their light twins."""
+def _line_style(i: int) -> dict:
+    """Colour, marker and dash of the ``i``-th curve: distinct for the first 140 curves. The colours are
+    tab20's, the ten saturated ones first (tab10's order, so few lines look as before), then their light twins."""
     from matplotlib import colormaps
 
-    colours = colormaps["tab20"].colors
-    return list(colours[0::2]) + list(colours[1::2])
-
-
-def _line_style(i: int) -> dict:
-    """Colour, marker and dash of the ``i``-th curve: distinct for the first 140 curves."""
-    colours = _palette()
+    tab20 = list(colormaps["tab20"].colors)
+    colours = tab20[0::2] + tab20[1::2]
     return dict(color=colours[i % len(colours)], marker=_MARKERS[i % len(_MARKERS)],
                 linestyle=_DASHES[(i // len(colours)) % len(_DASHES)])
 
