@@ -83,8 +83,8 @@ def read_pool(source: str | Path, text_field: str = "text"):
         dataset = ray.data.read_parquet(path)
     if text_field not in dataset.columns():
         raise NeuroshotError(f"the pool '{source}' has no '{text_field}' column (columns: {', '.join(dataset.columns())})")
-    return dataset.select_columns([text_field]).rename_columns({text_field: "text"}) if text_field != "text" \
-        else dataset.select_columns(["text"])
+    dataset = dataset.select_columns([text_field])
+    return dataset if text_field == "text" else dataset.rename_columns({text_field: "text"})
 
 
 def _suffix(source: str | Path) -> str:
