@@ -203,8 +203,7 @@ def _task(args):
     if args.task:
         task = Task.from_json(args.task)
     else:
-        labels = [x.strip() for x in args.labels.split(",") if x.strip()]
-        task = Task(labels=tuple(labels))
+        task = Task(labels=tuple(x.strip() for x in args.labels.split(",") if x.strip()))
     if getattr(args, "max_text_tokens", None):
         from dataclasses import replace
 

@@ -145,7 +145,7 @@ def compare_records(records: Sequence, gold: Sequence[str], reference: str, *, c
     for other in (n for n in names if n != reference):
         cells = []
         for budget in sorted({b for n, b in by_cell if n == reference}):
-            mine, theirs = by_cell.get((reference, budget), {}), by_cell.get((other, budget), {})
+            mine, theirs = by_cell[(reference, budget)], by_cell.get((other, budget), {})
             seeds = sorted(set(mine) & set(theirs))
             if not seeds:
                 continue
