@@ -120,12 +120,12 @@ def get_strategy(name: str, **params: Any) -> Strategy:
     return _REGISTRY.create(wrapper, base=base, base_params=base_params, **params)
 
 
-def item_neurons(probed: ProbeResult, index: int, k: int = 5, among: np.ndarray | None = None) -> list[tuple[int, int, float]]:
-    """The item's strongest signature neurons (by default among the task-critical ones)."""
+def item_neurons(probed: ProbeResult, index: int, among: np.ndarray | None = None) -> list[tuple[int, int, float]]:
+    """The item's 5 strongest signature neurons (by default among the task-critical ones)."""
     ids, values = probed.signatures.item(index)
     keep = np.isin(ids, probed.critical.ids if among is None else among)
     ids, values = ids[keep], values[keep]
-    order = np.argsort(-np.abs(values))[:k]
+    order = np.argsort(-np.abs(values))[:5]
     return neuron_triples(ids[order], values[order], probed.signatures.d_ff)
 
 
