@@ -123,10 +123,8 @@ class _ProbeActor:
     def __call__(self, batch: dict) -> dict:
         from .store import text_key
 
-        texts = [str(t) for t in batch["text"]]
-        keys = [text_key(t) for t in texts]
-        todo = [i for i, key in enumerate(keys) if key not in self.stored]
-        texts, keys = [texts[i] for i in todo], [keys[i] for i in todo]
+        texts = [text for text in map(str, batch["text"]) if text_key(text) not in self.stored]
+        keys = [text_key(text) for text in texts]
         if not keys:
             return {"probed": [0]}
         name = "ray-" + hashlib.sha256("\n".join(keys).encode()).hexdigest()[:32]
