@@ -199,18 +199,15 @@ def _forest_figure(rows: Iterable, *, title: str | None = None,
     groups = list(dict.fromkeys(r["group"] for r in checked))
     labels = list(dict.fromkeys(r["label"] for r in checked))
     colour = {label: _LABEL_COLOURS[i % len(_LABEL_COLOURS)] for i, label in enumerate(labels)}
-    # One header line per group, then its rows, top to bottom.
-    ticks, names, headers, y = [], [], [], 0
+    # One header line per group, then its rows, top to bottom: line y shows names[y].
+    names, headers = [], []
     for group in groups:
-        headers.append(y)
-        ticks.append(y)
+        headers.append(len(names))
         names.append(group)
-        y += 1
         for r in (r for r in checked if r["group"] == group):
-            r["y"] = y
-            ticks.append(y)
+            r["y"] = len(names)
             names.append(r["label"])
-            y += 1
+    y = len(names)
     longest = max(len(name) for name in names + labels)
     fig, (ax,) = _figure(6.0 + 0.065 * longest, 1.9 + 0.26 * y + 0.2 * ((len(labels) + 3 + 2) // 3))
     for r in checked:
@@ -226,8 +223,8 @@ def _forest_figure(rows: Iterable, *, title: str | None = None,
     ax.axvline(0.0, color="black", linewidth=1)
     for y0 in headers[1:]:
         ax.axhline(y0 - 0.5, color="0.75", linewidth=0.8)
-    ax.set_yticks(ticks, names, fontsize=8.5)
-    for tick, name_y in zip(ax.get_yticklabels(), ticks):
+    ax.set_yticks(range(y), names, fontsize=8.5)
+    for name_y, tick in enumerate(ax.get_yticklabels()):
         if name_y in headers:
             tick.set_fontweight("bold")
     ax.set_ylim(y - 0.4, -0.6)
