@@ -182,22 +182,19 @@ def mmr_select(query_sim: np.ndarray, pair_sim: np.ndarray, k: int, lambda_: flo
     n = len(query_sim)
     redundancy = np.full(n, -np.inf)
     available = np.ones(n, dtype=bool)
-    taken: dict[int, int] = {}
     chosen: list[tuple[int, float]] = []
     for _ in range(min(k, n)):
         penalty = np.where(np.isfinite(redundancy), redundancy, 0.0)
         score = np.where(available, lambda_ * query_sim - (1 - lambda_) * penalty, -np.inf)
         if groups is not None and per_group is not None:
-            full = [g for g, c in taken.items() if c >= per_group]
-            score[np.isin(groups, full)] = -np.inf
+            kinds, counts = np.unique(groups[[i for i, _ in chosen]], return_counts=True)
+            score[np.isin(groups, kinds[counts >= per_group])] = -np.inf
         best = int(np.argmax(score))
         if not np.isfinite(score[best]):
             break
         chosen.append((best, float(score[best])))
         available[best] = False
         redundancy = np.maximum(redundancy, pair_sim[best])
-        if groups is not None:
-            taken[int(groups[best])] = taken.get(int(groups[best]), 0) + 1
     return chosen
 
 
