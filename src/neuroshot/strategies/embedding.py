@@ -375,9 +375,8 @@ class IdealStrategy(_EmbeddingStrategy):
         self.n_neighbors, self.n_simulations, self.embedding_model = n_neighbors, n_simulations, embedding_model
 
     def _select(self, probed, candidates, budget, labeled, rng):
-        emb = self._embeddings(probed)
         n = len(probed)
-        idx, sim = knn(emb, self.n_neighbors)
+        idx, sim = knn(self._embeddings(probed), self.n_neighbors)
         sim = np.maximum(sim.astype(np.float64), 0.0)
         weight = sim / np.maximum(sim.sum(1, keepdims=True), 1e-12)  # edge i -> j, IDEAL's normalisation
         reach = live_edge_reach(idx, weight, self.n_simulations, rng)
