@@ -59,8 +59,8 @@ class ActiveStrategy(Strategy):
         if isinstance(base, Strategy):
             self._base, self.base, self.base_params = base, base.name, base.get_params()
         else:
-            self._base = get_strategy(base, **dict(base_params or {}))
             self.base, self.base_params = base, dict(base_params or {})
+            self._base = get_strategy(base, **self.base_params)
         if isinstance(self._base, ActiveStrategy):
             raise NeuroshotError(f"active: base={self.base!r}: active rounds cannot be nested")
         self.context_demos = check_whole("context_demos", context_demos)
