@@ -116,8 +116,7 @@ def active_plan(lm: LanguageModel, task: Task, texts: Sequence[str], strategy: s
             labels[i] = given[ids[i]]
             picks.append(Pick(i, len(picks) + 1, p.score, {"round": float(r), **p.parts}, p.cluster, p.neurons))
         history.append(ActiveRound(r, chosen, list(rounds_of.round_demos_), current, list(rows)))
-        row_of = {pool_index: row for row, pool_index in enumerate(rows)}
-        state = current.subset([row_of[i] for i in range(len(texts))])
+        state = current.subset(np.argsort(rows).tolist())  # back to pool order
     params = {**rounds_of.get_params(), "rounds": len(sizes), "sizes": sizes}
     plan = Plan(f"active:{base.name}", int(budget), seed, picks, params)
     return ActivePlan(plan, {ids[i]: label for i, label in labels.items()}, history)

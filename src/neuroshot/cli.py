@@ -203,8 +203,7 @@ def _task(args):
     if args.task:
         task = Task.from_json(args.task)
     else:
-        labels = [x.strip() for x in args.labels.split(",") if x.strip()]
-        task = Task(labels=tuple(labels))
+        task = Task(labels=tuple(x.strip() for x in args.labels.split(",") if x.strip()))
     if getattr(args, "max_text_tokens", None):
         from dataclasses import replace
 
@@ -231,7 +230,6 @@ def _run_plan(args) -> int:
     from .models import load_model
     from .pipelines import get_pipeline
     from .probing import probe
-    from .strategies import get_strategy
     from .strategies.active import ActiveStrategy
 
     task = _task(args)
@@ -248,10 +246,8 @@ def _run_plan(args) -> int:
     if args.budget > len(records) - len(labeled):
         raise NeuroshotError(f"--budget {args.budget} is larger than the {len(records) - len(labeled)} "
                              f"unlabeled items in {args.data}")
-    pipeline = get_pipeline(args.pipeline)
-    name = args.strategy or pipeline.strategy
-    defaults = dict(pipeline.strategy_params) if name == pipeline.strategy else {}
-    strategy = get_strategy(name, **{**defaults, **_params(args.param)})
+    pipeline = get_pipeline(args.pipeline).customized(strategy=args.strategy, strategy_params=_params(args.param))
+    strategy = pipeline.make_strategy()
     _check_probe_args(args)
     check_whole("--batch-size", args.batch_size)
     check_whole("--actors", args.actors)

@@ -83,8 +83,8 @@ def read_pool(source: str | Path, text_field: str = "text"):
         dataset = ray.data.read_parquet(path)
     if text_field not in dataset.columns():
         raise NeuroshotError(f"the pool '{source}' has no '{text_field}' column (columns: {', '.join(dataset.columns())})")
-    return dataset.select_columns([text_field]).rename_columns({text_field: "text"}) if text_field != "text" \
-        else dataset.select_columns(["text"])
+    dataset = dataset.select_columns([text_field])
+    return dataset if text_field == "text" else dataset.rename_columns({text_field: "text"})
 
 
 def _suffix(source: str | Path) -> str:
@@ -123,10 +123,8 @@ class _ProbeActor:
     def __call__(self, batch: dict) -> dict:
         from .store import text_key
 
-        texts = [str(t) for t in batch["text"]]
-        keys = [text_key(t) for t in texts]
-        todo = [i for i, key in enumerate(keys) if key not in self.stored]
-        texts, keys = [texts[i] for i in todo], [keys[i] for i in todo]
+        texts = [text for text in map(str, batch["text"]) if text_key(text) not in self.stored]
+        keys = [text_key(text) for text in texts]
         if not keys:
             return {"probed": [0]}
         name = "ray-" + hashlib.sha256("\n".join(keys).encode()).hexdigest()[:32]

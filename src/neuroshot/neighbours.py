@@ -42,13 +42,14 @@ def knn(x: np.ndarray, k: int, chunk: int | None = None, *, method: str = "auto"
     return _knn_exact(x, k, chunk or _rows_per_chunk(n))
 
 
-def _knn_exact(x: np.ndarray, k: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
-    n = len(x)
-    idx = np.zeros((n, k), dtype=np.int64)
-    sim = np.zeros((n, k), dtype=np.float32)
-    for start in range(0, n, chunk):
-        rows = np.arange(start, min(start + chunk, n))
-        idx[rows], sim[rows] = _knn_exact_rows(x, rows, k)
+def _knn_exact(x: np.ndarray, k: int, chunk: int, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The exact neighbours of ``rows`` (default: every row), ``chunk`` rows at a time."""
+    rows = np.arange(len(x)) if rows is None else rows
+    idx = np.zeros((len(rows), k), dtype=np.int64)
+    sim = np.zeros((len(rows), k), dtype=np.float32)
+    for start in range(0, len(rows), chunk):
+        part = slice(start, start + chunk)
+        idx[part], sim[part] = _knn_exact_rows(x, rows[part], k)
     return idx, sim
 
 
@@ -138,8 +139,7 @@ def _tuned_nprobe(index, x: np.ndarray, k: int, nprobe: int, nlist: int, target_
     """
     n = len(x)
     sample = np.sort(np.random.default_rng(seed).choice(n, size=min(n, rows), replace=False))
-    step = _rows_per_chunk(n)
-    truth = np.concatenate([_knn_exact_rows(x, sample[i:i + step], k)[0] for i in range(0, len(sample), step)])
+    truth = _knn_exact(x, k, _rows_per_chunk(n), sample)[0]
     while True:
         index.nprobe = nprobe
         found, _ = _search_all(index, x[sample], k, len(sample), own=sample)
@@ -182,22 +182,19 @@ def mmr_select(query_sim: np.ndarray, pair_sim: np.ndarray, k: int, lambda_: flo
     n = len(query_sim)
     redundancy = np.full(n, -np.inf)
     available = np.ones(n, dtype=bool)
-    taken: dict[int, int] = {}
     chosen: list[tuple[int, float]] = []
     for _ in range(min(k, n)):
         penalty = np.where(np.isfinite(redundancy), redundancy, 0.0)
         score = np.where(available, lambda_ * query_sim - (1 - lambda_) * penalty, -np.inf)
         if groups is not None and per_group is not None:
-            full = [g for g, c in taken.items() if c >= per_group]
-            score[np.isin(groups, full)] = -np.inf
+            kinds, counts = np.unique(groups[[i for i, _ in chosen]], return_counts=True)
+            score[np.isin(groups, kinds[counts >= per_group])] = -np.inf
         best = int(np.argmax(score))
         if not np.isfinite(score[best]):
             break
         chosen.append((best, float(score[best])))
         available[best] = False
         redundancy = np.maximum(redundancy, pair_sim[best])
-        if groups is not None:
-            taken[int(groups[best])] = taken.get(int(groups[best]), 0) + 1
     return chosen
 
 

@@ -49,18 +49,13 @@ def _save(fig, path: str | os.PathLike) -> Path:
     return path
 
 
-def _palette() -> list:
-    """tab20's 20 colours, the ten saturated ones first (tab10's order, so few lines look as before),
-    then their light twins."""
+def _line_style(i: int) -> dict:
+    """Colour, marker and dash of the ``i``-th curve: distinct for the first 140 curves. The colours are
+    tab20's, the ten saturated ones first (tab10's order, so few lines look as before), then their light twins."""
     from matplotlib import colormaps
 
-    colours = colormaps["tab20"].colors
-    return list(colours[0::2]) + list(colours[1::2])
-
-
-def _line_style(i: int) -> dict:
-    """Colour, marker and dash of the ``i``-th curve: distinct for the first 140 curves."""
-    colours = _palette()
+    tab20 = list(colormaps["tab20"].colors)
+    colours = tab20[0::2] + tab20[1::2]
     return dict(color=colours[i % len(colours)], marker=_MARKERS[i % len(_MARKERS)],
                 linestyle=_DASHES[(i // len(colours)) % len(_DASHES)])
 
@@ -204,18 +199,15 @@ def _forest_figure(rows: Iterable, *, title: str | None = None,
     groups = list(dict.fromkeys(r["group"] for r in checked))
     labels = list(dict.fromkeys(r["label"] for r in checked))
     colour = {label: _LABEL_COLOURS[i % len(_LABEL_COLOURS)] for i, label in enumerate(labels)}
-    # One header line per group, then its rows, top to bottom.
-    ticks, names, headers, y = [], [], [], 0
+    # One header line per group, then its rows, top to bottom: line y shows names[y].
+    names, headers = [], []
     for group in groups:
-        headers.append(y)
-        ticks.append(y)
+        headers.append(len(names))
         names.append(group)
-        y += 1
         for r in (r for r in checked if r["group"] == group):
-            r["y"] = y
-            ticks.append(y)
+            r["y"] = len(names)
             names.append(r["label"])
-            y += 1
+    y = len(names)
     longest = max(len(name) for name in names + labels)
     fig, (ax,) = _figure(6.0 + 0.065 * longest, 1.9 + 0.26 * y + 0.2 * ((len(labels) + 3 + 2) // 3))
     for r in checked:
@@ -231,8 +223,8 @@ def _forest_figure(rows: Iterable, *, title: str | None = None,
     ax.axvline(0.0, color="black", linewidth=1)
     for y0 in headers[1:]:
         ax.axhline(y0 - 0.5, color="0.75", linewidth=0.8)
-    ax.set_yticks(ticks, names, fontsize=8.5)
-    for tick, name_y in zip(ax.get_yticklabels(), ticks):
+    ax.set_yticks(range(y), names, fontsize=8.5)
+    for name_y, tick in enumerate(ax.get_yticklabels()):
         if name_y in headers:
             tick.set_fontweight("bold")
     ax.set_ylim(y - 0.4, -0.6)

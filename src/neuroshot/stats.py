@@ -80,8 +80,12 @@ def paired_difference(a: np.ndarray | Sequence, b: np.ndarray | Sequence, *, n_b
         raise NeuroshotError(f"confidence must be in (0, 1), got {confidence}")
     if n_boot < 1:
         raise NeuroshotError(f"n_boot must be at least 1, got {n_boot}")
+    # per replicate, multinomial counts over seeds and over items: mean = w_s' D w_i / (S I)
     rng = np.random.default_rng(seed)
-    reps = _replicates(diff, n_boot, rng)
+    n_seeds, n_items = diff.shape
+    seed_w = rng.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=n_boot).astype(np.float64)
+    item_w = rng.multinomial(n_items, np.full(n_items, 1.0 / n_items), size=n_boot).astype(np.float64)
+    reps = np.einsum("bs,si,bi->b", seed_w, diff, item_w) / (n_seeds * n_items)
     return _summary(float(diff.mean()), reps, diff.shape, confidence)
 
 
@@ -107,14 +111,6 @@ def _as_matrix(x, name: str) -> np.ndarray:
     if not np.isfinite(m).all():
         raise NeuroshotError(f"{name}: scores contain NaN or infinite values")
     return m
-
-
-def _replicates(diff: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """Bootstrap means: per replicate, multinomial counts over seeds and over items, mean = w_s' D w_i / (S I)."""
-    n_seeds, n_items = diff.shape
-    seed_w = rng.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=n_boot).astype(np.float64)
-    item_w = rng.multinomial(n_items, np.full(n_items, 1.0 / n_items), size=n_boot).astype(np.float64)
-    return np.einsum("bs,si,bi->b", seed_w, diff, item_w) / (n_seeds * n_items)
 
 
 def _summary(mean: float, reps: np.ndarray, shape: tuple[int, int], confidence: float) -> PairedDifference:
@@ -149,7 +145,7 @@ def compare_records(records: Sequence, gold: Sequence[str], reference: str, *, c
     for other in (n for n in names if n != reference):
         cells = []
         for budget in sorted({b for n, b in by_cell if n == reference}):
-            mine, theirs = by_cell.get((reference, budget), {}), by_cell.get((other, budget), {})
+            mine, theirs = by_cell[(reference, budget)], by_cell.get((other, budget), {})
             seeds = sorted(set(mine) & set(theirs))
             if not seeds:
                 continue

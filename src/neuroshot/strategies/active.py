@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from itertools import zip_longest
 from typing import Any
 
 import numpy as np
@@ -31,15 +32,9 @@ def context_demonstrations(texts: Sequence[str], annotated: Sequence[int], label
     that, label-balanced (round-robin over labels, earliest annotated first), in annotation order."""
     chosen = list(annotated)
     if len(chosen) > limit:
-        by_label: dict[str, list[int]] = {}
-        for i in annotated:
-            by_label.setdefault(labels[i], []).append(i)
-        queues = [by_label[lab] for lab in task.labels if lab in by_label]
-        picked: set[int] = set()
-        while len(picked) < limit:
-            for queue in queues:
-                if queue and len(picked) < limit:
-                    picked.add(queue.pop(0))
+        queues = [[i for i in annotated if labels[i] == label] for label in task.labels]
+        round_robin = [i for turn in zip_longest(*queues) for i in turn if i is not None]
+        picked = set(round_robin[:limit])
         chosen = [i for i in annotated if i in picked]
     return [Demonstration(texts[i], labels[i]) for i in chosen]
 
@@ -64,8 +59,8 @@ class ActiveStrategy(Strategy):
         if isinstance(base, Strategy):
             self._base, self.base, self.base_params = base, base.name, base.get_params()
         else:
-            self._base = get_strategy(base, **dict(base_params or {}))
             self.base, self.base_params = base, dict(base_params or {})
+            self._base = get_strategy(base, **self.base_params)
         if isinstance(self._base, ActiveStrategy):
             raise NeuroshotError(f"active: base={self.base!r}: active rounds cannot be nested")
         self.context_demos = check_whole("context_demos", context_demos)

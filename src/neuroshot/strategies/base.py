@@ -90,8 +90,7 @@ class Strategy(Pluggable, ABC):
         budget = check_whole("budget", budget)
         if budget > len(candidates):
             raise NeuroshotError(f"budget {budget} is larger than the {len(candidates)} unlabeled items in the pool")
-        rng = np.random.default_rng(seed)
-        picks = self._select(probed, candidates, budget, labeled, rng)
+        picks = self._select(probed, candidates, budget, labeled, np.random.default_rng(seed))
         for rank, pick in enumerate(picks, start=1):
             pick.rank = rank
         return Plan(self.name, budget, seed, picks, self.get_params())
@@ -121,12 +120,12 @@ def get_strategy(name: str, **params: Any) -> Strategy:
     return _REGISTRY.create(wrapper, base=base, base_params=base_params, **params)
 
 
-def item_neurons(probed: ProbeResult, index: int, k: int = 5, among: np.ndarray | None = None) -> list[tuple[int, int, float]]:
-    """The item's strongest signature neurons (by default among the task-critical ones)."""
+def item_neurons(probed: ProbeResult, index: int, among: np.ndarray | None = None) -> list[tuple[int, int, float]]:
+    """The item's 5 strongest signature neurons (by default among the task-critical ones)."""
     ids, values = probed.signatures.item(index)
     keep = np.isin(ids, probed.critical.ids if among is None else among)
     ids, values = ids[keep], values[keep]
-    order = np.argsort(-np.abs(values))[:k]
+    order = np.argsort(-np.abs(values))[:5]
     return neuron_triples(ids[order], values[order], probed.signatures.d_ff)
 
 

@@ -119,11 +119,11 @@ def _space(probed, centred: np.ndarray, embedding_weight: float) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
-def _distinctive_neurons(probed, restricted: sparse.csr_matrix, mean: np.ndarray, i: int,
-                         k: int = 5) -> list[tuple[int, int, float]]:
-    """The critical neurons where item ``i`` departs most from the pool's mean: (layer, neuron, its value)."""
+def _distinctive_neurons(probed, restricted: sparse.csr_matrix, mean: np.ndarray,
+                         i: int) -> list[tuple[int, int, float]]:
+    """The 5 critical neurons where item ``i`` departs most from the pool's mean: (layer, neuron, its value)."""
     values = restricted[i].toarray().ravel()
-    top = np.argsort(-np.abs(values - mean))[:k]
+    top = np.argsort(-np.abs(values - mean))[:5]
     return neuron_triples(probed.critical.ids[top], values[top], probed.critical.d_ff)
 
 

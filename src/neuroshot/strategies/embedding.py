@@ -126,9 +126,7 @@ def _neurons(probed: ProbeResult, i: int) -> list[tuple[int, int, float]]:
 
 
 class _EmbeddingStrategy(Strategy):
-    """Shared: where the embeddings come from."""
-
-    embedding_model: Model = None
+    """Shared: where the embeddings come from (``self.embedding_model``, set by every subclass)."""
 
     def _embeddings(self, probed: ProbeResult) -> np.ndarray:
         return pool_embeddings(probed, self.embedding_model)
@@ -202,12 +200,10 @@ class TypiClustStrategy(_EmbeddingStrategy):
         n_clusters = min(len(labeled) + budget, self.max_clusters, len(probed))
         labels, _ = _kmeans(x, n_clusters, rng, self.n_init)
         sizes = np.bincount(labels, minlength=n_clusters)
-        is_labeled = np.zeros(len(probed), dtype=bool)
-        is_labeled[list(labeled)] = True
-        covered = np.bincount(labels[is_labeled], minlength=n_clusters)
+        free = _free(len(probed), candidates)
+        covered = np.bincount(labels[~free], minlength=n_clusters)
         order = np.lexsort((-sizes, covered))  # fewest annotated first, then largest
         kept = [int(c) for c in order if sizes[c] > self.min_cluster_size] or [int(c) for c in order]
-        free = ~is_labeled
         picks, turn = [], 0
         while len(picks) < budget:
             has_free = np.bincount(labels[free], minlength=n_clusters) > 0
@@ -379,9 +375,8 @@ class IdealStrategy(_EmbeddingStrategy):
         self.n_neighbors, self.n_simulations, self.embedding_model = n_neighbors, n_simulations, embedding_model
 
     def _select(self, probed, candidates, budget, labeled, rng):
-        emb = self._embeddings(probed)
         n = len(probed)
-        idx, sim = knn(emb, self.n_neighbors)
+        idx, sim = knn(self._embeddings(probed), self.n_neighbors)
         sim = np.maximum(sim.astype(np.float64), 0.0)
         weight = sim / np.maximum(sim.sum(1, keepdims=True), 1e-12)  # edge i -> j, IDEAL's normalisation
         reach = live_edge_reach(idx, weight, self.n_simulations, rng)

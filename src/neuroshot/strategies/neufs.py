@@ -55,9 +55,9 @@ class NeuFSStrategy(Strategy):
             j = int(np.argmax(score))
             chosen = int(candidates[members[j]])
             shared = np.intersect1d(probed.signatures.item(chosen)[0], probed.signatures.item(int(candidates[medoid]))[0])
-            picks.append((len(members), Pick(chosen, 0, float(score[j]), {
+            picks.append(Pick(chosen, 0, float(score[j]), {
                 "consensus": float(consensus[members[j]]), "dist_to_medoid": float(dist[members[j], medoid]),
-                "cluster_size": float(len(members))}, cluster=cluster, neurons=item_neurons(probed, chosen, among=shared))))
-        picks.sort(key=lambda sp: -sp[0])
-        return [p for _, p in picks]
+                "cluster_size": float(len(members))}, cluster=cluster,
+                neurons=item_neurons(probed, chosen, among=shared)))
+        return sorted(picks, key=lambda p: -p.parts["cluster_size"])  # largest cluster first
 
