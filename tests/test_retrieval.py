@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
 from neuroshot.errors import NeuroshotError
 from neuroshot.probing import probe
 from neuroshot.neighbours import mmr_select
-from neuroshot.retrieval import NeuronRetriever, RandomRetriever, get_retriever
+from neuroshot.retrieval import NeuronRetriever, RandomRetriever, get_retriever, label_separation
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +48,22 @@ def test_too_few_annotated_items_are_not_standardized(probed):
     plain = NeuronRetriever(mmr=1.0, standardize=False).fit(annotated, labels).retrieve(queries, k=4)
     default = NeuronRetriever(mmr=1.0).fit(annotated, labels).retrieve(queries, k=4)
     assert [[r.similarity for r in row] for row in default] == [[r.similarity for r in row] for row in plain]
+
+
+def test_label_weighting_scales_each_neuron_by_how_well_it_separates_the_labels(probed):
+    annotated, queries = probed.subset(range(6)), probed.subset(range(6, 12))
+    labels = ["A", "B", "A", "B", "A", "B"]
+    dense = probed.critical.restrict(probed.signatures).toarray()
+    weights = label_separation(dense[:6], labels)
+    assert (weights == 0).any()  # a neuron silent on every annotated item separates nothing ...
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # ... and gets weight 0 without a division warning
+        retriever = NeuronRetriever(mmr=1.0, standardize=False, label_weighted=True).fit(annotated, labels)
+    weighted = dense * weights
+    for q, row in enumerate(retriever.retrieve(queries, k=6)):
+        a = weighted[6 + q]
+        expected = [float(a @ weighted[d] / (np.linalg.norm(a) * np.linalg.norm(weighted[d]))) for d in range(6)]
+        assert [r.similarity for r in row] == pytest.approx(sorted(expected, reverse=True), abs=1e-6)
 
 
 def test_an_item_retrieves_itself_first(probed):

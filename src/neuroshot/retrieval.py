@@ -132,8 +132,9 @@ class NeuronRetriever(Retriever):
         self._shift, self._scale = 0.0, 1.0
         if self.standardize and len(annotated) >= self.MIN_STANDARDIZE:
             self._shift, self._scale = values.mean(0), values.std(0) + 1e-6
-        if self.label_weighted:
-            self._scale = self._scale / label_separation(values, self.labels_)
+        if self.label_weighted:  # a neuron that separates no labels gets an infinite scale: weight 0
+            with np.errstate(divide="ignore"):
+                self._scale = self._scale / label_separation(values, self.labels_)
         self._demo_critical = self._vectors(values)
         self._demo_full = _unit_rows(annotated.signatures.to_csr().astype(np.float64))
         self._pair = self._demo_critical @ self._demo_critical.T
