@@ -101,7 +101,7 @@ def random_pool(tiny_lm):
 
 def _full_greedy(pool, budget, labeled, seed, n_neighbors=10, balance=False, uncertainty_weight=0.0):
     """The plan by recomputing every candidate's gain at every step (what the lazy greedy must equal)."""
-    from neuroshot.strategies.base import minmax
+    from neuroshot.neighbours import minmax
     from neuroshot.strategies.coverage import _centred_signatures, _cover, _gains, _similarity_graph
 
     n = len(pool)

@@ -16,7 +16,7 @@ import numpy as np
 from .._registry import Pluggable, Registry, parameters
 from .._validation import check_whole
 from ..errors import NeuroshotError
-from ..neighbours import minmax, neuron_triples  # noqa: F401  (strategies import minmax from here)
+from ..neighbours import neuron_triples
 from ..probing import ProbeResult
 
 _REGISTRY: Registry[Strategy] = Registry("strategy")

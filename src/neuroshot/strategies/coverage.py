@@ -29,8 +29,8 @@ from scipy import sparse
 
 from ..embeddings import normalize_rows, pool_embeddings
 from .._validation import check_choice, check_in, check_whole
-from ..neighbours import METHODS, knn, neuron_triples
-from .base import Pick, Strategy, minmax, register
+from ..neighbours import METHODS, knn, minmax, neuron_triples
+from .base import Pick, Strategy, register
 
 
 @register

@@ -14,8 +14,9 @@ import kmedoids
 import numpy as np
 
 from .._validation import check_in, check_whole
+from ..neighbours import minmax
 from ..probing import ProbeResult
-from .base import Pick, Strategy, item_neurons, minmax, register
+from .base import Pick, Strategy, item_neurons, register
 
 
 def jaccard_distances(probed: ProbeResult, rows: np.ndarray) -> np.ndarray:
