@@ -178,12 +178,11 @@ def bench_set(lm, args, name: str) -> dict:
         print(f"[{name}] round {r + 1}/{args.repeats} {method:<12} {sec:7.2f} s "
               f"({1000 * sec / n:7.1f} s / 1k items)", file=sys.stderr)
 
-    raw, cpu, last, order_log = timed_rounds(METHODS, args.repeats,
-                                             lambda method: run_method(lm, task, texts, method, args), progress)
-    median = {m: statistics.median(v) for m, v in raw.items()}
+    times, last, order_log = timed_rounds(METHODS, args.repeats,
+                                          lambda method: run_method(lm, task, texts, method, args), progress)
+    median, cpu_median = times["median_seconds"], times["median_cpu_seconds"]
     per_1k = {m: 1000 * median[m] / n for m in METHODS}
     ratio = {m: median[m] / median["forward"] for m in METHODS}
-    cpu_median = {m: statistics.median(v) for m, v in cpu.items()}
     cpu_ratio = {m: cpu_median[m] / cpu_median["forward"] for m in METHODS}
 
     signatures, store = {}, {}
@@ -200,16 +199,17 @@ def bench_set(lm, args, name: str) -> dict:
                          "seconds_per_1k_with_store": 1000 * sec / len(stored)}
 
     info["gflops"] = {m: info["linear_gflop"] / median[m] for m in METHODS}  # prompt tokens through the linear layers
-    return {**info, "order": order_log, "seconds": raw, "median_seconds": median, "seconds_per_1k": per_1k,
-            "ratio_to_forward": ratio, "cpu_seconds": cpu, "median_cpu_seconds": cpu_median,
+    return {**info, "order": order_log, "seconds": times["seconds"], "median_seconds": median, "seconds_per_1k": per_1k,
+            "ratio_to_forward": ratio, "cpu_seconds": times["cpu_seconds"], "median_cpu_seconds": cpu_median,
             "cpu_ratio_to_forward": cpu_ratio, "signatures": signatures, "store": store}
 
 
-def timed_rounds(methods: tuple[str, ...], repeats: int, call, progress) -> tuple[dict, dict, dict, list]:
+def timed_rounds(methods: tuple[str, ...], repeats: int, call, progress) -> tuple[dict, dict, list]:
     """``repeats`` rounds of ``call(method)`` for every method, interleaved, the order rotated each round (the
     garbage collected before each call; ``progress(round, method, seconds)`` after it). Returns the wall-clock
-    and the process CPU seconds (all threads: less hit by other jobs) per method, each method's last output
-    and the order of each round."""
+    and the process CPU seconds (all threads: less hit by other jobs) per method and their medians (keys
+    ``seconds``, ``cpu_seconds``, ``median_seconds``, ``median_cpu_seconds``), each method's last output and the
+    order of each round."""
     wall: dict[str, list[float]] = {m: [] for m in methods}
     cpu: dict[str, list[float]] = {m: [] for m in methods}
     last, orders = {}, []
@@ -222,7 +222,8 @@ def timed_rounds(methods: tuple[str, ...], repeats: int, call, progress) -> tupl
             wall[method].append(time.perf_counter() - t0)
             cpu[method].append(time.process_time() - c0)
             progress(r, method, wall[method][-1])
-    return wall, cpu, last, orders
+    return {"seconds": wall, "cpu_seconds": cpu, "median_seconds": {m: statistics.median(v) for m, v in wall.items()},
+            "median_cpu_seconds": {m: statistics.median(v) for m, v in cpu.items()}}, last, orders
 
 
 def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:

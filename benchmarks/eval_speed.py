@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -140,13 +139,11 @@ def bench(lm, task, test, pool, regime: str, b: int, args, set_name: str) -> dic
     methods = METHODS[regime]
     for method in methods:  # untimed warm-up
         run(method, regime, lm, task, texts[:args.warmup], demos_per_query, tokens, args)
-    wall, cpu, probs, _ = timed_rounds(
+    times, probs, _ = timed_rounds(
         methods, args.repeats, lambda method: run(method, regime, lm, task, texts, demos_per_query, tokens, args),
         lambda r, method, sec: print(f"{tag} round {r + 1}/{args.repeats} {method:<6} {sec:7.2f} s", file=sys.stderr))
-    median = {m: statistics.median(v) for m, v in wall.items()}
-    cpu_median = {m: statistics.median(v) for m, v in cpu.items()}
-    result = {**info, "seconds": wall, "cpu_seconds": cpu, "median_seconds": median, "median_cpu_seconds": cpu_median,
-              "items_per_second": {m: len(texts) / median[m] for m in methods},
+    median, cpu_median = times["median_seconds"], times["median_cpu_seconds"]
+    result = {**info, **times, "items_per_second": {m: len(texts) / median[m] for m in methods},
               "limit_ratio": median["limit"] / median["reuse"],
               "cpu_limit_ratio": cpu_median["limit"] / cpu_median["reuse"],
               "limit_gflops": 2 * linear_parameters(lm) * n_distinct / median["limit"] / 1e9,
