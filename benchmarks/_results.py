@@ -104,9 +104,12 @@ def plain_args(args: argparse.Namespace) -> dict:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not k.startswith("_")}
 
 
-def report(args: argparse.Namespace, results: dict, printed: str, section: str, title: str, readme_section) -> None:
-    """The end of a timed run: ``results`` to ``--out``, ``printed`` to stdout and, with ``--write-readme``,
-    ``readme_section(results)`` as section ``section`` of ``--readme``."""
+def report(args: argparse.Namespace, results: dict, t_start: float, printed: str, section: str, title: str,
+           readme_section) -> None:
+    """The end of a timed run started at ``t_start`` (``time.perf_counter``): ``results`` with its
+    ``total_seconds`` to ``--out``, ``printed`` to stdout and, with ``--write-readme``, ``readme_section(results)``
+    as section ``section`` of ``--readme``."""
+    results["total_seconds"] = time.perf_counter() - t_start
     write_json(args.out, results)
     print(printed)
     print(f"\nwrote {args.out} ({results['total_seconds']:.0f} s in all)")

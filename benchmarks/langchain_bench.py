@@ -329,8 +329,8 @@ def main(argv: list[str] | None = None) -> None:
                "scoring": "label scoring of the formatted LangChain prompt (neuroshot.scoring.label_scores: "
                           "length-normalised verbalizer log-probabilities, argmax, uncalibrated)",
                "latency": latency, "per_seed": per_seed, "summary": summarise(per_seed),
-               "load_average_at_end": list(os.getloadavg()), "total_seconds": time.perf_counter() - t_start}
-    report(args, results, tables(results), "langchain", "LangChain", readme_section)
+               "load_average_at_end": list(os.getloadavg())}
+    report(args, results, t_start, tables(results), "langchain", "LangChain", readme_section)
 
 
 if __name__ == "__main__":
