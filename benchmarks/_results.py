@@ -59,25 +59,26 @@ def environment(lm) -> dict:
     }
 
 
-def machine_line(env: dict) -> str:
-    """One sentence on when and where a timed run ran, from :func:`environment` (with ``load_average_at_end``
-    added at the end of the run)."""
-    return (f"{env['date']}, {env['model']} on {env['device']} ({env['dtype']}), {env['cpu_count']} CPU(s), "
-            f"{env['torch_threads']} torch threads (1-min load average {env['load_average_at_start'][0]:.1f} at the "
-            f"start, {env['load_average_at_end'][0]:.1f} at the end), torch {env['torch']}, "
-            f"transformers {env['transformers']}")
-
-
 def is_smoke(args: argparse.Namespace, full: dict) -> bool:
     """Whether a timed run is smaller than the full run's settings ``full`` (option: value)."""
     return any(getattr(args, name) < value for name, value in full.items())
 
 
-def smoke_line(smoke: bool, what: str, full: dict) -> str:
-    """The first line of a speed section: a full run, or a smoke run whose timings are only indicative."""
+def timed_section(results: dict, items: str, full: dict, settings: str, body: list[str]) -> str:
+    """The README section of a timed run (``--n`` ``items``, ``--repeats``): a full run, or a smoke run (smaller than
+    ``full``) whose timings are only indicative; when and where it ran, from :func:`environment` (with
+    ``load_average_at_end`` added at the end of the run), with its ``settings``; ``body``; the command."""
+    env, a = results["env"], results["args"]
+    what = f"n={a['n']} {items}, {a['repeats']} repeat(s)"
     defaults = ", ".join(f"{name}={value}" for name, value in full.items())
-    return (f"**Smoke run** ({what}): timings are indicative only; the full run uses the defaults ({defaults})."
-            if smoke else f"Full run: {what}, median reported.")
+    head = (f"**Smoke run** ({what}): timings are indicative only; the full run uses the defaults ({defaults})."
+            if results["smoke"] else f"Full run: {what}, median reported.")
+    machine = (f"{env['date']}, {env['model']} on {env['device']} ({env['dtype']}), {env['cpu_count']} CPU(s), "
+               f"{env['torch_threads']} torch threads (1-min load average {env['load_average_at_start'][0]:.1f} at "
+               f"the start, {env['load_average_at_end'][0]:.1f} at the end), torch {env['torch']}, "
+               f"transformers {env['transformers']}; batch size {a['batch_size']}, texts truncated to "
+               f"{a['max_text_tokens']} tokens, {settings}")
+    return "\n".join([head, "", machine, "", *body, "Command:", "", "```", env["command"], "```"])
 
 
 def run_child(script: str, argv: list[str]) -> dict:

@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import (HelpFormatter, environment, is_smoke, machine_line, plain_args, report,  # noqa: E402
-                      require_positive, run_child, smoke_line)
+from _results import (HelpFormatter, environment, is_smoke, plain_args, report, require_positive,  # noqa: E402
+                      run_child, timed_section)
 from shared_sets import DEFAULT_README, REPO, add_data_arg, read_set  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "cost.json"
@@ -277,22 +277,16 @@ def goal_lines(results: dict) -> list[str]:
 
 
 def readme_section(results: dict) -> str:
-    env, a = results["env"], results["args"]
-    head = smoke_line(results["smoke"], f"n={a['n']} items per set, {a['repeats']} repeat(s)", FULL_DEFAULTS)
     sets = ", ".join(f"{name} (mean prompt {res['mean_prompt_tokens']:.0f} tokens, label answers of "
                      f"{min(res['label_tokens'])}-{max(res['label_tokens'])} tokens)"
                      for name, res in results["sets"].items())
-    return "\n".join([
-        head, "",
-        f"{machine_line(env)}; batch size {a['batch_size']}, texts truncated to {a['max_text_tokens']} tokens, "
-        f"top-k {a['top_k']}. Sets: {sets}.", "",
-        markdown_table(results), "",
-        "Goals (ratios are of median wall-clock times from the same run; the CPU-time ratio, less affected by "
-        "other jobs on the machine, is in the table):", "",
-        *goal_lines(results), "",
-        roofline_line(results), "",
-        "Command:", "", "```", env["command"], "```",
-    ])
+    body = [markdown_table(results), "",
+            "Goals (ratios are of median wall-clock times from the same run; the CPU-time ratio, less affected by "
+            "other jobs on the machine, is in the table):", "",
+            *goal_lines(results), "",
+            roofline_line(results), ""]
+    return timed_section(results, "items per set", FULL_DEFAULTS, f"top-k {results['args']['top_k']}. Sets: {sets}.",
+                         body)
 
 
 def roofline_line(results: dict) -> str:

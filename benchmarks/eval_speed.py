@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import (HelpFormatter, environment, is_smoke, machine_line, plain_args, report,  # noqa: E402
-                      require_positive, smoke_line)
+from _results import (HelpFormatter, environment, is_smoke, plain_args, report, require_positive,  # noqa: E402
+                      timed_section)
 from cost import linear_parameters, matmul_peak_gflops, timed_rounds  # noqa: E402
 from shared_sets import DEFAULT_README, REPO, add_data_arg, read_set  # noqa: E402
 
@@ -191,18 +191,12 @@ def roofline_line(results: dict) -> str:
 
 
 def readme_section(results: dict) -> str:
-    env, a = results["env"], results["args"]
-    head = smoke_line(results["smoke"], f"n={a['n']} test items, {a['repeats']} repeat(s)", FULL_DEFAULTS)
-    return "\n".join([
-        head, "",
-        f"{machine_line(env)}; batch size {a['batch_size']}, texts truncated to {a['max_text_tokens']} tokens, "
-        f"demonstrations: seeded samples (seed {a['seed']}) of the pool.",
-        "", markdown_table(results), "",
-        roofline_line(results), "",
-        "Goals (ratios of median wall-clock times from the same run; the CPU-time ratio is in the table):", "",
-        *goal_lines(results), "",
-        "Command:", "", "```", env["command"], "```",
-    ])
+    body = [markdown_table(results), "",
+            roofline_line(results), "",
+            "Goals (ratios of median wall-clock times from the same run; the CPU-time ratio is in the table):", "",
+            *goal_lines(results), ""]
+    return timed_section(results, "test items", FULL_DEFAULTS,
+                         f"demonstrations: seeded samples (seed {results['args']['seed']}) of the pool.", body)
 
 
 def main(argv: list[str] | None = None) -> None:
