@@ -236,14 +236,6 @@ def prompt_proba(lm: LanguageModel, prompts: Sequence[Sequence[int]], labels: Se
     return out
 
 
-CONTENT_FREE = ("N/A", "", "[MASK]")
-
-
-def content_free_proba(lm: LanguageModel, task: Task, demos: Sequence[Demonstration] = ()) -> np.ndarray:
-    """``[C]`` mean label probabilities for content-free inputs: the prompt's label bias."""
-    return predict_proba(lm, task, CONTENT_FREE, demos).mean(0)
-
-
 def calibrate(probs: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """Contextual calibration (Zhao et al. 2021): divide by the content-free probabilities, renormalise."""
     scaled = probs / np.clip(bias, 1e-12, None)
