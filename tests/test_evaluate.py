@@ -13,11 +13,11 @@ from neuroshot.annotation import SimulatedAnnotator
 from neuroshot.data import Record
 from neuroshot.errors import NeuroshotError
 from neuroshot.models import PREFIX_KWARG
-from neuroshot.evaluate import (content_free_per_query, evaluate_per_query, evaluate_static, metrics,
+from neuroshot.evaluate import (CONTENT_FREE, content_free_per_query, evaluate_per_query, evaluate_static, metrics,
                                 predict_proba_per_query, predict_proba_static, shared_prefix)
 from neuroshot.experiment import (Experiment, ExperimentRecord, label_efficiency, learning_curves,
                                   write_records)
-from neuroshot.scoring import calibrate, content_free_proba, encode, predict_proba
+from neuroshot.scoring import calibrate, encode, predict_proba
 from neuroshot.task import Demonstration, Task
 
 from conftest import SHARED_DATA, TINY_TEXTS, build_tiny_lm, require_shared
@@ -112,7 +112,7 @@ def test_evaluate_static_calibrated_matches_core_calibration(tiny_lm, tiny_task_
     demos = _demos(tiny_task_multi, 3)
     gold = [tiny_task_multi.labels[i % 3] for i in range(len(TINY_TEXTS))]
     probs = predict_proba(tiny_lm, tiny_task_multi, TINY_TEXTS, demos)
-    expected = calibrate(probs, content_free_proba(tiny_lm, tiny_task_multi, demos)).argmax(1)
+    expected = calibrate(probs, predict_proba(tiny_lm, tiny_task_multi, CONTENT_FREE, demos).mean(0)).argmax(1)
     result = evaluate_static(tiny_lm, tiny_task_multi, TINY_TEXTS, gold, demos, calibrated=True, confusion=True)
     reference = metrics(tiny_task_multi, gold, expected, confusion=True)
     assert (result.accuracy, result.macro_f1) == (reference.accuracy, reference.macro_f1)
@@ -135,7 +135,7 @@ def test_per_query_equals_one_prompt_at_a_time(tiny_lm, tiny_task_multi):
     one_by_one = np.concatenate([predict_proba(tiny_lm, tiny_task_multi, [t], d) for t, d in zip(texts, per_query)])
     np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
     bias = content_free_per_query(tiny_lm, tiny_task_multi, per_query)
-    expected = np.stack([content_free_proba(tiny_lm, tiny_task_multi, d) for d in per_query])
+    expected = np.stack([predict_proba(tiny_lm, tiny_task_multi, CONTENT_FREE, d).mean(0) for d in per_query])
     np.testing.assert_allclose(bias, expected, atol=1e-5)
     gold = ["yes", "no", "maybe", "yes", "no", "maybe"]
     result = evaluate_per_query(tiny_lm, tiny_task_multi, texts, gold, per_query, calibrated=True)

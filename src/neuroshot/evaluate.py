@@ -28,11 +28,11 @@ except ImportError:  # older transformers: caches are repeated
 from ._validation import check_texts
 from .errors import NeuroshotError
 from .models import LanguageModel, shares_prefix
-from .scoring import (CONTENT_FREE, cache_of, calibrate, encode, fit_demos, forward, pad_left, prompt_proba,
-                      scores_after_prompt)
+from .scoring import cache_of, calibrate, encode, fit_demos, forward, pad_left, prompt_proba, scores_after_prompt
 from .task import Demonstration, Task
 
 MIN_SHARED_PREFIX = 8  # per-query: fewer shared leading tokens are not worth a separate cached pass
+CONTENT_FREE = ("N/A", "", "[MASK]")
 
 __all__ = ["EvalResult", "metrics", "evaluate_static", "evaluate_per_query", "predict_proba_static",
            "predict_proba_per_query", "predict_proba_prompts", "content_free_static", "content_free_per_query",

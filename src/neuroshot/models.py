@@ -163,9 +163,14 @@ def _contiguous_input(module: nn.Module, args: tuple) -> tuple:
 _SHARED_KV_SDPA = "neuroshot_sdpa"
 
 
+def base_model(model: nn.Module) -> nn.Module:
+    """The transformers model under a PEFT wrapper (``model`` itself when not wrapped)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def _use_shared_kv_sdpa(model: nn.Module) -> None:
     """Switch a model on transformers' ``sdpa`` attention to :func:`_shared_kv_sdpa` (same results)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     config = getattr(base, "config", None)
     if (getattr(config, "_attn_implementation", None) != "sdpa" or torch.__version__ < "2.5"  # enable_gqa
             or not getattr(base, "_can_set_attn_implementation", lambda: False)()):
@@ -221,7 +226,7 @@ def shares_prefix(model: nn.Module) -> bool:
     :func:`_shared_kv_sdpa` without sliding windows or soft-capping (which a prefix outside the mask
     would break); other models get the prefix's cache expanded per row.
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     config = getattr(base, "config", None)
     sliding = getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True)
     return (_attention_lse is not None and getattr(config, "_attn_implementation", None) == _SHARED_KV_SDPA

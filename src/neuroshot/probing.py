@@ -66,7 +66,7 @@ class ProbeResult:
             raise NeuroshotError("can only extend a probe with one of the same task and attribution method")
         signatures = Signatures.concat([self.signatures, other.signatures])
         probs = np.concatenate([self.probs, other.probs])
-        critical = critical_neurons(signatures, self.critical.fraction, self.critical.by)
+        critical = critical_neurons(signatures, self.critical.fraction)
         ids = None if self.ids is None or other.ids is None else self.ids + other.ids
         embeddings = (None if self.embeddings is None or other.embeddings is None
                       else np.concatenate([self.embeddings, other.embeddings]))

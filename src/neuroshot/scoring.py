@@ -14,7 +14,7 @@ import torch
 
 from ._validation import check_texts
 from .errors import ContextOverflowError
-from .models import PREFIX_KWARG, LanguageModel, model_lock
+from .models import PREFIX_KWARG, LanguageModel, base_model, model_lock
 from .task import Demonstration, Task
 
 log = logging.getLogger(__name__)
@@ -125,8 +125,7 @@ def _cache_kwarg_of(cls: type) -> str:
 
 def _cache_kwarg(lm: LanguageModel) -> str:
     """transformers >= 5.2x names the KV cache argument ``cache``; older ones ``past_key_values``."""
-    base = lm.model.get_base_model() if hasattr(lm.model, "get_base_model") else lm.model
-    return _cache_kwarg_of(type(base))
+    return _cache_kwarg_of(type(base_model(lm.model)))
 
 
 def cache_of(out):
@@ -235,14 +234,6 @@ def prompt_proba(lm: LanguageModel, prompts: Sequence[Sequence[int]], labels: Se
         if bar is not None:
             bar.update(len(batch))
     return out
-
-
-CONTENT_FREE = ("N/A", "", "[MASK]")
-
-
-def content_free_proba(lm: LanguageModel, task: Task, demos: Sequence[Demonstration] = ()) -> np.ndarray:
-    """``[C]`` mean label probabilities for content-free inputs: the prompt's label bias."""
-    return predict_proba(lm, task, CONTENT_FREE, demos).mean(0)
 
 
 def calibrate(probs: np.ndarray, bias: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from scipy import sparse
 
-from ._validation import check_choice, check_in
+from ._validation import check_in
 
 
 @dataclass
@@ -116,15 +116,11 @@ class CriticalNeurons:
         return signatures.to_csr()[:, self.ids].tocsr()
 
 
-def critical_neurons(signatures: Signatures, fraction: float = 0.01, by: str = "attribution") -> CriticalNeurons:
-    """Aggregate the pool's signatures (sum of |attribution|, or top-k frequency) and keep the top ``fraction``."""
+def critical_neurons(signatures: Signatures, fraction: float = 0.01) -> CriticalNeurons:
+    """Aggregate the pool's signatures (sum of |attribution| per neuron) and keep the top ``fraction``."""
     check_in("critical fraction", fraction, 0.0, 1.0, low_open=True)
-    check_choice("aggregation", by, ("attribution", "frequency"))
-    if by == "attribution":
-        totals = np.bincount(signatures.neurons, weights=np.abs(signatures.values), minlength=signatures.n_neurons)
-    else:
-        totals = np.bincount(signatures.neurons, minlength=signatures.n_neurons).astype(float)
+    totals = np.bincount(signatures.neurons, weights=np.abs(signatures.values), minlength=signatures.n_neurons)
     n = max(1, min(int(round(fraction * signatures.n_neurons)), int((totals > 0).sum())))
     ids = np.argsort(-totals, kind="stable")[:n]
     weights = totals[ids] / max(totals[ids].sum(), 1e-12)
-    return CriticalNeurons(ids.astype(np.int64), weights, signatures.n_layers, signatures.d_ff, fraction, by)
+    return CriticalNeurons(ids.astype(np.int64), weights, signatures.n_layers, signatures.d_ff, fraction)
