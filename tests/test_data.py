@@ -72,5 +72,5 @@ def test_load_records_reads_a_one_column_csv_and_explains_an_unreadable_one(tmp_
     assert [r.text for r in load_records(tmp_path / "texts.csv", label_field=None)] == ["where is my parcel",
                                                                                         "refund please"]
     (tmp_path / "long.csv").write_text('text\n"' + "a" * 200_000 + '"\n')  # over csv's field size limit
-    with pytest.raises(NeuroshotError, match="long.csv: cannot read as CSV"):
+    with pytest.raises(NeuroshotError, match="long.csv: line 1: cannot read as CSV"):
         load_records(tmp_path / "long.csv")

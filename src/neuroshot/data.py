@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,15 +50,14 @@ def load_records(
     """
     path = Path(path)
     if path.suffix.lower() == ".parquet":
-        rows = _read_parquet(path)
+        rows = [(f"{path}: row {n}", row) for n, row in enumerate(_read_parquet(path), start=1)]
     else:
         raw = read_text_file(path, "data file")
         if not raw.strip():
             raise NeuroshotError(f"data file is empty: {path}")
         is_csv = path.suffix.lower() in {".csv", ".tsv"}
-        rows = _read_csv(raw, path) if is_csv else [row for _, row in jsonl_rows(raw, path)]
-    return records_from_rows(rows, source=str(path), text_field=text_field, id_field=id_field,
-                             label_field=label_field)
+        rows = _read_csv(raw, path) if is_csv else [(f"{path}: line {n}", row) for n, row in jsonl_rows(raw, path)]
+    return _records(rows, str(path), text_field=text_field, id_field=id_field, label_field=label_field)
 
 
 def records_from_rows(
@@ -68,29 +69,53 @@ def records_from_rows(
     label_field: str | None = "label",
 ) -> list[Record]:
     """Validate dict rows (from a file, a list, or a ``datasets.Dataset``) into records."""
+    return _records(((f"{source}: item {n}", row) for n, row in enumerate(rows, start=1)), source,
+                    text_field=text_field, id_field=id_field, label_field=label_field)
+
+
+def _records(rows: Iterable[tuple[str, Any]], source: str, *, text_field: str, id_field: str,
+             label_field: str | None) -> list[Record]:
+    """Records of ``(where, row)`` pairs; ``where`` names the row in errors (``file: line 3``)."""
     records: list[Record] = []
     seen_text: dict[str, str] = {}
     seen_id: set[str] = set()
-    for n, row in enumerate(rows, start=1):
+    for n, (where, row) in enumerate(rows, start=1):
+        if not isinstance(row, Mapping):
+            raise NeuroshotError(f"{where}: expected an object with a '{text_field}' field, got {type(row).__name__}")
         if text_field not in row:
-            raise NeuroshotError(f"{source}: item {n} has no '{text_field}' field (fields: {', '.join(map(str, row))})")
+            raise NeuroshotError(f"{where}: no '{text_field}' field (fields: {', '.join(map(str, row))})")
         text = row[text_field]
         if not isinstance(text, str) or not text.strip():
-            raise NeuroshotError(f"{source}: item {n} has an empty or non-text '{text_field}'")
-        item_id = str(row[id_field]) if row.get(id_field) not in (None, "") else str(n)
+            raise NeuroshotError(f"{where}: empty or non-text '{text_field}'")
+        item_id = clean_id(row.get(id_field), where, id_field) or str(n)
         if item_id in seen_id:
-            raise NeuroshotError(f"{source}: duplicate id '{item_id}' (item {n})")
+            raise NeuroshotError(f"{where}: duplicate id '{item_id}'")
         key = text.strip()
         if key in seen_text:
-            raise NeuroshotError(f"{source}: duplicate text in items '{seen_text[key]}' and '{item_id}': remove duplicates first")
+            raise NeuroshotError(f"{where}: duplicate text in items '{seen_text[key]}' and '{item_id}': remove duplicates first")
         seen_id.add(item_id)
         seen_text[key] = item_id
         label = row.get(label_field) if label_field else None
+        if isinstance(label, (dict, list)):
+            raise NeuroshotError(f"{where}: '{label_field}' must be a label name, got {type(label).__name__}")
         meta = {k: v for k, v in row.items() if k not in {text_field, id_field, label_field}}
-        records.append(Record(item_id, text, None if label in (None, "") else str(label), meta))
+        records.append(Record(item_id, text, None if label is None or not str(label).strip() else str(label), meta))
     if not records:
         raise NeuroshotError(f"{source}: no items")
     return records
+
+
+def clean_id(value: Any, where: str, id_field: str = "id") -> str:
+    """An item's id as text, surrounding whitespace removed ("" when absent); numbers are written as given.
+
+    Data files and label files are read with this one rule, so an id survives the round trip
+    through a spreadsheet or Label Studio.
+    """
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise NeuroshotError(f"{where}: '{id_field}' must be a string or a number, got {type(value).__name__} {value!r:.40}")
+    return str(value).strip()
 
 
 @dataclass(frozen=True)
@@ -139,40 +164,85 @@ def _read_parquet(path: Path) -> list[dict]:
 
 
 def read_text_file(path: Path, what: str) -> str:
-    """A file's UTF-8 text (BOM tolerated), or a one-line error saying what is wrong with it."""
+    """A file's UTF-8 text (BOM tolerated), or a one-line error saying what is wrong with it and where."""
     if not path.is_file():
         raise NeuroshotError(f"{what} not found: {path}")
+    data = path.read_bytes()
     try:
-        return path.read_bytes().decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise NeuroshotError(f"{path} is not UTF-8 text (byte {exc.start}): re-save it as UTF-8") from None
+        line = data[:exc.start].count(b"\n") + 1
+        raise NeuroshotError(f"{path}: line {line}: not UTF-8 text (byte {exc.start}): re-save it as UTF-8") from None
 
 
-def jsonl_rows(raw: str, path: Path) -> Iterator[tuple[int, dict]]:
+def split_lines(raw: str) -> list[str]:
+    """The lines of a text file, split at ``\\n``, ``\\r\\n`` or ``\\r`` only.
+
+    Not ``str.splitlines``: it also splits at U+0085, U+2028, U+2029 and other characters that
+    JSON strings may hold unescaped (``json.dumps(..., ensure_ascii=False)`` writes them as is).
+    """
+    lines = _LINE_END.split(raw)
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+def jsonl_rows(raw: str, path: str | Path) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line of a JSONL text."""
-    for n, line in enumerate(raw.splitlines(), start=1):
+    for n, line in enumerate(split_lines(raw), start=1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise NeuroshotError(f"{path}: line {n}: not valid JSON ({exc.msg})") from None
+        row = parse_json(line, path, line=n)
         if not isinstance(row, dict):
             raise NeuroshotError(f"{path}: line {n}: each line must be a JSON object")
         yield n, row
+
+
+def parse_json(text: str, path: str | Path, *, line: int | None = None) -> Any:
+    """``text`` parsed as JSON, or an error naming ``path`` and the line (``line``, else the parser's).
+
+    A key given twice in one object is an error: which of the two values was meant is a guess.
+    """
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as exc:
+        raise NeuroshotError(f"{path}: line {line or exc.lineno}: not valid JSON ({exc.msg})") from None
+    except _DuplicateKey as exc:
+        where = f"{path}: line {line}" if line else str(path)
+        raise NeuroshotError(f"{where}: the key {exc.args[0]!r} is given twice in one object") from None
+    except (ValueError, RecursionError) as exc:  # e.g. integers of over 4300 digits, nesting beyond the stack
+        where = f"{path}: line {line}" if line else str(path)
+        raise NeuroshotError(f"{where}: not valid JSON ({str(exc) or type(exc).__name__})") from None
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return out
 
 
 def csv_dialect(raw: str) -> type[csv.Dialect] | csv.Dialect:
     """The dialect of a CSV text from its header line (spreadsheets in some locales save with ';' or
     tabs); plain ``excel`` when the header cannot tell, e.g. a single column."""
     try:
-        return csv.Sniffer().sniff(raw.splitlines()[0], delimiters=",;\t")
+        return csv.Sniffer().sniff(split_lines(raw)[0], delimiters=",;\t")
     except csv.Error:
         return csv.excel
 
 
-def _read_csv(raw: str, path: Path) -> list[dict]:
+def _read_csv(raw: str, path: Path) -> list[tuple[str, dict]]:
+    """``(where, row)`` per data row; ``where`` names the line the row ends on."""
+    reader = csv.DictReader(io.StringIO(raw, newline=""), dialect=csv_dialect(raw))
     try:
-        return list(csv.DictReader(raw.splitlines(), dialect=csv_dialect(raw)))
+        return [(f"{path}: line {reader.line_num}", row) for row in reader]
     except csv.Error as exc:
-        raise NeuroshotError(f"{path}: cannot read as CSV ({exc})") from None
+        raise NeuroshotError(f"{path}: line {reader.line_num}: cannot read as CSV ({exc})") from None

@@ -6,14 +6,13 @@ tuned on the demo's test tickets: README.md, "Set-up on a fresh machine".
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 
 import numpy as np
 
-from .data import Record, records_from_rows
+from .data import Record, jsonl_rows, records_from_rows
 from .evaluate import metrics
 from .experiment import Experiment
 from .models import cache_dir, load_model
@@ -34,7 +33,7 @@ DEMO_TASK = Task(
 def demo_records() -> list[Record]:
     """The 150 original support tickets (6 queues x 25) shipped in the package."""
     raw = resources.files("neuroshot").joinpath("demo_data/support_tickets.jsonl").read_text(encoding="utf-8")
-    return records_from_rows((json.loads(line) for line in raw.splitlines() if line.strip()), source="demo data")
+    return records_from_rows((row for _, row in jsonl_rows(raw, "demo data")), source="demo data")
 
 
 def stratified_split(records: Sequence[Record], test_per_label: int, seed: int = 0) -> tuple[list[Record], list[Record]]:

@@ -63,7 +63,7 @@ def encode(lm: LanguageModel, task: Task, texts: Sequence[str], demos: Sequence[
     demos = fit_demos(lm, task, demos)
     labels = [tok(task.answer_prefix + v, add_special_tokens=False)["input_ids"] for v in task.verbalized]
     if any(not ids for ids in labels):
-        raise ValueError("a verbalizer encodes to no tokens")
+        raise NeuroshotError("a verbalizer encodes to no tokens: give every label a non-empty answer string")
     overhead = len(tok(task.prompt("", demos))["input_ids"]) + max(map(len, labels)) + 1
     context_limit = lm.max_length - overhead
     if context_limit < 1:

@@ -12,7 +12,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from .._io import atomic_write
-from ..data import csv_dialect, jsonl_rows, load_records, read_text_file
+from ..data import clean_id, csv_dialect, jsonl_rows, load_records, parse_json, read_text_file
 from ..errors import NeuroshotError
 from .labels import AnnotationItem, _LabelSet
 
@@ -101,7 +101,10 @@ def _rows_jsonl(raw: str, path: Path) -> Iterable[tuple[str, Any, Any]]:
 
 def _rows_csv(raw: str, path: Path) -> Iterable[tuple[str, Any, Any]]:
     reader = csv.reader(io.StringIO(raw, newline=""), dialect=csv_dialect(raw))
-    header = [h.strip() for h in next(reader, [])]
+    try:
+        header = [h.strip() for h in next(reader, [])]
+    except csv.Error as exc:
+        raise NeuroshotError(f"{path}: line {reader.line_num}: malformed CSV header ({exc})") from None
     missing = [col for col in ("id", "label") if col not in header]
     if missing:
         raise NeuroshotError(
@@ -133,10 +136,7 @@ def _first_choice(result: Any) -> Any:
 
 
 def _rows_labelstudio(raw: str, path: Path) -> Iterable[tuple[str, Any, Any]]:
-    try:
-        tasks = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise NeuroshotError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    tasks = parse_json(raw, path)
     if not isinstance(tasks, list):
         raise NeuroshotError(f"{path}: expected a Label Studio JSON export (a list of tasks)")
     for n, task in enumerate(tasks, start=1):
@@ -144,9 +144,10 @@ def _rows_labelstudio(raw: str, path: Path) -> Iterable[tuple[str, Any, Any]]:
         data = task.get("data") if isinstance(task, dict) else None
         if not isinstance(data, dict):
             raise NeuroshotError(f"{where}: no 'data' object; export from Label Studio as JSON (not JSON-MIN/CSV)")
-        annotations = [
-            a for a in task.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")
-        ]
+        given = task.get("annotations") or []
+        if not isinstance(given, list):
+            raise NeuroshotError(f"{where}: 'annotations' must be a list, got {type(given).__name__}")
+        annotations = [a for a in given if isinstance(a, dict) and not a.get("was_cancelled")]
         if not annotations:
             continue  # not annotated yet, or skipped in Label Studio
         yield where, data.get("id"), _first_choice(annotations[-1].get("result"))
@@ -156,19 +157,38 @@ def read_annotation_items(path: str | os.PathLike) -> list[AnnotationItem]:
     """Read back the items of a plan written by :func:`export_for_annotation`, in rank order."""
     path = Path(path)
     if _format_for(path, None) == "labelstudio":
-        raw = read_text_file(path, "plan file")
-        try:
-            rows = [task["data"] for task in json.loads(raw)]
-        except (json.JSONDecodeError, TypeError, KeyError):
-            raise NeuroshotError(f"{path}: not a Label Studio task list written by neuroshot") from None
+        tasks = parse_json(read_text_file(path, "plan file"), path)
+        if not isinstance(tasks, list) or not all(isinstance(t, dict) and isinstance(t.get("data"), dict)
+                                                  for t in tasks):
+            raise NeuroshotError(f"{path}: not a Label Studio task list written by neuroshot")
+        rows = [(f"{path}: task {n}", task["data"]) for n, task in enumerate(tasks, start=1)]
     else:
-        rows = [{"id": r.id, "text": r.text, **r.meta} for r in load_records(path, label_field=None)]
-    try:
-        items = [AnnotationItem(str(r["id"]), str(r["text"]), int(r.get("rank") or n), str(r.get("why") or ""))
-                 for n, r in enumerate(rows, start=1)]
-    except (KeyError, ValueError) as exc:
-        raise NeuroshotError(f"{path}: not a plan file (rows need id and text): {exc}") from None
+        rows = [(f"{path}: item {n}", {"id": r.id, "text": r.text, **r.meta})
+                for n, r in enumerate(load_records(path, label_field=None), start=1)]
+    items = [_plan_item(where, row, n) for n, (where, row) in enumerate(rows, start=1)]
+    if not items:
+        raise NeuroshotError(f"{path}: no items")
+    seen: set[str] = set()
+    for item in items:
+        if item.id in seen:
+            raise NeuroshotError(f"{path}: duplicate item id {item.id!r}")
+        seen.add(item.id)
     return sorted(items, key=lambda it: it.rank)
+
+
+def _plan_item(where: str, row: dict, n: int) -> AnnotationItem:
+    """One row of a plan file (id, text, optional rank and why) as an item; ``n`` is its default rank."""
+    item_id, text, rank = clean_id(row.get("id"), where), row.get("text"), row.get("rank")
+    if not item_id or not isinstance(text, str) or not text.strip():
+        raise NeuroshotError(f"{where}: not a plan row (rows need an id and a text)")
+    if rank is None or (isinstance(rank, str) and not rank.strip()):
+        rank = n
+    elif isinstance(rank, str) and rank.strip().isdecimal():
+        rank = int(rank)
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise NeuroshotError(f"{where}: rank must be a whole number >= 1, got {rank!r:.40}")
+    why = row.get("why")
+    return AnnotationItem(item_id, text, rank, why if isinstance(why, str) else "")
 
 
 def read_annotations(path: str | os.PathLike, labels: Sequence[str]) -> dict[str, str]:
@@ -188,13 +208,13 @@ def read_annotations(path: str | os.PathLike, labels: Sequence[str]) -> dict[str
     reader = {"jsonl": _rows_jsonl, "csv": _rows_csv, "labelstudio": _rows_labelstudio}[fmt]
 
     result: dict[str, str] = {}
-    for where, item_id, value in reader(raw, path):
-        if item_id is None or (isinstance(item_id, str) and not item_id.strip()):
+    for where, raw_id, value in reader(raw, path):
+        item_id = clean_id(raw_id, where)
+        if not item_id:
             raise NeuroshotError(f"{where}: no item id")
         label = label_set.resolve(value, where)
         if label is None:
             continue
-        item_id = str(item_id).strip()
         if result.get(item_id, label) != label:
             raise NeuroshotError(
                 f"{where}: item {item_id!r} is labelled both {result[item_id]!r} and {label!r}; keep one"

@@ -22,10 +22,13 @@ def _split_tail(data: bytes) -> tuple[int, bytes]:
 def _parse_entry(line: bytes) -> dict | None:
     """A log line as a dict with ``id`` and ``label``, or None if it is not one."""
     try:
-        entry = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        entry = json.loads(line.decode("utf-8-sig"))  # -sig: a BOM left by an editor
+    except (UnicodeDecodeError, ValueError, RecursionError):  # ValueError: JSONDecodeError, huge integers
         return None
-    if not isinstance(entry, dict) or not entry.get("id") or "label" not in entry:
+    if not isinstance(entry, dict) or "label" not in entry:
+        return None
+    item_id = entry.get("id")
+    if isinstance(item_id, bool) or not isinstance(item_id, (str, int)) or not str(item_id).strip():
         return None
     return entry
 
@@ -73,7 +76,7 @@ class AnnotationLog:
                 raise NeuroshotError(f"{where}: not a label entry ({line[:60]!r}); fix or delete that line")
             label = self._label_set.resolve(entry["label"], where)
             if label is not None:
-                self._labels[str(entry["id"])] = label
+                self._labels[str(entry["id"]).strip()] = label
 
     def _repair_tail(self) -> None:
         """Before the first append: end a complete last line, or cut a torn one."""
