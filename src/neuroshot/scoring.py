@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ._validation import check_texts
-from .errors import ContextOverflowError
+from .errors import ContextOverflowError, NeuroshotError
 from .models import PREFIX_KWARG, LanguageModel, base_model, model_lock
 from .task import Demonstration, Task
 
