@@ -230,13 +230,18 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def csv_dialect(raw: str) -> type[csv.Dialect] | csv.Dialect:
-    """The dialect of a CSV text from its header line (spreadsheets in some locales save with ';' or
-    tabs); plain ``excel`` when the header cannot tell, e.g. a single column."""
+def csv_dialect(raw: str) -> type[csv.Dialect]:
+    """The dialect of a CSV text: ``excel`` with the delimiter of its header line (spreadsheets in some
+    locales save with ';' or tabs), ',' when the header cannot tell, e.g. a single column.
+
+    Only the delimiter is taken from ``csv.Sniffer``: from a header without quotes it also guesses
+    ``doublequote=False``, which would read every ``""`` inside a quoted text as two quotes.
+    """
     try:
-        return csv.Sniffer().sniff(split_lines(raw)[0], delimiters=",;\t")
+        delimiter = csv.Sniffer().sniff(split_lines(raw)[0], delimiters=",;\t").delimiter
     except csv.Error:
         return csv.excel
+    return type("sniffed", (csv.excel,), {"delimiter": delimiter})
 
 
 def _read_csv(raw: str, path: Path) -> list[tuple[str, dict]]:

@@ -109,8 +109,9 @@ class AnnotationLog:
 
     def add(self, item_id: str, label: str) -> str:
         """Validate ``label``, append it durably (flush + fsync) and return its canonical spelling."""
-        if not isinstance(item_id, str) or not item_id:
+        if not isinstance(item_id, str) or not item_id.strip():
             raise ValueError(f"item_id must be a non-empty string, got {item_id!r}")
+        item_id = item_id.strip()  # ids are read without surrounding whitespace (``data.clean_id``)
         name = self._label_set.resolve(label, f"label for item {item_id!r}")
         if name is None:
             raise NeuroshotError(f"empty label for item {item_id!r}; allowed labels: {self._label_set}")
