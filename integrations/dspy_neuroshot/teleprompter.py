@@ -13,6 +13,7 @@ from dspy.teleprompt import Teleprompter
 from neuroshot import (AnnotationItem, ModelLike, NeuroshotError, Plan, ProbeResult, SimulatedAnnotator,
                        export_for_annotation, get_pipeline, get_retriever, get_strategy, order_planned, probe,
                        read_annotations, resolve_model)
+from neuroshot._validation import check_k_available
 
 from ._task import SignatureTask, label_field, program_signature
 from .program import NeuronFewShotProgram, retriever_settings
@@ -115,7 +116,7 @@ class NeuronAwareFewShot(Teleprompter):
             rows, labels = self._annotate(trainset, self._plan(pool, budget))
         else:
             labels_all = [spec.label_of(ex, f"trainset example {i}") for i, ex in enumerate(trainset)]
-            size = self.budget if self.per_query else self.k
+            size = self.budget if self.per_query else check_k_available(self.k, len(trainset))
             if size is None or size >= len(trainset):
                 self.plan_ = None
                 rows = list(range(len(trainset)))

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, InstanceOf, PrivateAttr, fiel
 
 from neuroshot import (LanguageModel, NeuroshotError, ProbeResult, Retriever, Task, get_pipeline, order_planned,
                        probe, resolve_model)
+from neuroshot._validation import check_k_available
 
 
 
@@ -289,7 +290,8 @@ class NeuronAwareExampleSelector(BaseExampleSelector, BaseModel):
     def _static(self) -> list[ExampleExplanation]:
         with self._lock:
             if self._plan is None:
-                self._plan = self._make_strategy().plan(self._probe, min(self.k, len(self.examples)), seed=self.seed)
+                self._plan = self._make_strategy().plan(self._probe, check_k_available(self.k, len(self.examples)),
+                                                           seed=self.seed)
                 self._static_order = self._order([p.index for p in self._plan.picks])
             picks = {p.index: p for p in self._plan.picks}
             return [ExampleExplanation(self._output(i), i, picks[i].rank, picks[i].score, None, list(picks[i].neurons))

@@ -106,8 +106,8 @@ class LanguageModel:
 def load_model(
     spec: str = "default",
     adapter: str | os.PathLike | None = None,
-    device: str = "cpu",
-    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
 ) -> LanguageModel:
     """Load a causal LM for probing.
 
@@ -115,9 +115,18 @@ def load_model(
     folder, a ``.gguf`` file, or a hub id (only where a network exists). GGUF files are converted
     once to a dense safetensors copy in the cache (``NEUROSHOT_CACHE`` or the user cache dir),
     so later loads take about a second. ``adapter`` is a LoRA folder applied with PEFT.
+
+    ``device`` is ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``; one this machine or this torch
+    build lacks is a :class:`NeuroshotError` naming the devices there are. ``dtype=None`` picks
+    one per device (:func:`default_dtype`): float32 on CPU, bfloat16 on a CUDA GPU that supports
+    it, else float16. An explicit ``dtype`` is used as given; a dtype other than float32 is part
+    of the model's fingerprint, so cached signatures of another precision are not mixed in.
     """
+    device = check_device(device)  # before anything is imported or loaded
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if dtype is None:
+        dtype = default_dtype(device.type, bf16_supported=device.type == "cuda" and torch.cuda.is_bf16_supported())
     t0 = time.perf_counter()
     folder, name, fingerprint = _resolve(spec)
     try:
@@ -125,14 +134,72 @@ def load_model(
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
     except OSError as exc:
         raise NeuroshotError(f"cannot load model '{spec}': {str(exc).splitlines()[0]}") from None
+    if dtype != torch.float32:
+        fingerprint = hashlib.sha256(f"{fingerprint}|{dtype}".encode()).hexdigest()[:16]
     if adapter is not None:
         model, fingerprint = _apply_adapter(model, adapter, fingerprint)
     model.to(device)
     _prepare_for_inference(model, tokenizer)
     layers = find_ffn_layers(model)
-    log.info("loaded %s in %.1fs (%d FFN layers)", name, time.perf_counter() - t0, len(layers))
+    log.info("loaded %s in %.1fs on %s (%s, %d FFN layers)", name, time.perf_counter() - t0, device, dtype, len(layers))
     return LanguageModel(model, tokenizer, name, fingerprint, layers,
                          source=(str(spec), None if adapter is None else str(adapter)))
+
+
+def available_devices() -> list[str]:
+    """The devices this machine and this torch build can run a model on, e.g. ``["cpu", "cuda:0"]``."""
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    xpu = getattr(torch, "xpu", None)
+    if xpu is not None and xpu.is_available():
+        devices += [f"xpu:{i}" for i in range(xpu.device_count())]
+    return devices
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device`` if a model can run there; else one :class:`NeuroshotError`
+    saying why not and naming the devices available (instead of torch's assertion or runtime error)."""
+    available = available_devices()
+    tail = f"available: {', '.join(available)}"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        hint = " (a GPU is 'cuda' or 'cuda:N')" if str(device).strip().lower().startswith("gpu") else ""
+        raise NeuroshotError(f"device {str(device)!r} is not a device name torch knows{hint}; {tail}") from None
+    if dev.type == "cpu":
+        return dev
+    name = str(dev)
+    if dev.type == "cuda":
+        if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
+            why = f"this torch has no CUDA (torch {torch.__version__})"
+        elif not torch.cuda.is_available():
+            why = "no CUDA GPU is visible (driver, CUDA_VISIBLE_DEVICES?)"
+        elif dev.index is not None and dev.index >= torch.cuda.device_count():
+            why = f"there are {torch.cuda.device_count()} CUDA GPU(s)"
+        else:
+            return dev
+    elif dev.type in ("mps", "xpu"):
+        if name in available or any(d.startswith(name + ":") for d in available):
+            return dev
+        why = f"this machine or this torch (torch {torch.__version__}) has no {dev.type.upper()}"
+    else:
+        why = "neuroshot runs models on cpu, cuda, mps or xpu"
+    raise NeuroshotError(f"device {name!r} is not available: {why}; {tail}")
+
+
+def default_dtype(device_type: str, *, bf16_supported: bool = False) -> torch.dtype:
+    """The dtype :func:`load_model` uses when none is given: float32 on CPU (half precision is slow
+    there and changes the numbers), bfloat16 on a CUDA GPU that supports it (float32's range, half
+    the memory), else float16 on a GPU; float32 elsewhere."""
+    if device_type == "cuda":
+        return torch.bfloat16 if bf16_supported else torch.float16
+    if device_type == "mps":
+        return torch.float16
+    return torch.float32
 
 
 def _prepare_for_inference(model: nn.Module, tokenizer) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ._validation import check_choice, check_in, check_whole
+from ._validation import check_choice, check_in, check_texts, check_whole
 from .attribution import METHODS, OBJECTIVES, attribute
 from .errors import NeuroshotError
 from .models import LanguageModel
@@ -119,6 +119,7 @@ def probe(
     check_probe_settings(method=method, objective=objective, top_k=top_k, critical_fraction=critical_fraction)
     check_choice("backend", backend, ("local", "ray"))
     check_whole("actors", actors)
+    check_texts(texts, blank_ok=False)
     if not texts:
         raise NeuroshotError("nothing to probe: the pool is empty")
     if ids is not None and len(ids) != len(texts):
@@ -180,6 +181,7 @@ def probe_texts(lm: LanguageModel, task: Task, texts: Sequence[str], keys: Seque
                 top_k: int = 64, ig_steps: int = 16, batch_size: int = 16,
                 max_batch_tokens: int = 4096) -> dict[str, StoredItem]:
     """The store items of ``texts`` (under ``keys``), computed without a store (what one Ray actor runs)."""
+    check_texts(texts, blank_ok=False)
     enc = encode(lm, task, texts, demos)
     results: dict[str, StoredItem] = {}
     for batch in batches([len(p) for p in enc.prompts], batch_size, max_batch_tokens):

@@ -17,7 +17,7 @@ import numpy as np
 from scipy import sparse
 
 from ._registry import Pluggable, Registry
-from ._validation import check_in, check_whole
+from ._validation import check_in, check_k_available, check_whole
 from .embeddings import pool_embeddings
 from .errors import NeuroshotError
 from .neighbours import mmr_select, neuron_triples
@@ -65,7 +65,7 @@ class Retriever(Pluggable, ABC):
         """Per query, ``k`` annotated items, most relevant first."""
         if not hasattr(self, "annotated_"):
             raise NeuroshotError(f"{type(self).__name__} is not fitted: call fit(annotated, labels) first")
-        k = min(check_whole("k", k), len(self.annotated_))
+        k = check_k_available(check_whole("k", k), len(self.annotated_))
         return [self._retrieve_one(queries, q, k) for q in range(len(queries))]
 
     def demonstrations(self, queries: ProbeResult, k: int) -> list[list[Demonstration]]:

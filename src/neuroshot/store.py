@@ -21,6 +21,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save
 
 from ._io import atomic_write
+from ._validation import check_file_name
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ class SignatureStore:
 
     def chunk_path(self, name: str) -> Path:
         """Where the chunk called ``name`` lives (it exists once written completely)."""
-        return self.path / f"chunk-{name}.safetensors"
+        return self.path / f"chunk-{check_file_name('chunk name', name)}.safetensors"
 
 
 def _read_chunk(path: Path) -> Iterable[tuple[str, StoredItem]]:
