@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from neuroshot.data import split_lines
+
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Defaults in the help, and epilogs with examples kept as written."""
@@ -130,7 +132,7 @@ def read_results(path: Path) -> list[dict]:
     if not path.is_file():
         return []
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in split_lines(path.read_text(encoding="utf-8")):
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:

@@ -71,6 +71,16 @@ def tiny_lm():
     return build_tiny_lm()
 
 
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """The tiny LLaMA and its tokenizer saved as a model folder: ``load_model(str(folder))`` and
+    ``--model FOLDER`` load it (for CLI runs in-process)."""
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    build_tiny_llama().save_pretrained(folder)
+    build_char_tokenizer().save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture
 def single_thread():
     """Run the test with one torch thread: on tiny models, thread start-up and contention dominate."""

@@ -313,16 +313,6 @@ def test_task_file_with_unknown_field_or_wrong_types_is_one_clear_error(tmp_path
 
 # --------------------------------------------------------------------------- the CLI
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    from conftest import build_char_tokenizer, build_tiny_llama
-
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    build_tiny_llama().save_pretrained(folder)
-    build_char_tokenizer().save_pretrained(folder)
-    return folder
-
-
 @settings(FUZZ, max_examples=12)
 @given(rows=record_rows, data=st.data())
 def test_cli_plan_on_fuzzed_pools_writes_a_plan_or_one_error_line(rows, data, tiny_model_dir, capsys):

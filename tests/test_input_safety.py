@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from conftest import TINY_TEXTS, build_char_tokenizer, build_tiny_llama  # noqa: E402
+from conftest import TINY_TEXTS  # noqa: E402
 from neuroshot import NeuroshotError, Task, load_model, probe  # noqa: E402
 from neuroshot.models import available_devices, check_device, default_dtype  # noqa: E402
 from neuroshot.retrieval import RETRIEVERS, get_retriever  # noqa: E402
@@ -39,14 +39,6 @@ def _kind():
 
     return Kind
 SETTINGS = dict(top_k=8, critical_fraction=0.2, progress=False)
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    build_tiny_llama().save_pretrained(folder)
-    build_char_tokenizer().save_pretrained(folder)
-    return folder
 
 
 # --------------------------------------------------------------------------- devices
