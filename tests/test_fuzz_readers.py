@@ -155,6 +155,18 @@ def test_load_records_examples_of_each_failure_name_the_line(tmp_path):
             load_records(tmp_path / name)
 
 
+def test_ids_are_strings_or_numbers_of_any_kind_and_objects_are_refused():
+    import numpy as np
+
+    from neuroshot.data import records_from_rows
+
+    records = records_from_rows([{"id": np.int64(5), "text": "a"}, {"id": " 6 ", "text": "b"}, {"text": "c"}])
+    assert [r.id for r in records] == ["5", "6", "3"]  # numpy ids (pandas rows) too; no id: the item number
+    for bad in ([1], {"a": 1}, True):
+        with pytest.raises(NeuroshotError, match=r"data: item 1: 'id' must be a string or a number"):
+            records_from_rows([{"id": bad, "text": "a"}])
+
+
 # --------------------------------------------------------------------------- read_annotations
 
 CASES = {"same": str, "upper": str.upper, "lower": str.lower}

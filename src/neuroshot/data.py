@@ -8,6 +8,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from numbers import Number
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -113,7 +114,7 @@ def clean_id(value: Any, where: str, id_field: str = "id") -> str:
     """
     if value is None:
         return ""
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+    if isinstance(value, bool) or not isinstance(value, (str, Number)):  # Number: numpy ints from pandas too
         raise NeuroshotError(f"{where}: '{id_field}' must be a string or a number, got {type(value).__name__} {value!r:.40}")
     return str(value).strip()
 
