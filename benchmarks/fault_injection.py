@@ -57,7 +57,7 @@ import numpy as np  # noqa: E402
 
 LABELS = ("A", "B", "C")
 PROBE_SETTINGS = ["--top-k", "8", "--batch-size", "4"]
-DEFAULT_POINTS = {"probe": 80, "plan": 35, "evaluate": 25, "annotate": 60, "ray": 3}
+DEFAULT_POINTS = {"probe": 85, "plan": 25, "evaluate": 20, "annotate": 70, "ray": 3}
 
 
 # --------------------------------------------------------------------------- the inputs
@@ -374,13 +374,27 @@ def concurrent_trial(base: Path, work: Path, reference: dict, rng: random.Random
 # --------------------------------------------------------------------------- the benchmark
 
 
-def run(points: dict[str, int], seed: int = 0, chain: int = 3, concurrent: int = 0,
+def _import_everything() -> None:
+    """Import what the jobs run before forking them: each child then starts at once, and editing the
+    sources while the benchmark runs cannot change the code under test half-way."""
+    import neuroshot.annotation  # noqa: F401
+    import neuroshot.cli  # noqa: F401
+    import neuroshot.data  # noqa: F401
+    import neuroshot.experiment  # noqa: F401
+    import neuroshot.pipelines  # noqa: F401
+    import neuroshot.probing  # noqa: F401
+    import neuroshot.strategies  # noqa: F401
+    import transformers.models.llama.modeling_llama  # noqa: F401
+
+
+def run(points: dict[str, int], seed: int = 0, chain: int = 3, concurrent: int = 0, pool_size: int = 240,
         workdir: Path | None = None, log: Callable[[str], None] = print) -> dict:
     """Run ``points[job]`` kill points per job (at least; a trial may add a few), and ``concurrent``
     concurrent-writer trials; returns the summary and every trial."""
+    _import_everything()
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="fault-", dir=workdir) as tmp:
-        base = make_inputs(Path(tmp) / "inputs")
+        base = make_inputs(Path(tmp) / "inputs", pool_size)
         summary, trials = {}, []
         for name, wanted in points.items():
             job = JOBS[name]
@@ -445,14 +459,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--points", nargs="+", metavar="JOB=N",
                         default=[f"{k}={v}" for k, v in DEFAULT_POINTS.items()], help="kill points per job")
-    parser.add_argument("--concurrent", type=int, default=10, help="concurrent-writer trials")
+    parser.add_argument("--concurrent", type=int, default=6, help="concurrent-writer trials")
     parser.add_argument("--chain", type=int, default=3, help="at most this many kills in a row per trial")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fault_injection.json")
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--child", nargs=3, metavar=("JOB", "BASE", "WORK"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.child:  # a job in a fresh interpreter (Ray)
+    if args.child:  # a job in a fresh interpreter (Ray; the tests' concurrent writers)
+        import torch
+
+        torch.set_num_threads(1)  # tiny model: threads only contend
         name, base, work = args.child
         JOBS[name].run(Path(base), Path(work))
         return 0
