@@ -17,9 +17,9 @@ every array, bit for bit), plan files byte-identical, evaluation records identic
 ``seconds`` timings, label logs with the same (id, label) lines in the same order. It also counts
 the work redone beyond what was unsaved at the kill: stored items probed again, labels asked again.
 
-The jobs but Ray run in a process forked from this one (torch and neuroshot imported once: a fresh
-interpreter costs ~7 s here); Ray needs a fresh interpreter, so its driver is a subprocess (killed
-with its process group).
+The jobs but Ray run in processes forked by a multiprocessing fork server that has torch and
+neuroshot imported (a fresh interpreter costs ~7 s here) and never runs torch itself; Ray needs a
+fresh interpreter, so its driver is a subprocess (killed with its process group).
 
 ``--concurrent N`` adds N trials of two processes at once on one store: a probe and a
 ``neuroshot plan`` of the same pool, started together; the store must equal the single-process
@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import multiprocessing
 import os
 import random
 import shutil
@@ -223,15 +224,15 @@ def same(a, b) -> bool:
 
 @dataclass
 class Child:
-    """A running job: its process id and whether it leads its own process group (to kill Ray's too)."""
+    """A running job: a process of the fork server, or a subprocess leading its own process group (Ray)."""
 
-    pid: int
-    group: bool
+    process: multiprocessing.Process | subprocess.Popen
     log: Path
 
     def poll(self) -> int | None:
-        pid, status = os.waitpid(self.pid, os.WNOHANG)
-        return None if pid == 0 else os.waitstatus_to_exitcode(status)
+        if isinstance(self.process, subprocess.Popen):
+            return self.process.poll()
+        return self.process.exitcode
 
     def wait(self, timeout: float) -> int:
         deadline = time.monotonic() + timeout
@@ -243,50 +244,78 @@ class Child:
         return code
 
     def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            if self.group:
-                os.killpg(self.pid, signal.SIGKILL)
-            else:
-                os.kill(self.pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, 0)
+        """SIGKILL, and wait until it is gone."""
+        if isinstance(self.process, subprocess.Popen):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        else:
+            self.process.kill()
+            self.process.join()
+
+
+_PRELOAD = ["neuroshot.annotation", "neuroshot.cli", "neuroshot.data", "neuroshot.experiment", "neuroshot.pipelines",
+            "neuroshot.probing", "neuroshot.strategies", "transformers.models.llama.modeling_llama"]
+_SERVER: list = []
+
+
+def _fork_server():
+    """A multiprocessing fork server with what the jobs run imported: each job starts in a fresh fork of a
+    process that never ran torch (forking one that has can hang the child), without a new interpreter's
+    ~7 s start-up."""
+    if not _SERVER:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(_PRELOAD)
+        _SERVER.append(context)
+    return _SERVER[0]
+
+
+def _warm_up() -> None:
+    """Start the fork server (and its imports) now, so that no job's timing includes them."""
+    process = _fork_server().Process(target=_noop)
+    process.start()
+    process.join()
+
+
+def _noop() -> None:
+    pass
+
+
+def _child_main(name: str, base: str, work: str) -> None:
+    """In the fork: stdin from ``work/.stdin``, stdout and stderr to ``work/job.log``, then the job."""
+    code = 1
+    try:
+        stdin = Path(work) / ".stdin"
+        os.dup2(os.open(stdin if stdin.exists() else os.devnull, os.O_RDONLY), 0)
+        out = os.open(Path(work) / "job.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        sys.stdin = open(0, encoding="utf-8", closefd=False)
+        sys.stdout = open(1, "w", encoding="utf-8", closefd=False, buffering=1)
+        sys.stderr = open(2, "w", encoding="utf-8", closefd=False, buffering=1)
+        import torch
+
+        torch.set_num_threads(1)  # tiny model: threads only contend
+        JOBS[name].run(Path(base), Path(work))
+        code = 0
+    except BaseException:  # noqa: BLE001 - reported in the log, the exit code says it failed
+        traceback.print_exc()
+    finally:
+        os._exit(code)
 
 
 def start(job: Job, base: Path, work: Path) -> Child:
     """Start ``job`` in a child process writing into ``work``; its output goes to ``work/job.log``."""
     log = work / "job.log"
-    stdin = job.stdin(base, work) if job.stdin else b""
     if job.fresh_interpreter:
         with open(log, "ab") as out:
             proc = subprocess.Popen([sys.executable, __file__, "--child", job.name, str(base), str(work)],
                                     stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
-        return Child(proc.pid, True, log)
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: run the job, never return into the caller
-        code = 1
-        try:
-            os.close(write)
-            os.dup2(read, 0)
-            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-            os.dup2(fd, 1)
-            os.dup2(fd, 2)
-            sys.stdin = open(0, encoding="utf-8", closefd=False)
-            sys.stdout = open(1, "w", encoding="utf-8", closefd=False, buffering=1)
-            sys.stderr = open(2, "w", encoding="utf-8", closefd=False, buffering=1)
-            import torch
-
-            torch.set_num_threads(1)
-            job.run(base, work)
-            code = 0
-        except BaseException:  # noqa: BLE001 - reported in the log, the exit code says it failed
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    os.close(read)
-    os.write(write, stdin)  # a few hundred bytes: fits the pipe's buffer
-    os.close(write)
-    return Child(pid, False, log)
+        return Child(proc, log)
+    (work / ".stdin").write_bytes(job.stdin(base, work) if job.stdin else b"")
+    process = _fork_server().Process(target=_child_main, args=(job.name, str(base), str(work)), daemon=True)
+    process.start()
+    return Child(process, log)
 
 
 def run_to_end(job: Job, base: Path, work: Path, timeout: float = 600) -> float:
@@ -374,25 +403,12 @@ def concurrent_trial(base: Path, work: Path, reference: dict, rng: random.Random
 # --------------------------------------------------------------------------- the benchmark
 
 
-def _import_everything() -> None:
-    """Import what the jobs run before forking them: each child then starts at once, and editing the
-    sources while the benchmark runs cannot change the code under test half-way."""
-    import neuroshot.annotation  # noqa: F401
-    import neuroshot.cli  # noqa: F401
-    import neuroshot.data  # noqa: F401
-    import neuroshot.experiment  # noqa: F401
-    import neuroshot.pipelines  # noqa: F401
-    import neuroshot.probing  # noqa: F401
-    import neuroshot.strategies  # noqa: F401
-    import transformers.models.llama.modeling_llama  # noqa: F401
-
-
 def run(points: dict[str, int], seed: int = 0, chain: int = 3, concurrent: int = 0, pool_size: int = 240,
         workdir: Path | None = None, log: Callable[[str], None] = print) -> dict:
     """Run ``points[job]`` kill points per job (at least; a trial may add a few), and ``concurrent``
     concurrent-writer trials; returns the summary and every trial."""
-    _import_everything()
     rng = random.Random(seed)
+    _warm_up()
     with tempfile.TemporaryDirectory(prefix="fault-", dir=workdir) as tmp:
         base = make_inputs(Path(tmp) / "inputs", pool_size)
         summary, trials = {}, []
