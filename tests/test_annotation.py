@@ -194,7 +194,7 @@ def test_log_persists_and_later_line_is_a_correction(tmp_path):
     assert reopened.labels == {"a": "positive", "b": "neutral"}
     assert len(reopened) == 2 and "b" in reopened and "z" not in reopened
     entries = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    assert len(entries) == 3 and set(entries[0]) == {"id", "label", "time"}
+    assert len(entries) == 3 and set(entries[0]) == {"id", "label", "time", "crc"}
     with pytest.raises(NeuroshotError, match="unknown label 'great'"):
         log.add("c", "great")
     assert "c" not in log and len(path.read_text(encoding="utf-8").splitlines()) == 3
@@ -221,6 +221,21 @@ def test_log_keeps_a_complete_last_line_without_newline(tmp_path):
     log.add("b", "negative")
     assert AnnotationLog(path, LABELS).labels == {"a": "positive", "b": "negative"}
     assert path.read_text(encoding="utf-8").count("\n") == 2
+
+
+@pytest.mark.parametrize("old, new", [(b'"id": "b1"', b'"id": "b3"'), (b'"negative"', b'"negativf"'),
+                                      (b'"neutral"', b'"negative"')])
+def test_log_detects_a_flipped_byte_in_an_id_or_label(tmp_path, old, new):
+    """A change that leaves valid JSON and a known label is caught by the line's checksum."""
+    path = tmp_path / "labels.jsonl"
+    log = AnnotationLog(path, LABELS)
+    log.add("b1", "negative")
+    log.add("b2", "neutral")
+    raw = path.read_bytes()
+    assert raw.count(old) == 1
+    path.write_bytes(raw.replace(old, new))
+    with pytest.raises(NeuroshotError, match=r"labels.jsonl: line \d: damaged \(checksum mismatch"):
+        AnnotationLog(path, LABELS)
 
 
 def test_log_reports_a_corrupt_middle_line(tmp_path):

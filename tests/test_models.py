@@ -39,11 +39,76 @@ def test_interrupted_conversion_leaves_no_cache_entry(tmp_path, monkeypatch):
 
     import transformers
 
+    monkeypatch.setattr(models, "check_gguf", lambda path: None)  # the fake file has no tensors to check
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", explode)
     with pytest.raises(KeyboardInterrupt):
         models.load_model(str(gguf))
     entries = list((tmp_path / "cache" / "models").iterdir())
     assert entries == []  # neither a target folder nor a leftover temporary one
+
+
+@pytest.mark.parametrize("fraction", [0.6])  # cut in the tensor data (a header cut: the same message)
+def test_truncated_gguf_is_one_clear_error(tmp_path, monkeypatch, fraction):
+    """A GGUF cut in its header or in its tensor data: a NeuroshotError naming the file, no cache entry."""
+    monkeypatch.setenv("NEUROSHOT_CACHE", str(tmp_path / "cache"))
+    data = models.default_gguf_path().read_bytes()
+    gguf = tmp_path / "cut.gguf"
+    gguf.write_bytes(data[:int(len(data) * fraction)])
+    with pytest.raises(NeuroshotError, match=r"cut\.gguf (is not a readable GGUF file|is truncated)"):
+        models.load_model(str(gguf))
+    assert not list((tmp_path / "cache").glob("models/*"))
+
+
+def _tiny_dense_copy(folder):
+    from conftest import build_char_tokenizer, build_tiny_llama
+
+    build_tiny_llama().save_pretrained(folder)
+    build_char_tokenizer().save_pretrained(folder)
+    models.write_manifest(folder)
+
+
+def test_dense_copy_damage_is_detected(tmp_path):
+    """The manifest catches a flipped byte (the file rewritten), a truncation and a missing file."""
+    folder = tmp_path / "dense"
+    _tiny_dense_copy(folder)
+    assert models._dense_damage(folder) is None
+    weights = folder / "model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-100] ^= 0x10
+    weights.write_bytes(bytes(raw))
+    assert models._dense_damage(folder) == "model.safetensors fails its checksum"
+    weights.write_bytes(bytes(raw[:-7]))
+    assert models._dense_damage(folder) == f"model.safetensors has {len(raw) - 7} bytes, {len(raw)} expected"
+    (folder / "config.json").unlink()
+    assert models._dense_damage(folder) == "config.json is missing"
+
+
+def test_damaged_dense_copy_is_converted_again(tmp_path, monkeypatch, caplog):
+    """load_model on a damaged dense copy warns, converts the GGUF again and loads the new copy."""
+    monkeypatch.setenv("NEUROSHOT_CACHE", str(tmp_path / "cache"))
+    gguf = models.default_gguf_path()
+    target = tmp_path / "cache" / "models" / f"{gguf.stem}-{models._file_hash(gguf)}"
+    _tiny_dense_copy(target)
+    conversions = []
+
+    def convert(source, folder):  # the real conversion takes ~20 s: the tiny model stands in for its output
+        conversions.append(source)
+        _tiny_dense_copy(folder)
+
+    monkeypatch.setattr(models, "_convert_gguf", convert)
+    monkeypatch.setattr(models, "check_gguf", lambda path: None)
+    models.load_model("default")
+    assert conversions == []  # intact: used as it is, no hashing beyond the stamp
+    stamps = (target / models.MANIFEST).read_text()
+    with (target / "model.safetensors").open("r+b") as fh:
+        fh.seek(-50, 2)
+        byte = fh.read(1)
+        fh.seek(-50, 2)
+        fh.write(bytes([byte[0] ^ 1]))
+    lm = models.load_model("default")
+    assert conversions == [gguf] and "is damaged (model.safetensors fails its checksum)" in caplog.text
+    assert lm.n_layers == 3 and models._dense_damage(target) is None
+    assert (target / models.MANIFEST).read_text() != stamps
 
 
 def test_file_hash_is_content_based_and_memoised(tmp_path, monkeypatch):

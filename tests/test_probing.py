@@ -20,6 +20,8 @@ import numpy as np
 import pytest
 import torch
 
+from safetensors import safe_open
+
 from neuroshot import probing, scoring, store
 from neuroshot.attribution import ActivationRecorder, attribute
 from neuroshot.errors import NeuroshotError, UnsupportedModelError
@@ -348,7 +350,7 @@ def test_store_reuses_everything_on_rerun(tiny_lm, tiny_task, tiny_texts, tmp_pa
     _same_result(first, no_store)
     # only safetensors chunks and the settings file: no pickle anywhere
     (folder,) = [p for p in tmp_path.iterdir()]
-    names = sorted(p.name for p in folder.iterdir())
+    names = sorted(p.name for p in folder.iterdir() if p.name != ".writer.lock")
     assert names[-1] == "settings.json"
     assert all(n.startswith("chunk-") and n.endswith(".safetensors") for n in names[:-1])
     assert len(names) - 1 == 2  # batches of 3, a chunk once 4 are pending: 6 + 6
@@ -514,18 +516,49 @@ def test_lora_wrapped_model_is_probed_with_the_delta(tiny_task, tiny_texts):
     torch.testing.assert_close(scores, _naive_scores(lm.model, enc.prompts, [[40, 41], [42, 43]]), atol=1e-5, rtol=1e-5)
 
 
-def test_store_skips_a_corrupt_chunk(tiny_lm, tiny_task, tmp_path, caplog):
-    """A damaged chunk (e.g. a disk error) costs a re-probe of its items, never a crash."""
+def test_store_damaged_chunk_is_named_or_recomputed(tiny_lm, tiny_task, tmp_path, caplog, spy):
+    """A flipped byte in a chunk's data (e.g. a disk error) or a truncated chunk: by default one error naming
+    the chunk; with on_damage='recompute' a warning, the chunk set aside and its items probed again."""
     from neuroshot.probing import probe
 
     texts = ["alpha one", "beta two", "gamma three"]
-    first = probe(tiny_lm, tiny_task, texts, store=tmp_path, progress=False, chunk_size=1, batch_size=1)
+    kw = dict(store=tmp_path, progress=False, top_k=4, chunk_size=1, batch_size=1)
+    first = probe(tiny_lm, tiny_task, texts, **kw)
     chunks = sorted(tmp_path.glob("*/chunk-*.safetensors"))
     assert len(chunks) == 3
-    chunks[0].write_bytes(b"not a safetensors file")
-    again = probe(tiny_lm, tiny_task, texts, store=tmp_path, progress=False)
-    assert "unreadable signature chunk" in caplog.text
-    np.testing.assert_allclose(again.probs, first.probs, rtol=1e-6)
+    raw = bytearray(chunks[0].read_bytes())
+    raw[-3] ^= 0x01  # one bit of the last tensor's data: still a valid safetensors file
+    chunks[0].write_bytes(bytes(raw))
+    chunks[1].write_bytes(chunks[1].read_bytes()[:-5])  # truncated
+    with pytest.raises(NeuroshotError, match=r"signature store chunk .*chunk-.* is damaged \(.*\).*"
+                                             r"on_damage='recompute'"):
+        probe(tiny_lm, tiny_task, texts, **kw)
+    spy.items = 0
+    again = probe(tiny_lm, tiny_task, texts, on_damage="recompute", **kw)
+    assert spy.items == 2 and caplog.text.count("is damaged") == 2
+    assert "checksum mismatch" in caplog.text
+    assert len(list(tmp_path.glob("*/chunk-*.safetensors.damaged"))) == 2
+    np.testing.assert_array_equal(again.probs, first.probs)
+    probe(tiny_lm, tiny_task, texts, **kw)  # the store is whole again
+    assert spy.items == 2
+
+
+def test_store_reads_chunks_without_a_checksum(tiny_lm, tiny_task, tmp_path, spy):
+    """Chunks written before checksums existed stay readable."""
+    from safetensors.numpy import load, save
+
+    from neuroshot.probing import probe
+
+    texts = ["alpha one", "beta two"]
+    first = probe(tiny_lm, tiny_task, texts, store=tmp_path, progress=False, top_k=4)
+    (chunk,) = tmp_path.glob("*/chunk-*.safetensors")
+    with safe_open(str(chunk), framework="numpy") as fh:
+        keys = fh.metadata()["keys"]
+    chunk.write_bytes(save(load(chunk.read_bytes()), metadata={"keys": keys}))
+    spy.items = 0
+    again = probe(tiny_lm, tiny_task, texts, store=tmp_path, progress=False, top_k=4)
+    assert spy.items == 0
+    np.testing.assert_array_equal(again.probs, first.probs)
 
 
 # --------------------------------------------------------------------------- 11. truncation to the context

@@ -183,6 +183,9 @@ def _probe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--critical-fraction", type=float, default=0.01,
                    help="fraction of all neurons kept as task-critical [0.01]")
     p.add_argument("--store", help="signature store folder (default: the user cache); reruns reuse it")
+    p.add_argument("--on-damage", default="error", choices=["error", "recompute"],
+                   help="a store chunk failing its checksum: stop with an error naming it, or probe its items "
+                        "again [error]")
     p.add_argument("--text-field", default="text")
     p.add_argument("--id-field", default="id")
     p.add_argument("--batch-size", type=int, default=16)
@@ -194,7 +197,7 @@ def _probe_kwargs(args) -> dict:
 
     return dict(method=args.method, objective=args.objective, top_k=args.top_k,
                 critical_fraction=args.critical_fraction, batch_size=args.batch_size,
-                store=args.store or cache_dir() / "signatures")
+                store=args.store or cache_dir() / "signatures", on_damage=args.on_damage)
 
 
 def _task(args):

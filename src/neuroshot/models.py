@@ -7,6 +7,7 @@ found by module-name suffix, so PEFT-wrapped models work unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -381,12 +382,99 @@ def _resolve(spec: str) -> tuple[str, str, str]:
 
 
 def _dense_copy(gguf: Path) -> tuple[str, str, str]:
-    """Convert a GGUF file once to a dense safetensors folder keyed by the file's content hash."""
+    """Convert a GGUF file once to a dense safetensors folder keyed by the file's content hash.
+
+    A copy whose files no longer match its manifest (:func:`_dense_damage`) is converted again,
+    with a warning: the GGUF file is the source of truth and reconverting takes ~20 s.
+    """
     digest = _file_hash(gguf)
     target = cache_dir() / "models" / f"{gguf.stem}-{digest}"
-    if not (target / "config.json").is_file():
-        _convert_gguf(gguf, target)
+    if (target / "config.json").is_file():
+        problem = _dense_damage(target)
+        if problem is None:
+            return str(target), gguf.stem, digest
+        log.warning("the dense copy %s is damaged (%s): converting %s again", target, problem, gguf.name)
+        _discard(target)
+    check_gguf(gguf)
+    _convert_gguf(gguf, target)
     return str(target), gguf.stem, digest
+
+
+MANIFEST = "manifest.json"
+
+
+def write_manifest(folder: Path) -> None:
+    """Record each file's size and sha256 in ``folder/manifest.json`` (stamped as verified now)."""
+    files, verified = {}, {}
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.name != MANIFEST):
+        stat = path.stat()
+        with path.open("rb") as fh:
+            files[path.name] = {"size": stat.st_size, "sha256": hashlib.file_digest(fh, "sha256").hexdigest()}
+        verified[path.name] = [stat.st_size, stat.st_mtime_ns]
+    with atomic_write(folder / MANIFEST) as fh:
+        json.dump({"files": files, "verified": verified}, fh, indent=1)
+
+
+def _dense_damage(folder: Path) -> str | None:
+    """What is wrong with a dense copy, or None when its files match its manifest.
+
+    Sizes are checked on every load; a file's sha256 (about 1 s for SmolLM2's 540 MB) only when
+    its size or modification time differs from when it was last verified, so an edited, truncated
+    or rewritten file is caught at once and an untouched one costs no hashing. A copy without a
+    manifest (made by an older version) gets one, trusting it as it is.
+    """
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        files, verified = manifest["files"], manifest.get("verified", {})
+    except FileNotFoundError:
+        with contextlib.suppress(OSError):
+            write_manifest(folder)
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"unreadable {MANIFEST}: {exc}"
+    stamped = False
+    for name, expected in files.items():
+        try:
+            stat = (folder / name).stat()
+        except FileNotFoundError:
+            return f"{name} is missing"
+        if stat.st_size != expected["size"]:
+            return f"{name} has {stat.st_size} bytes, {expected['size']} expected"
+        if verified.get(name) == [stat.st_size, stat.st_mtime_ns]:
+            continue
+        with (folder / name).open("rb") as fh:
+            if hashlib.file_digest(fh, "sha256").hexdigest() != expected["sha256"]:
+                return f"{name} fails its checksum"
+        verified[name], stamped = [stat.st_size, stat.st_mtime_ns], True
+    if stamped:
+        with contextlib.suppress(OSError):  # a read-only cache only costs the hashing again next time
+            with atomic_write(folder / MANIFEST) as fh:
+                json.dump({"files": files, "verified": verified}, fh, indent=1)
+    return None
+
+
+def _discard(folder: Path) -> None:
+    """Remove a cache folder: renamed aside first, so no process ever loads it half-deleted."""
+    aside = folder.with_name(f".{folder.name}.{os.getpid()}.discarded")
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(folder, aside)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def check_gguf(gguf: Path) -> None:
+    """A :class:`NeuroshotError` unless ``gguf`` parses and holds every tensor its header lists (a
+    truncated download or copy otherwise fails deep inside gguf or transformers)."""
+    from gguf import GGUFReader
+
+    size = gguf.stat().st_size
+    try:
+        reader = GGUFReader(gguf)
+        end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
+    except Exception as exc:  # noqa: BLE001 - the reader fails in many ways on a damaged file
+        raise NeuroshotError(f"{gguf} is not a readable GGUF file (truncated or damaged? "
+                             f"{type(exc).__name__}: {str(exc)[:120]})") from None
+    if end > size:
+        raise NeuroshotError(f"{gguf} is truncated: its tensors end at byte {end}, the file has {size}")
 
 
 def _convert_gguf(gguf: Path, target: Path) -> None:
@@ -404,6 +492,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
             del model.config.quantization_config
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        write_manifest(tmp)
         try:
             os.replace(tmp, target)
         except OSError:  # another process finished first

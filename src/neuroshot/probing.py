@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +98,7 @@ def probe(
     max_batch_tokens: int = 4096,
     store: str | Path | None = None,
     chunk_size: int = 64,
+    on_damage: str = "error",
     ig_steps: int = 16,
     progress: bool = True,
     ids: Sequence[str] | None = None,
@@ -110,7 +112,10 @@ def probe(
 
     With ``store`` (a folder) results are written in chunks as they are computed and reused on the
     next call with the same model, task, demonstrations and settings, so an interrupted probe
-    (Ctrl-C or kill -9) resumes where it stopped. ``backend="ray"`` probes what the store lacks on
+    (Ctrl-C or kill -9) resumes where it stopped; a second process probing into the same store
+    waits for the first and reuses its results. A store chunk failing its checksum raises a
+    :class:`NeuroshotError` naming it, or with ``on_damage="recompute"`` its items are probed again
+    (:class:`~neuroshot.store.SignatureStore`). ``backend="ray"`` probes what the store lacks on
     Ray Data with ``actors`` model copies (:mod:`neuroshot.distributed`; needs ``store`` and a
     model from :func:`~neuroshot.load_model`), on the cluster at ``ray_address`` or a local one;
     with ``pool_source`` (the file or URI ``texts`` came from: JSONL, CSV/TSV or Parquet, its
@@ -134,13 +139,43 @@ def probe(
                 "objective": objective if method != "direct_logit" else None,
                 "ig_steps": ig_steps if method == "integrated_gradients" else None,
                 "demos": [[d.text, d.label] for d in fit_demos(lm, task, demos)]}
-    cache = SignatureStore(store, settings) if store is not None else None
+    cache = SignatureStore(store, settings, on_damage) if store is not None else None
     first: dict[str, int] = {}  # each distinct text once
     for i, key in enumerate(keys):
         first.setdefault(key, i)
+    results, todo = _stored(cache, first)
+    if not todo:
+        return _assemble(lm, task, texts, keys, results, method, critical_fraction, ids)
+    with cache.writing() if cache is not None else contextlib.nullcontext():
+        if cache is not None:  # read again: another writer may have stored items while this one waited
+            cache.refresh()
+            results, todo = _stored(cache, first)
+        _probe_missing(lm, task, texts, keys, enc, list(first.values()), todo, results, cache, settings,
+                       backend=backend,
+                       method=method, objective=objective, top_k=top_k, ig_steps=ig_steps, demos=demos,
+                       batch_size=batch_size, max_batch_tokens=max_batch_tokens, chunk_size=chunk_size,
+                       actors=actors, ray_address=ray_address, pool_source=pool_source, text_field=text_field,
+                       progress=progress)
+    return _assemble(lm, task, texts, keys, results, method, critical_fraction, ids)
+
+
+def _stored(cache: SignatureStore | None, first: dict[str, int]) -> tuple[dict[str, StoredItem], list[int]]:
+    """The items of ``first`` (key -> index of its text) the store has, and the indices of the rest."""
     stored = {key: cache.get(key) for key in first} if cache is not None else {}
-    results: dict[str, StoredItem] = {key: item for key, item in stored.items() if item is not None}
-    todo = [i for key, i in first.items() if key not in results]
+    results = {key: item for key, item in stored.items() if item is not None}
+    return results, [i for key, i in first.items() if key not in results]
+
+
+def _probe_missing(lm, task, texts, keys, enc, distinct, todo, results, cache, settings, *, backend, method,
+                   objective, top_k, ig_steps, demos, batch_size, max_batch_tokens, chunk_size, actors,
+                   ray_address, pool_source, text_field, progress) -> None:
+    """Probe the texts at ``todo`` into ``results`` (and the store, chunk by chunk, when there is one).
+
+    The batches are those of every distinct text (``distinct``) less what is stored: a chunk holds
+    whole batches, so a probe resumed after an interruption computes the very batches the
+    uninterrupted one would, and its values are bit-identical (a batch's padding changes float
+    rounding)."""
+    store = None if cache is None else cache.path.parent
     if backend == "ray" and todo:
         from .distributed import probe_on_ray
 
@@ -149,7 +184,7 @@ def probe(
                      source=pool_source, text_field=text_field,
                      probe_args=dict(method=method, objective=objective, top_k=top_k, ig_steps=ig_steps,
                                      batch_size=batch_size, max_batch_tokens=max_batch_tokens))
-        cache = SignatureStore(store, settings)  # read back what the actors wrote
+        cache = SignatureStore(store, settings, cache.on_damage)  # read back what the actors wrote
         results.update((keys[i], cache.get(keys[i])) for i in todo)
         missing = [i for i in todo if results[keys[i]] is None]
         if missing:
@@ -160,8 +195,11 @@ def probe(
     pending: dict[str, StoredItem] = {}
     bar = tqdm(total=len(todo), unit="item", desc=f"probe ({method})", disable=not progress or not todo)
     try:
-        for batch in batches([len(enc.prompts[i]) for i in todo], batch_size, max_batch_tokens):
-            rows = [todo[j] for j in batch]
+        missing = set(todo)
+        for batch in batches([len(enc.prompts[i]) for i in distinct], batch_size, max_batch_tokens):
+            rows = [distinct[j] for j in batch if distinct[j] in missing]
+            if not rows:
+                continue
             for key, item in _probe_batch(lm, enc, [enc.prompts[i] for i in rows], method, objective, top_k,
                                           ig_steps, [keys[i] for i in rows]):
                 results[key] = pending[key] = item
@@ -173,7 +211,6 @@ def probe(
         bar.close()
         if cache is not None:
             cache.put(pending)
-    return _assemble(lm, task, texts, keys, results, method, critical_fraction, ids)
 
 
 def probe_texts(lm: LanguageModel, task: Task, texts: Sequence[str], keys: Sequence[str], *,

@@ -1,10 +1,16 @@
-"""A crash-safe log of labels given in the terminal: one fsync'ed JSONL line per label."""
+"""A crash-safe log of labels given in the terminal: one fsync'ed JSONL line per label.
+
+Each line carries a CRC-32 of its id, label and time (``"crc"``), so a flipped byte that still
+leaves valid JSON (an id or label changed) is found on load; lines without it (older logs) are
+accepted as they are.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import zlib
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,6 +23,12 @@ def _split_tail(data: bytes) -> tuple[int, bytes]:
     """Split file bytes into the end of the last complete line and an unterminated tail."""
     end = data.rfind(b"\n") + 1
     return end, data[end:]
+
+
+def _crc(entry: dict) -> str:
+    """The checksum of an entry's id, label and time (8 hex digits)."""
+    fields = "\x1f".join(str(entry.get(name, "")) for name in ("id", "label", "time"))
+    return f"{zlib.crc32(fields.encode('utf-8')):08x}"
 
 
 def _parse_entry(line: bytes) -> dict | None:
@@ -33,6 +45,11 @@ def _parse_entry(line: bytes) -> dict | None:
     return entry
 
 
+def _intact(entry: dict) -> bool:
+    """False when the entry has a checksum that does not match (a line written without one is intact)."""
+    return "crc" not in entry or entry["crc"] == _crc(entry)
+
+
 def _fsync_dir(path: Path) -> None:
     """Make a newly created file's directory entry durable (POSIX; a no-op elsewhere)."""
     with contextlib.suppress(OSError):
@@ -44,7 +61,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 class AnnotationLog:
-    """Append-only JSONL of labels given, one fsync'ed line ``{"id", "label", "time"}`` per label.
+    """Append-only JSONL of labels given, one fsync'ed line ``{"id", "label", "time", "crc"}`` per label.
 
     Existing labels are loaded on construction; a later line for the same id is a correction and
     wins. A torn last line (the process killed mid-write) is ignored, and removed before the next
@@ -74,6 +91,8 @@ class AnnotationLog:
             where = f"{self.path}: line {n}"
             if entry is None:
                 raise NeuroshotError(f"{where}: not a label entry ({line[:60]!r}); fix or delete that line")
+            if not _intact(entry):
+                raise NeuroshotError(f"{where}: damaged (checksum mismatch: {line[:60]!r}); fix or delete that line")
             label = self._label_set.resolve(entry["label"], where)
             if label is not None:
                 self._labels[str(entry["id"]).strip()] = label
@@ -118,6 +137,7 @@ class AnnotationLog:
         if not self._tail_checked:
             self._repair_tail()
         entry = {"id": item_id, "label": name, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        entry["crc"] = _crc(entry)
         line = (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         created = not self.path.exists()
