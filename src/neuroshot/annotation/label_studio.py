@@ -121,6 +121,9 @@ class LabelStudioClient:
             raise _Transient("timed out") from None
         except httpx.TransportError as exc:
             raise _Transient(f"connection lost ({_reason(exc)})") from None
+        if 300 <= answer.status_code < 400:
+            raise NeuroshotError(f"{method} {self.url}{path} was redirected to {answer.headers.get('location')!r}: "
+                                 f"is {self.url} a Label Studio server (its address without a path)?")
         if answer.status_code >= 500:
             raise _Transient(f"{answer.status_code} {answer.reason_phrase}")
         if answer.status_code in (401, 403):
@@ -407,7 +410,12 @@ class RoundPlanner:
     @property
     def settings(self) -> dict:
         """What the plan depends on beside the labels (recorded in the state; a change is refused)."""
-        safe = {k: v for k, v in self.probe_kwargs.items() if k not in {"store", "batch_size"}}
+        import inspect
+
+        from ..probing import probe
+
+        defaults = {k: p.default for k, p in inspect.signature(probe).parameters.items()}
+        safe = {k: self.probe_kwargs.get(k, defaults[k]) for k in ("method", "objective", "top_k", "critical_fraction")}
         return {"strategy": self.strategy.name, "strategy_params": _jsonable(self.strategy.get_params()),
                 "seed": self.seed, "model": getattr(self.lm, "name", str(self.lm)), "probe": _jsonable(safe),
                 "task": _jsonable(self.task.__dict__ if hasattr(self.task, "__dict__") else str(self.task)),
