@@ -94,7 +94,7 @@ def test_push_serves_the_recommended_plan_in_order_then_follow_serves_the_next_r
     """The real default model and the recommended pipeline, end to end: push -> /next order is the plan;
     a batch of labels -> follow publishes round 2 -> /next order is round 2's plan."""
     rows = [json.loads(line) for line in resources.files("neuroshot").joinpath(
-        "demo_data/support_tickets.jsonl").read_text().splitlines()][:30]
+        "demo_data/support_tickets.jsonl").read_text().splitlines()][:24]
     gold = {r["id"]: r["label"] for r in rows}
     labels = sorted(set(gold.values()))
     pool = tmp_path / "tickets.jsonl"
