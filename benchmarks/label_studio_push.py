@@ -58,7 +58,7 @@ def main() -> None:
     args = parser.parse_args()
     sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
     from neuroshot.annotation.label_studio import LabelStudioClient, RoundState, model_version, publish_round, push
-    from neuroshot.annotation.label_studio import task_ids_by_pool_id
+    from neuroshot.annotation.label_studio import TaskMap, task_map_path
 
     proc = None
     tmp = tempfile.TemporaryDirectory()
@@ -87,7 +87,7 @@ def main() -> None:
         versions = client.model_versions(first.project_id)
         assert versions == {first.round.model_version: args.budget}, versions
         t0 = time.perf_counter()
-        task_ids = task_ids_by_pool_id(client.tasks(first.project_id))
+        task_ids = TaskMap(client, first.project_id, task_map_path(log)).ids
         ids2, _ = planner.plan(2, args.budget, {})
         rnd = RoundState(2, model_version(2, ids2, planner.settings), ids2, 0)
         publish_round(client, first.project_id, rnd, task_ids)

@@ -46,7 +46,7 @@ from .files import _first_choice, _labelstudio_config
 from .labels import _LabelSet
 from .log import AnnotationLog
 
-__all__ = ["API_KEY_ENV", "LabelStudioClient", "Follower", "LoopState", "PushResult", "RoundPlanner", "RoundState", "push",
+__all__ = ["API_KEY_ENV", "LabelStudioClient", "LabelStudioUnavailable", "TaskMap", "task_map_path", "Follower", "LoopState", "PushResult", "RoundPlanner", "RoundState", "push",
            "read_project_labels", "state_path",
            "label_studio_pairs", "log_pairs", "rank_scores"]
 
@@ -68,6 +68,10 @@ def _kill_point(name: str) -> None:
 
 class _Transient(Exception):
     """A 5xx answer, a timeout or a dropped connection: worth retrying."""
+
+
+class LabelStudioUnavailable(NeuroshotError):
+    """The server stayed unreachable, or kept answering 5xx or timing out (after the retries, if any)."""
 
 
 class LabelStudioClient:
@@ -145,7 +149,7 @@ class LabelStudioClient:
                 return answer.json() if answer.content else None
             except _Transient as exc:
                 if not retry or waited + delay > self.max_wait:
-                    raise NeuroshotError(f"Label Studio at {self.url}: {exc} on {method} {path}"
+                    raise LabelStudioUnavailable(f"Label Studio at {self.url}: {exc} on {method} {path}"
                                          + (f", still after {waited:.0f} s of retries" if retry else "")) from None
                 self._say(f"Label Studio at {self.url}: {exc} on {method} {path}; "
                           f"retrying in {delay:.0f} s (attempt {attempt + 1})")
@@ -189,9 +193,10 @@ class LabelStudioClient:
         params = {"exportType": "JSON", "download_all_tasks": "false" if annotated_only else "true"}
         return self.request("GET", f"/api/projects/{project_id}/export", params=params)
 
-    def import_tasks(self, project_id: int, tasks: list[dict]) -> None:
-        self.request("POST", f"/api/projects/{project_id}/import", retry=False, json=tasks,
-                     params={"commit_to_project": "true"})
+    def import_tasks(self, project_id: int, tasks: list[dict]) -> dict:
+        """Create ``tasks`` (with their predictions) in one request; the answer's ``task_ids`` are in their order."""
+        return self.request("POST", f"/api/projects/{project_id}/import", retry=False, json=tasks,
+                            params={"commit_to_project": "true", "return_task_ids": "true"})
 
     def model_versions(self, project_id: int) -> dict[str, int]:
         """``{model_version: number of predictions}`` of the project."""
@@ -223,21 +228,20 @@ def _detail(answer: Any) -> str:
     return json.dumps(body)[:300]
 
 
-def _retrying(client: LabelStudioClient, what: str, call: Callable[[], Any], resync: Callable[[], Any]) -> Any:
-    """Run a non-idempotent call; after a transient failure, ``resync`` (which must make it idempotent) and retry."""
+def _until_done(client: LabelStudioClient, what: str, done: Callable[[], bool], attempt: Callable[[], Any]) -> None:
+    """Call ``attempt`` until ``done()``; ``done`` asks the server before every try, so a try whose answer
+    was lost (a timeout after the server committed it) is never repeated. Transient failures: one line each,
+    back-off as in :meth:`LabelStudioClient.request`."""
     delay, waited = 1.0, 0.0
-    while True:
+    while not done():
         try:
-            return call()
-        except NeuroshotError as exc:
-            transient = "timed out" in str(exc) or "cannot connect" in str(exc) or "connection lost" in str(exc) \
-                or ": 5" in str(exc)
-            if not transient or waited + delay > client.max_wait:
+            attempt()
+        except LabelStudioUnavailable as exc:
+            if waited + delay > client.max_wait:
                 raise
-            client._say(f"{what}: {exc}; checking the server and retrying in {delay:.0f} s")
+            client._say(f"{what}: {exc}; checking what the server has, then trying again in {delay:.0f} s")
             time.sleep(delay)
             waited, delay = waited + delay, min(delay * 2, 30.0)
-            resync()
 
 
 # --- project, config and pool ------------------------------------------------------------------------------------
@@ -279,25 +283,64 @@ def task_ids_by_pool_id(tasks: Sequence[dict]) -> dict[str, int]:
     return out
 
 
-def sync_pool(client: LabelStudioClient, project_id: int, ids: Sequence[str], texts: Sequence[str],
-              predictions: Mapping[str, dict] | None = None) -> dict[str, int]:
-    """Import the pool items the project lacks (with their predictions, in the same requests); return
-    ``{pool id: task id}`` for every item. A rerun, or a retry after a lost answer, imports nothing twice."""
-    predictions = predictions or {}
+class TaskMap:
+    """``{pool id: Label Studio task id}`` of a project, cached in ``path`` (sorted keys, atomic writes).
 
-    def current() -> dict[str, int]:
-        return task_ids_by_pool_id(client.tasks(project_id))
+    Listing 10,000 tasks costs Label Studio most of a minute, importing them a few seconds: so the
+    ids the imports return are kept, and the full listing runs only when the cache does not account
+    for every task of the project (a crash mid-import, tasks added by hand).
+    """
 
-    known = current()
-    while True:
-        missing = [(i, t) for i, t in zip(ids, texts) if i not in known]
-        if not missing:
-            return known
-        for start in range(0, len(missing), _IMPORT_CHUNK):
-            chunk = [{"data": {"id": i, "text": t}, **({"predictions": [predictions[i]]} if i in predictions else {})}
-                     for i, t in missing[start:start + _IMPORT_CHUNK]]
-            _retrying(client, "importing the pool", lambda: client.import_tasks(project_id, chunk), lambda: None)
-        known = current()
+    def __init__(self, client: LabelStudioClient, project_id: int, path: Path) -> None:
+        self.client, self.project_id, self.path = client, project_id, path
+        self.ids: dict[str, int] = {}
+        cached = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+        count = int(client.request("GET", f"/api/projects/{project_id}/")["task_number"])
+        if cached and cached.get("project_id") == project_id and len(cached.get("tasks", {})) == count:
+            self.ids = {str(k): int(v) for k, v in cached["tasks"].items()}
+        elif count:
+            self.resync()
+
+    def resync(self) -> None:
+        self.ids = task_ids_by_pool_id(self.client.tasks(self.project_id))
+        self.write()
+
+    def write(self) -> None:
+        with atomic_write(self.path) as fh:
+            json.dump({"project_id": self.project_id, "tasks": self.ids}, fh, sort_keys=True)
+
+    def import_missing(self, ids: Sequence[str], texts: Sequence[str], predictions: Mapping[str, dict]) -> int:
+        """Import the items the project lacks (with their predictions, in the same requests); return how many.
+        A rerun, or a retry after a lost answer, imports nothing twice."""
+        before, text_of = len(self.ids), dict(zip(ids, texts))
+        trusted = [True]  # False after a failed or odd import: list the project's tasks before going on
+
+        def done() -> bool:
+            if not trusted[0]:
+                self.resync()
+                trusted[0] = True
+            return all(i in self.ids for i in ids)
+
+        def attempt() -> None:
+            part = [i for i in ids if i not in self.ids][:_IMPORT_CHUNK]
+            trusted[0] = False
+            answer = self.client.import_tasks(self.project_id, [
+                {"data": {"id": i, "text": text_of[i]}, **({"predictions": [predictions[i]]} if i in predictions
+                                                            else {})} for i in part])
+            created = (answer or {}).get("task_ids") or []
+            if len(created) == len(part):
+                self.ids.update(zip(part, map(int, created)))
+                self.write()
+                trusted[0] = True
+
+        _until_done(self.client, "importing the pool", done, attempt)
+        return len(self.ids) - before
+
+
+def task_map_path(log_path: str | os.PathLike) -> Path:
+    """Where the pool id -> task id cache lives for an annotation log."""
+    log_path = Path(log_path)
+    return log_path.with_name(log_path.name + ".tasks.json")
 
 
 # --- rounds -------------------------------------------------------------------------------------------------------
@@ -340,18 +383,22 @@ def publish_round(client: LabelStudioClient, project_id: int, state: RoundState,
     rows = [_prediction(task_ids[i], state.model_version, s, (suggested or {}).get(i))
             for i, s in zip(state.ids, scores)]
 
+    tries = [0]
+
     def done() -> bool:
         count = client.model_versions(project_id).get(state.model_version, 0)
         if 0 < count != len(rows):
             client.delete_model_version(project_id, state.model_version)
             return False
+        if count != len(rows) and tries[0] >= 3:
+            raise NeuroshotError(f"Label Studio did not store the {len(rows)} predictions of round {state.round}")
         return count == len(rows)
 
-    if not done():
-        _retrying(client, f"publishing round {state.round}",
-                  lambda: client.import_predictions(project_id, rows), lambda: None)
-        if not done():
-            raise NeuroshotError(f"Label Studio did not store the {len(rows)} predictions of round {state.round}")
+    def attempt() -> None:
+        tries[0] += 1
+        client.import_predictions(project_id, rows)
+
+    _until_done(client, f"publishing round {state.round}", done, attempt)
     _kill_point("imported")
     client.update_project(project_id, model_version=state.model_version, sampling=SAMPLING)
 
@@ -488,19 +535,19 @@ def push(client: LabelStudioClient, title: str, planner: RoundPlanner, budget: i
     settings = {**planner.settings, "budget": budget}
     version = model_version(1, ids, settings)
     rnd = RoundState(1, version, ids, 0)
-    before = task_ids_by_pool_id(client.tasks(pid))
-    first_time = not before and not client.model_versions(pid).get(version)
+    tasks = TaskMap(client, pid, task_map_path(log_path))
+    first_time = not tasks.ids and not client.model_versions(pid).get(version)
     scores = dict(zip(ids, rank_scores(len(ids))))
     inline = {i: _prediction(None, version, scores[i], suggested[i] if pre_annotate else None) for i in ids} \
         if first_time else {}  # a new project: the tasks and their predictions in the same import
-    task_ids = sync_pool(client, pid, planner.ids, planner.texts, inline)
+    imported = tasks.import_missing(planner.ids, planner.texts, inline)
     if state is not None and len(state.rounds) > 1:
         _say(f"project {title!r} is at round {len(state.rounds)}: round 1 is not published again "
              f"(run `neuroshot label-studio follow` to continue)")
-        return PushResult(pid, len(task_ids) - len(before), state.rounds[-1])
-    publish_round(client, pid, rnd, task_ids, suggested if pre_annotate else None)
+        return PushResult(pid, imported, state.rounds[-1])
+    publish_round(client, pid, rnd, tasks.ids, suggested if pre_annotate else None)
     LoopState(client.url, pid, title, labels, settings, [rnd]).write(spath)
-    return PushResult(pid, len(task_ids) - len(before), rnd)
+    return PushResult(pid, imported, rnd)
 
 
 def _check_state(state: LoopState, client: LabelStudioClient, project_id: int, planner: RoundPlanner) -> None:
@@ -613,7 +660,7 @@ class Follower:
             _kill_point("planned")
             rnd = RoundState(r, model_version(r, ids, {**self.state.settings, "labels": labels}), ids, used)
             if self._task_ids is None:
-                self._task_ids = task_ids_by_pool_id(self.client.tasks(self.state.project_id))
+                self._task_ids = TaskMap(self.client, self.state.project_id, task_map_path(self.log_path)).ids
             publish_round(self.client, self.state.project_id, rnd, self._task_ids,
                           suggested if self.pre_annotate else None)
             self.state.rounds.append(rnd)
