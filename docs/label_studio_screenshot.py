@@ -88,17 +88,15 @@ def main() -> None:
         state = LoopState.read(state_path(log))
         client = LabelStudioClient(server.url)
         pid = state.project_id
-        filters = {"conjunction": "and", "items": [
-            {"filter": "filter:tasks:predictions_score", "operator": "greater", "type": "Number", "value": 0}]}
         client.request("POST", "/api/dm/views/", retry=False, json={"project": pid, "data": {
-            "title": "Plan order", "ordering": ["tasks:predictions_score"], "filters": filters,
+            "title": "Plan order", "ordering": ["tasks:predictions_score"],
             "hiddenColumns": {"explore": ["tasks:completed_at", "tasks:annotators", "tasks:total_predictions",
                                           "tasks:cancelled_annotations", "tasks:total_annotations",
                                           "tasks:annotations_results", "tasks:annotations_ids",
                                           "tasks:predictions_model_versions", "tasks:inner_id",
                                           "tasks:file_upload", "tasks:storage_filename", "tasks:created_at",
                                           "tasks:updated_at", "tasks:updated_by", "tasks:avg_lead_time",
-                                          "tasks:draft_exists"]}}})
+                                          "tasks:draft_exists"], "labeling": []}}})
         first = client.next_task(pid)["data"]["id"]
         assert first == state.rounds[0].ids[0], (first, state.rounds[0].ids)
         print("plan:", state.rounds[0].ids, "| /next serves first:", first)
