@@ -20,8 +20,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".venv-labelstudio"
 REQUIRE = "NEUROSHOT_REQUIRE_LABEL_STUDIO"
@@ -38,13 +36,10 @@ class Server:
 
 def executable() -> Path:
     """The ``label-studio`` command, or stop the test (skip locally, fail under ``$NEUROSHOT_REQUIRE_LABEL_STUDIO``)."""
+    from conftest import require_present
+
     path = Path(os.environ.get("NEUROSHOT_LABEL_STUDIO") or VENV / "bin" / "label-studio")
-    if not path.exists():
-        message = f"Label Studio not found at {path} (bash .ci/install installs it)"
-        if os.environ.get(REQUIRE):
-            pytest.fail(f"{message}; ${REQUIRE} is set", pytrace=False)
-        pytest.skip(message)
-    return path
+    return require_present(path, REQUIRE, f"Label Studio not found at {path} (bash .ci/install installs it)")
 
 
 def free_port() -> int:

@@ -628,6 +628,9 @@ class Follower:
 
     @property
     def done(self) -> bool:
+        """``rounds`` rounds published and ``rounds * batch`` labels logged, or every pool item labelled."""
+        if len(self.log) >= len(self.planner.ids):
+            return True
         return len(self.state.rounds) >= self.rounds and len(self.log) >= self.rounds * self.batch
 
     def poll(self) -> list[NewLabel]:
