@@ -3,11 +3,11 @@
 Runs :func:`neuroshot.annotation.label_studio.push` on N pool texts against a real Label Studio
 server, with the plan given (a seeded sample of BUDGET ids standing in for the probe and the
 planner, whose costs ``cost.py`` and ``scale.py`` measure): project creation, the pool's import
-with round 1's predictions in the same requests, the listing of the tasks, the publication of the
-round; then a rerun (which must import and publish nothing), the publication of a next round
+with round 1's predictions in the same requests, the publication of the round; then a rerun (which must import and publish nothing), the publication of a next round
 as ``follow`` does it, and the slow path: the pool id -> task id map rebuilt by listing every task
-(what a restart does when the map beside the log is missing or incomplete). Without --url it starts a local server from ``.venv-labelstudio`` (see
-tests/label_studio_server.py) on SQLite in a temporary folder.
+(what a restart does when the map beside the log is missing or incomplete). Without --url it
+starts a local server from ``.venv-labelstudio`` (see tests/label_studio_server.py) on SQLite in
+a temporary folder.
 
     python benchmarks/label_studio_push.py --n 10000 --budget 50
 """
@@ -28,16 +28,14 @@ ROOT = Path(__file__).resolve().parents[1]
 class FixedPlanner:
     """The plan given: the RoundPlanner interface push() and publish_round() use, without a model."""
 
-    def __init__(self, ids: list[str], texts: list[str], labels: tuple[str, ...], budget: int, seed: int = 0):
+    def __init__(self, ids: list[str], texts: list[str], labels: tuple[str, ...], seed: int = 0):
         from neuroshot.task import Task
 
         self.ids, self.texts, self.task = ids, texts, Task(labels=labels)
         self.settings = {"benchmark": "fixed plan", "n": len(ids), "seed": seed}
-        self._rng = random.Random(seed)
-        self.budget = budget
 
     def plan(self, round_: int, size: int, labels) -> tuple[list[str], dict[str, str]]:
-        picked = random.Random(round_).sample([i for i in self.ids if i not in labels], size)
+        picked = random.Random(self.settings["seed"] * 1000 + round_).sample([i for i in self.ids if i not in labels], size)
         return picked, {i: self.task.labels[0] for i in picked}
 
 
@@ -74,7 +72,7 @@ def main() -> None:
         url = args.url
     try:
         ids = [f"p{i:06d}" for i in range(args.n)]
-        planner = FixedPlanner(ids, texts_of(args.n), ("billing", "shipping", "returns", "other"), args.budget)
+        planner = FixedPlanner(ids, texts_of(args.n), ("billing", "shipping", "returns", "other"))
         client = LabelStudioClient(url)
         log = Path(tmp.name) / "labels.jsonl"
         title = f"push benchmark {args.n}"

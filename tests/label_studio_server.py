@@ -75,7 +75,8 @@ def start(data_dir: Path, timeout: float = 240.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"Label Studio exited ({proc.returncode}): {(data_dir / 'server.log').read_text()[-2000:]}")
+            tail = (data_dir / "server.log").read_text()[-2000:]
+            raise RuntimeError(f"Label Studio exited ({proc.returncode}): {tail}")
         try:
             if httpx.get(f"{url}/api/current-user/whoami", headers={"Authorization": f"Token {token}"},
                          timeout=5).status_code == 200:

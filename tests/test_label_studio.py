@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 from label_studio_server import start, stop
 
-from neuroshot.annotation.label_studio import (Follower, LabelStudioClient, LabelStudioUnavailable, LoopState, RoundPlanner,
+from neuroshot.annotation.label_studio import (Follower, LabelStudioClient, LabelStudioUnavailable, LoopState,
+                                               RoundPlanner,
                                                label_studio_pairs, log_pairs, state_path)
 from neuroshot.cli import main
 from neuroshot.data import Record

@@ -46,9 +46,9 @@ from .files import _first_choice, _labelstudio_config
 from .labels import _LabelSet
 from .log import AnnotationLog
 
-__all__ = ["API_KEY_ENV", "LabelStudioClient", "LabelStudioUnavailable", "TaskMap", "task_map_path", "Follower", "LoopState", "PushResult", "RoundPlanner", "RoundState", "push",
-           "read_project_labels", "state_path",
-           "label_studio_pairs", "log_pairs", "rank_scores"]
+__all__ = ["API_KEY_ENV", "Follower", "LabelStudioClient", "LabelStudioUnavailable", "LoopState", "PushResult",
+           "RoundPlanner", "RoundState", "TaskMap", "label_studio_pairs", "log_pairs", "push", "rank_scores",
+           "read_project_labels", "state_path", "task_map_path"]
 
 API_KEY_ENV = "LABEL_STUDIO_API_KEY"
 SAMPLING = "Uncertainty sampling"  # Community edition: lowest prediction score of project.model_version first
