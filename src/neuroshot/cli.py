@@ -19,6 +19,8 @@ EPILOG = """examples:
   neuroshot plan tickets.jsonl --task task.json --budget 10 --labeled labels.jsonl --out next.jsonl
   neuroshot evaluate --pool pool.jsonl --test test.jsonl --strategy random --strategy neuron_coverage \\
       --budget 10 --budget 20 --seeds 0 1 2 --out results.csv --plot curve.png
+  neuroshot label-studio push tickets.jsonl --labels billing,shipping,returns --project Tickets --budget 10
+  neuroshot label-studio follow tickets.jsonl --labels billing,shipping,returns --project Tickets --batch 10 --rounds 3
 """
 
 
