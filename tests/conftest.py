@@ -18,10 +18,14 @@ def require_shared(path: Path = SHARED_DATA) -> Path:
     """``path`` (shared data beside the repository), or stop the test: a skip on a developer's machine,
     a failure where ``$NEUROSHOT_REQUIRE_SHARED_DATA`` is set (``.ci/run`` sets it), so CI never passes
     by skipping the tests on real data."""
+    return require_present(path, REQUIRE_SHARED, f"shared data not found at {path}")
+
+
+def require_present(path: Path, env: str, message: str) -> Path:
+    """``path``, or stop the test with ``message``: a skip, or a failure where ``$env`` is set (CI)."""
     if not path.exists():
-        message = f"shared data not found at {path}"
-        if os.environ.get(REQUIRE_SHARED):
-            pytest.fail(f"{message} (${REQUIRE_SHARED} is set)", pytrace=False)
+        if os.environ.get(env):
+            pytest.fail(f"{message} (${env} is set)", pytrace=False)
         pytest.skip(message)
     return path
 

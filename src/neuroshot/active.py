@@ -21,7 +21,7 @@ from .errors import NeuroshotError
 from .models import LanguageModel
 from .probing import ProbeResult, probe
 from .strategies import Pick, Plan, Strategy, get_strategy
-from .strategies.active import ActiveStrategy, context_demonstrations
+from .strategies.active import ActiveStrategy, context_demonstrations, round_seed
 from .task import Demonstration, Task
 
 __all__ = ["ActivePlan", "ActiveRound", "active_plan", "round_sizes", "context_demonstrations"]  # noqa: F822
@@ -103,8 +103,7 @@ def active_plan(lm: LanguageModel, task: Task, texts: Sequence[str], strategy: s
     history: list[ActiveRound] = []
     state = pool  # pool order; annotated items keep the probe of the round they were planned in
     for r, size in enumerate(sizes, start=1):
-        round_seed = int(np.random.SeedSequence([seed, r]).generate_state(1)[0])
-        step = rounds_of.plan(state, size, labeled=dict(labels), seed=round_seed)
+        step = rounds_of.plan(state, size, labeled=dict(labels), seed=round_seed(seed, r))
         current, rows = rounds_of.round_probe_, rounds_of.round_rows_
         chosen = step.indices
         given = annotator([ids[i] for i in chosen])

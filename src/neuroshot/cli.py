@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -18,6 +19,8 @@ EPILOG = """examples:
   neuroshot plan tickets.jsonl --task task.json --budget 10 --labeled labels.jsonl --out next.jsonl
   neuroshot evaluate --pool pool.jsonl --test test.jsonl --strategy random --strategy neuron_coverage \\
       --budget 10 --budget 20 --seeds 0 1 2 --out results.csv --plot curve.png
+  neuroshot label-studio push tickets.jsonl --labels billing,shipping,returns --project Tickets --budget 10
+  neuroshot label-studio follow tickets.jsonl --labels billing,shipping,returns --project Tickets --batch 10 --rounds 3
 """
 
 
@@ -108,7 +111,51 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_run_demo)
 
     _evaluate_parser(sub)
+    _label_studio_parser(sub)
     return parser
+
+
+def _label_studio_parser(sub) -> None:
+    ls = sub.add_parser("label-studio", help="annotate in a running Label Studio, in plan order, with active rounds",
+                        description="Publish the plan to a Label Studio server (the API key comes from "
+                                    "$LABEL_STUDIO_API_KEY) so that it serves tasks in plan order, and follow the "
+                                    "annotations: every --batch labels, re-plan with the labels so far and publish "
+                                    "the next round. docs/label-studio.md walks through it.")
+    ls_sub = ls.add_subparsers(title="steps", required=True, metavar="STEP")
+    push = ls_sub.add_parser("push", help="create the project, import the pool, publish round 1", formatter_class=_Help,
+                             description="Create the project if absent, import the pool once (tasks carry the pool "
+                                         "ids), probe and plan BUDGET items, and publish them as predictions whose "
+                                         "scores make Label Studio serve them in plan order.")
+    follow = ls_sub.add_parser("follow", help="log new annotations, publish a new round every --batch labels",
+                               formatter_class=_Help,
+                               description="Poll the project's annotations, append each new label to the annotation "
+                                           "log, and after every BATCH labels re-plan the rest of the pool with the "
+                                           "labels so far in context and publish the next round. Safe to kill and "
+                                           "restart at any point.")
+    for p in (push, follow):
+        p.add_argument("data", help="the unlabeled pool (.jsonl or .csv), the same for push and follow")
+        _task_args(p)
+        p.add_argument("--url", default=os.environ.get("LABEL_STUDIO_URL", "http://localhost:8080"),
+                       help="Label Studio server [$LABEL_STUDIO_URL or http://localhost:8080]")
+        p.add_argument("--project", required=True, help="project title (created by push if absent)")
+        p.add_argument("--log", help="annotation log, one line per label; its loop state is <log>.state.json "
+                                     "[<pool stem>.<project>.labels.jsonl beside the pool]")
+        p.add_argument("--pipeline", default="recommended", help="pipeline whose strategy plans [recommended]")
+        p.add_argument("--strategy", help="a strategy instead of the pipeline's: {strategies}")
+        p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="strategy parameter")
+        p.add_argument("--pre-annotate", action="store_true",
+                       help="show the model's suggested label as a pre-annotation of each planned task")
+        p.add_argument("--seed", type=int, default=0)
+        _model_args(p)
+        _probe_args(p)
+    push.add_argument("--budget", type=int, required=True, help="items in round 1")
+    follow.add_argument("--batch", type=int, required=True, help="labels per round: a new round after every BATCH")
+    follow.add_argument("--rounds", type=int, required=True,
+                        help="rounds in all (push's included): stop once ROUNDS are published and ROUNDS x BATCH "
+                             "labels are logged")
+    follow.add_argument("--interval", type=float, default=5.0, help="seconds between polls [5]")
+    push.set_defaults(run=_run_label_studio)
+    follow.set_defaults(run=_run_label_studio, budget=None)
 
 
 def _evaluate_parser(sub) -> None:
@@ -268,6 +315,45 @@ def _run_plan(args) -> int:
     export_for_annotation(items, out, task.labels)
     print(plan.explain(texts))
     print(f"\nwrote {len(items)} items to annotate to {out}")
+    return 0
+
+
+def _run_label_studio(args) -> int:
+    from .annotation.label_studio import Follower, LabelStudioClient, RoundPlanner, push
+    from .data import load_records
+    from .models import load_model
+    from .pipelines import get_pipeline
+
+    task = _task(args)
+    records = load_records(args.data, text_field=args.text_field, id_field=args.id_field, label_field=None)
+    follow = args.budget is None
+    for name in ("batch", "rounds") if follow else ("budget",):
+        check_whole(f"--{name}", getattr(args, name))
+    if not follow and args.budget > len(records):
+        raise NeuroshotError(f"--budget {args.budget} is larger than the {len(records)} items in {args.data}")
+    strategy = get_pipeline(args.pipeline).customized(strategy=args.strategy,
+                                                      strategy_params=_params(args.param)).make_strategy()
+    _check_probe_args(args)
+    slug = "".join(c if c.isalnum() else "-" for c in args.project).strip("-").lower() or "project"
+    log = Path(args.log) if args.log else Path(args.data).with_name(f"{Path(args.data).stem}.{slug}.labels.jsonl")
+    client = LabelStudioClient(args.url)
+    client.check()  # a wrong URL or key fails before the model loads
+    _quiet_transformers()
+    lm = load_model(args.model, adapter=args.adapter)
+    planner = RoundPlanner(lm, task, [r.id for r in records], [r.text for r in records], strategy, seed=args.seed,
+                           probe_kwargs=_probe_kwargs(args))
+    if follow:
+        follower = Follower(client, args.project, planner, log, batch=args.batch, rounds=args.rounds,
+                            pre_annotate=args.pre_annotate)
+        print(f"following project {args.project!r} at {args.url}: {len(follower.log)} labels logged in {log}, "
+              f"round {len(follower.state.rounds)} published; a new round every {args.batch} labels", flush=True)
+        follower.run(interval=args.interval)
+        print(f"done: {len(follower.state.rounds)} rounds published, {len(follower.log)} labels in {log}")
+        return 0
+    result = push(client, args.project, planner, args.budget, log, pre_annotate=args.pre_annotate)
+    print(f"project {args.project!r} (id {result.project_id}) at {args.url}: {result.imported} tasks imported; "
+          f"round {result.round.round} published as {result.round.model_version}, {len(result.round.ids)} tasks "
+          f"in plan order; labels will be logged in {log}")
     return 0
 
 

@@ -23,7 +23,12 @@ from ..probing import ProbeResult, probe
 from ..task import Demonstration, Task
 from .base import Pick, Plan, Strategy, get_strategy, register
 
-__all__ = ["ActiveStrategy", "context_demonstrations"]
+__all__ = ["ActiveStrategy", "context_demonstrations", "round_seed"]
+
+
+def round_seed(seed: int, round_: int) -> int:
+    """The seed of active round ``round_`` (1-based) of a loop seeded ``seed``: rounds differ, reruns agree."""
+    return int(np.random.SeedSequence([seed, round_]).generate_state(1)[0])
 
 
 def context_demonstrations(texts: Sequence[str], annotated: Sequence[int], labels: Mapping[int, str],
