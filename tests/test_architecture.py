@@ -17,7 +17,7 @@ LAYERS = [
     {"strategies", "retrieval"},
     {"pipelines"},
     {"annotation"},
-    {"active", "evaluate", "ordering", "experiment", "stats"},
+    {"active", "evaluate", "ordering", "experiment", "stats", "workflow"},
     {"cli", "demo", "plots"},
 ]
 SIBLINGS = [{"strategies", "retrieval"}]  # same layer, yet neither may import the other
