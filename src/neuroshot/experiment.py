@@ -6,8 +6,8 @@ never holds gold labels); the strategy plans on that probe; a fresh
 planned ids; the annotated items become the demonstrations: all of them in one ``static`` prompt
 (in plan order, or the pipeline's ``order``), or ``k`` per test item from a retriever
 (``per-query``; both regimes: :mod:`neuroshot.evaluate`). ``"active:<name>"`` runs
-:func:`neuroshot.active.active_plan` rounds on top of ``<name>``. Usage: README.md,
-"Evaluating strategies".
+:func:`neuroshot.active.active_plan` rounds on top of ``<name>``. Usage: docs/results.md,
+"Measure it on your data".
 """
 
 from __future__ import annotations
