@@ -20,8 +20,6 @@ FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=
 NOTEST = re.compile(r"<!--\s*notest:\s*(?P<why>[^>]*?)\s*-->\Z")  # right before a fence
 PYTHON = {"python", "py"}
 
-pytestmark = pytest.mark.e2e  # the blocks run on the real default model
-
 
 @dataclass
 class Block:
@@ -97,6 +95,7 @@ def test_readme_first_screen_holds_the_install_line_and_the_quickstart():
     assert "plan_annotations(" in first and "NeuronAwareExampleSelector" in first and "```" in first.split("plan_annotations(")[1]
 
 
+@pytest.mark.e2e  # the blocks run on the real default model
 @pytest.mark.parametrize("page", _pages_with_code(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_python_block_runs(page, shared_default_model, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -106,6 +105,7 @@ def test_every_python_block_runs(page, shared_default_model, tmp_path, monkeypat
         if block.notest is not None:
             continue
         name = f"{page.relative_to(ROOT)}, block at line {block.line}"
-        exec(compile(block.code, name, "exec"), namespace)  # an exception fails the test, named by block
+        code = compile(block.code, name, "exec", dont_inherit=True)  # not this module's __future__ imports
+        exec(code, namespace)  # an exception fails the test, named by its block
         ran += 1
     assert ran or all(b.notest for b in blocks(page))
