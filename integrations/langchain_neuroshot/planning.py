@@ -6,7 +6,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from neuroshot import LanguageModel, NeuroshotError, Task, get_pipeline, probe, resolve_model
+import neuroshot
+from neuroshot import LanguageModel, NeuroshotError, Task, get_pipeline
 
 from .selector import example_text
 
@@ -34,6 +35,7 @@ def plan_annotations(
     returned dict has ``rank``, ``index`` (into ``texts``), ``text``, ``example`` (the input dict,
     or ``{"text": text}``: add a ``"label"`` and pass it to ``NeuronAwareExampleSelector``),
     ``score``, ``why`` and ``neurons``. ``labeled`` lists indices already annotated (never picked).
+    The LangChain face of :func:`neuroshot.plan_annotations` (which takes records or a pool file).
     """
     if not texts:
         raise NeuroshotError("nothing to plan: the pool is empty")
@@ -45,10 +47,9 @@ def plan_annotations(
             pool_texts.append(example_text(example, keys if keys is not None else list(example)))
         except NeuroshotError as exc:
             raise NeuroshotError(f"pool item {n}: {exc}") from None
-    lm = resolve_model(model)
-    result = probe(lm, task, pool_texts, method=method, top_k=top_k, critical_fraction=critical_fraction,
-                   store=store, progress=progress)
     chosen = get_pipeline("recommended").customized(strategy=strategy, strategy_params=strategy_params)
-    plan = chosen.make_strategy().plan(result, budget, labeled=labeled, seed=seed)
+    planned = neuroshot.plan_annotations(model, task, pool_texts, budget, pipeline=chosen,
+                                         labeled=[str(i) for i in labeled], seed=seed, progress=progress,
+                                         method=method, top_k=top_k, critical_fraction=critical_fraction, store=store)
     return [{"rank": p.rank, "index": p.index, "text": pool_texts[p.index], "example": examples[p.index],
-             "score": p.score, "why": p.why(), "neurons": list(p.neurons)} for p in plan.picks]
+             "score": p.score, "why": p.why(), "neurons": list(p.neurons)} for p in planned.plan.picks]

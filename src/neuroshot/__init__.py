@@ -37,6 +37,7 @@ _PUBLIC = {
     # Pipelines (a strategy and a retriever under one name)
     "Pipeline": "pipelines", "PIPELINES": "pipelines", "get_pipeline": "pipelines",
     "order_demonstrations": "ordering", "order_planned": "ordering",
+    "plan_annotations": "workflow", "AnnotationPlan": "workflow",
     # Annotation
     "Annotator": "data", "AnnotationItem": "annotation", "AnnotationLog": "annotation",
     "SimulatedAnnotator": "annotation",
@@ -68,6 +69,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load
                             HybridRetriever, NeuronRetriever, RandomRetriever, Retrieved, Retriever, get_retriever)
     from .pipelines import PIPELINES, Pipeline, get_pipeline
     from .ordering import order_demonstrations, order_planned
+    from .workflow import AnnotationPlan, plan_annotations
     from .annotation import AnnotationItem, AnnotationLog, SimulatedAnnotator, export_for_annotation, read_annotations
     from .evaluate import (EvalResult,
                            evaluate_per_query, evaluate_static, metrics, predict_proba_per_query,

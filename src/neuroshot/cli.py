@@ -189,8 +189,9 @@ def _evaluate_parser(sub) -> None:
                     help="static: all annotated items as one prompt prefix; per-query: K of them retrieved "
                          "for each test item [static]")
     ev.add_argument("--k", type=int, default=4, help="demonstrations per test item in the per-query regime [4]")
-    ev.add_argument("--retriever", default="neuron",
-                    help="per-query retriever of --strategy runs: {retrievers} [neuron]")
+    ev.add_argument("--retriever", default="embedding",
+                    help="per-query retriever of --strategy runs: {retrievers} [embedding: MiniLM kNN, as "
+                         "--pipeline NAME gives a strategy]")
     ev.add_argument("--retriever-param", action="append", default=[], metavar="KEY=VALUE",
                     help="parameter of --retriever (repeatable; JSON values), e.g. mmr=0.5")
     ev.add_argument("--rounds", type=int, default=3, help="rounds of 'active:' strategies [3]")

@@ -1,7 +1,7 @@
 """``neuroshot demo``: the whole loop on a small support-ticket set that ships with the package.
 
 Its steps are ``neuroshot demo --help``'s description; what it measured, and why nothing here is
-tuned on the demo's test tickets: README.md, "Set-up on a fresh machine".
+tuned on the demo's test tickets: docs/results.md, "The demo".
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ never holds gold labels); the strategy plans on that probe; a fresh
 planned ids; the annotated items become the demonstrations: all of them in one ``static`` prompt
 (in plan order, or the pipeline's ``order``), or ``k`` per test item from a retriever
 (``per-query``; both regimes: :mod:`neuroshot.evaluate`). ``"active:<name>"`` runs
-:func:`neuroshot.active.active_plan` rounds on top of ``<name>``. Usage: README.md,
-"Evaluating strategies".
+:func:`neuroshot.active.active_plan` rounds on top of ``<name>``. Usage: docs/results.md,
+"Measure it on your data".
 """
 
 from __future__ import annotations
@@ -98,10 +98,13 @@ class Experiment:
     ``pool`` and ``test`` are :class:`~neuroshot.data.Record` lists with gold labels (the pool's
     play the annotator; a strategy never sees them). ``probe_kwargs`` go to every probe
     (method, top_k, critical_fraction, store, ...). ``rounds`` is used by ``active:`` strategies.
+    A strategy name runs with ``retriever`` (default ``"embedding"``, MiniLM kNN: the same pipeline
+    ``get_pipeline(name)`` gives); a :class:`~neuroshot.pipelines.Pipeline` brings its own.
+    A budget larger than the pool raises before anything is probed.
     """
 
     def __init__(self, lm: LanguageModel, task: Task, pool: Sequence[Record], test: Sequence[Record], *,
-                 regime: str = "static", k: int = 4, retriever: str = "neuron",
+                 regime: str = "static", k: int = 4, retriever: str = "embedding",
                  retriever_params: Mapping[str, Any] | None = None, calibrated: bool = False,
                  rounds: int = 3, strategy_params: Mapping[str, Mapping[str, Any]] | None = None,
                  probe_kwargs: Mapping[str, Any] | None = None, batch_size: int = 16,
@@ -253,6 +256,9 @@ class Experiment:
         """
         cells = [(self.pipeline(s), b, seed) for s in strategies for b in budgets for seed in seeds]
         cells = [c for c in cells if skip is None or not skip(*c)]
+        for _, budget, _ in cells:  # before the pool is probed
+            if check_whole("budget", budget) > len(self.pool):
+                raise NeuroshotError(f"budget {budget} is larger than the {len(self.pool)} items in the pool")
         records = []
         for pipeline, budget, seed in tqdm(cells, unit="cell", desc="experiment", disable=not self.progress):
             records.append(self.run_one(pipeline, budget, seed))

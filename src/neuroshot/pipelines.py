@@ -1,6 +1,6 @@
 """Named pipelines: which items to annotate (a strategy) and which of them each prompt shows (a retriever).
 
-What a user compares is a pipeline, not a planner (README.md, "Pipelines": the baselines are the
+What a user compares is a pipeline, not a planner (docs/concepts.md, "Pipelines": the baselines are the
 LangChain and DSPy practice). Each named pipeline fixes a strategy, a per-query retriever and their
 settings; in the static regime only the strategy and ``order`` matter (every annotated item is a
 demonstration). ``"recommended"`` is neuroshot's default everywhere.

@@ -3,7 +3,7 @@
 The regime DESIGN.md treats as primary: annotate a set once, then give every query its own few
 demonstrations from it. Every retriever has the same calls, as scikit-learn estimators do:
 ``fit(annotated_probe, labels)``, then ``demonstrations(query_probe, k)`` (one list per query, in
-prompt order) or ``retrieve`` (with why each was chosen). Usage: README.md, "Per-query demonstrations".
+prompt order) or ``retrieve`` (with why each was chosen). Usage: docs/concepts.md, "Retrievers" and "Under the one call".
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ labels (``labeled`` as index -> label) it first re-probes the not-yet-annotated 
 annotated ones as demonstrations in the prompt, so label probabilities, signatures and
 task-critical neurons describe the model *with* those demonstrations, and then lets the base
 strategy plan on that probe. :func:`neuroshot.active.active_plan` runs all rounds with an
-annotator; the command line: README.md, "Command line" (``plan --strategy active:NAME``).
+annotator; the command line: docs/cli.md (``plan --strategy active:NAME``).
 """
 
 from __future__ import annotations
