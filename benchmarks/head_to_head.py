@@ -53,19 +53,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def run(args: argparse.Namespace, *, neuron_model: str | None = None, key: tuple[str, ...] = KEY,
-        script: str = "benchmarks/head_to_head.py") -> None:
+def run(args: argparse.Namespace, *, neuron_model: str | None = None, test_items: int | None = None,
+        key: tuple[str, ...] = KEY, script: str = "benchmarks/head_to_head.py") -> None:
     """Every cell of the grid not yet in ``<out>/results.jsonl``, appended as it finishes.
 
     With ``neuron_model`` (a model spec), that model's neurons plan and retrieve and ``--model`` only answers
-    the prompts (benchmarks/proxy_model.py); rows then carry ``neuron_model``."""
+    the prompts (benchmarks/proxy_model.py); rows then carry ``neuron_model``. With ``test_items``, only the
+    first that many items of the test sample are scored (rows carry ``test_items``; ``test_size`` stays the
+    sample's)."""
     from neuroshot import load_model
     from neuroshot.experiment import Experiment
 
     lm, results_path, done, sets = start_grid(args, key)
     neuron_lm = lm if neuron_model is None else load_model(model_spec(neuron_model))
     proxy = {} if neuron_model is None else {"neuron_model": neuron_model}
+    if test_items:
+        proxy["test_items"] = test_items
     for name, data in sets:
+        sample = len(data.test)
+        data.test = data.test[:test_items] if test_items else data.test
         gold = [r.label for r in data.test]
         for regime in args.regimes:
             static = regime != "per-query"
@@ -76,7 +82,7 @@ def run(args: argparse.Namespace, *, neuron_model: str | None = None, key: tuple
             def cell(pipeline_name: str, budget: int, seed: int) -> dict:
                 return dict(model=args.model, set=name, regime=regime, pipeline=pipeline_name, budget=budget,
                             seed=seed, k=None if static else args.k, pool_size=len(data.pool),
-                            test_size=len(data.test), validation=args.validation, **proxy)
+                            test_size=sample, validation=args.validation, **proxy)
 
             def skip(pipeline, budget: int, seed: int) -> bool:  # done in an earlier run, or too large
                 return cell_key(key, cell(pipeline.name, budget, seed)) in done or budget > len(data.pool)

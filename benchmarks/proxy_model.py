@@ -30,7 +30,7 @@ from _results import main_loop, read_results, update_section  # noqa: E402
 from shared_sets import REPO, add_grid_args  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "proxy_model"
-KEY = (*head_to_head.KEY, "neuron_model")
+KEY = (*head_to_head.KEY, "neuron_model", "test_items")
 OWN_FIELDS = ("model", "set", "regime", "k", "pool_size", "test_size", "validation")  # what pairs a proxy cell
 SCRIPT = "benchmarks/proxy_model.py"
 
@@ -45,13 +45,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="pipelines run on the neuron model's probes (default: %(default)s)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="per-query seeds (default: 0 1 2)")
     p.add_argument("--static-seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="static seeds (default: 0-4)")
+    p.add_argument("--test-items", type=int, default=None, metavar="N",
+                   help="score only the first N items of the test sample (paired with the same N of the own cells)")
     p.add_argument("--own", type=Path, default=head_to_head.DEFAULT_OUT / "results.jsonl",
                    help="head_to_head.py's results: the answering model's own cells (default: %(default)s)")
     return p.parse_args(argv)
 
 
 def run(args: argparse.Namespace) -> None:
-    head_to_head.run(args, neuron_model=args.neuron_model, key=KEY, script=SCRIPT)
+    head_to_head.run(args, neuron_model=args.neuron_model, test_items=args.test_items, key=KEY, script=SCRIPT)
 
 
 def proxy_name(row: dict) -> str:
@@ -61,10 +63,12 @@ def proxy_name(row: dict) -> str:
 
 def paired_rows(proxy: list[dict], own: list[dict]) -> list[dict]:
     """The proxy rows (pipelines renamed by :func:`proxy_name`) and the answering model's own rows with the
-    same set, regime, k, pool and test sample: what :func:`head_to_head.comparisons` pairs."""
-    settings = {tuple(r.get(f) for f in OWN_FIELDS) for r in proxy}
+    same set, regime, k, pool and test sample (cut to the proxy's ``test_items``, where it scored only the first
+    items): what :func:`head_to_head.comparisons` pairs."""
+    items = {tuple(r.get(f) for f in OWN_FIELDS): r.get("test_items") for r in proxy}
     return [dict(r, pipeline=proxy_name(r)) for r in proxy] + [
-        r for r in own if tuple(r.get(f) for f in OWN_FIELDS) in settings and not r.get("neuron_model")]
+        dict(r, correct=r["correct"][:items[setting]]) for r in own
+        if (setting := tuple(r.get(f) for f in OWN_FIELDS)) in items and not r.get("neuron_model")]
 
 
 def summarize(args: argparse.Namespace) -> str:
@@ -96,7 +100,9 @@ def summarize(args: argparse.Namespace) -> str:
             same_plans, checked, self_acc = _own_plans(proxy, own, name, neuron_model, model, regime)
             seeds = sorted({s for c in cs for s in c["seeds"]})
             lines += [f"## `{pipeline}` on `{neuron_model}`'s neurons, answered by `{model}` ({regime})", "",
-                      f"Seeds {seeds}; {cs[0]['diff'].n_items} test items per set. Accuracy of the proxy, of "
+                      f"Seeds {seeds}; test items per set: " + ", ".join(
+                          f"{c['set']} {c['diff'].n_items}" for c in {c["set"]: c for c in cs}.values())
+                      + f". Accuracy of the proxy, of "
                       f"`{model}`'s own `{pipeline}` and of `random+knn`, and of `{neuron_model}` answering its own "
                       f"demonstrations (head_to_head.py), then the proxy minus each of `{model}`'s own pipelines:", "",
                       f"| set | budget | proxy | `{model}` own `{pipeline}` | `random+knn` | `{neuron_model}` answering "

@@ -160,10 +160,10 @@ def test_proxy_benchmark_pairs_each_cell_with_the_answering_models_own(tmp_path)
                                                ("default", "recommended", ~truth)):
                     own.append(dict(common, model=model, set=name, pipeline=pipeline, budget=budget, seed=seed,
                                     accuracy=float(right.mean()), correct=_bits(right), ids=plan))
-                better = truth | (rng.random(300) < edge)
+                better = (truth | (rng.random(300) < edge))[:300 if name == "trec" else 100]  # sst2: the first 100
                 proxy.append(dict(common, model="gemma", neuron_model="default", set=name, pipeline="recommended",
                                   budget=budget, seed=seed, accuracy=float(better.mean()), correct=_bits(better),
-                                  ids=plan if name == "trec" else plan[::-1]))
+                                  ids=plan if name == "trec" else plan[::-1], test_items=None if name == "trec" else 100))
         # another test sample of the same set: never paired
         own.append(dict(common, model="gemma", set=name, pipeline="votek+knn", budget=18, seed=0, test_size=150,
                         accuracy=0.0, correct="0" * 150, ids=[]))
@@ -180,6 +180,7 @@ def test_proxy_benchmark_pairs_each_cell_with_the_answering_models_own(tmp_path)
     assert page.startswith("# Results\n\nkept as it is\n") and "<!-- section: proxy-model -->" in page
     assert text in page and "votek+knn" not in text  # the 150-item sample is not paired
     assert "## `recommended` on `default`'s neurons, answered by `gemma` (per-query)" in text
+    assert "test items per set: sst2 100, trec 300" in text  # sst2 paired on the first 100 items only
     assert "| − `recommended` | − `random+knn` |" in text  # own pipeline first, then random+knn
     (trec,) = [line for line in text.splitlines() if line.startswith("| trec | **+")]
     assert trec.count("**+") == 2  # significantly above both of the answering model's own arms
