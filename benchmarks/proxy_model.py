@@ -105,8 +105,9 @@ def summarize(args: argparse.Namespace) -> str:
                       + f". Accuracy of the proxy, of "
                       f"`{model}`'s own `{pipeline}` and of `random+knn`, and of `{neuron_model}` answering its own "
                       f"demonstrations (head_to_head.py), then the proxy minus each of `{model}`'s own pipelines:", "",
-                      f"| set | budget | proxy | `{model}` own `{pipeline}` | `random+knn` | `{neuron_model}` answering "
-                      f"| {cols} |", "|---|---:|---:|---:|---:|---:|" + "---:|" * len(baselines)]
+                      f"| set | budget | proxy | `{model}` own `{pipeline}` | `random+knn` | "
+                      f"`{neuron_model}` answering | {cols} |",
+                      "|---|---:|---:|---:|---:|---:|" + "---:|" * len(baselines)]
             by_cell = defaultdict(dict)
             for c in cs:
                 by_cell[(c["set"], c["budget"])][c["baseline"]] = c
@@ -125,8 +126,9 @@ def summarize(args: argparse.Namespace) -> str:
                     diffs = [c["diff"] for c in cs if c["baseline"] == b and set_name in (c["set"], "all cells")]
                     cells.append(head_to_head._fmt(mean_difference(diffs)) if diffs else "-")
                 lines.append(f"| {set_name} | " + " | ".join(cells) + " |")
-            lines += ["", f"The proxy's annotated items equal `{neuron_model}`'s own `{pipeline}` plan in head_to_head.py "
-                      f"in {same_plans} of {checked} cells (the plan reads only `{neuron_model}`'s probe).", ""]
+            lines += ["", f"The proxy's annotated items equal `{neuron_model}`'s own `{pipeline}` plan in "
+                      f"head_to_head.py in {same_plans} of {checked} cells (the plan reads only `{neuron_model}`'s "
+                      "probe).", ""]
     commands = sorted({r.get("command", "") for r in proxy})
     lines += ["Commands:", "", "```", *commands, "```", ""]
     text = "\n".join(lines)
@@ -137,7 +139,8 @@ def summarize(args: argparse.Namespace) -> str:
 def _own_plans(proxy: list[dict], own: list[dict], name: str, neuron_model: str, model: str,
                regime: str) -> tuple[int, int, dict]:
     """How many proxy cells annotated exactly the items of ``neuron_model``'s own cell of the same pipeline (same
-    set, budget, seed, pool and test sample), of how many had one; and that own cell's accuracy per (set, budget)."""
+    set, budget, seed, pool and test sample), of how many had one; and that own cell's accuracy on the proxy's
+    test items, per (set, budget)."""
     fields = ("pipeline", "set", "budget", "seed", "pool_size", "test_size", "k")
     mine = {tuple(r[f] for f in fields): r for r in own
             if r["model"] == neuron_model and r["regime"] == regime and not r.get("validation")}
@@ -149,7 +152,7 @@ def _own_plans(proxy: list[dict], own: list[dict], name: str, neuron_model: str,
             continue
         checked += 1
         same += list(theirs["ids"]) == list(r["ids"])
-        acc[(r["set"], r["budget"])].append(theirs["accuracy"])
+        acc[(r["set"], r["budget"])].append(head_to_head._scores(theirs["correct"][:r.get("test_items")]).mean())
     return same, checked, {key: float(np.mean(v)) for key, v in acc.items()}
 
 

@@ -163,7 +163,8 @@ def test_proxy_benchmark_pairs_each_cell_with_the_answering_models_own(tmp_path)
                 better = (truth | (rng.random(300) < edge))[:300 if name == "trec" else 100]  # sst2: the first 100
                 proxy.append(dict(common, model="gemma", neuron_model="default", set=name, pipeline="recommended",
                                   budget=budget, seed=seed, accuracy=float(better.mean()), correct=_bits(better),
-                                  ids=plan if name == "trec" else plan[::-1], test_items=None if name == "trec" else 100))
+                                  ids=plan if name == "trec" else plan[::-1],
+                                  test_items=None if name == "trec" else 100))
         # another test sample of the same set: never paired
         own.append(dict(common, model="gemma", set=name, pipeline="votek+knn", budget=18, seed=0, test_size=150,
                         accuracy=0.0, correct="0" * 150, ids=[]))
