@@ -80,6 +80,7 @@ def summarize(args: argparse.Namespace) -> str:
         raise SystemExit(f"no results in {args.out / 'results.jsonl'} yet")
     own = read_results(args.own)
     rows = paired_rows(proxy, own)
+    own_pipelines = {r["pipeline"] for r in rows if not r.get("neuron_model")}  # never one proxy against another
     lines = ["# Served LLMs: demonstrations chosen with another model's neurons", "",
              "Produced by `benchmarks/proxy_model.py` (method: benchmarks/README.md, \"Served LLMs\"). The pipeline "
              "plans and retrieves on the neuron model's probes; the answering model scores every prompt. Each "
@@ -89,7 +90,8 @@ def summarize(args: argparse.Namespace) -> str:
     for name in dict.fromkeys(proxy_name(r) for r in proxy):
         neuron_model = next(r["neuron_model"] for r in proxy if proxy_name(r) == name)
         pipeline = name.partition("[")[0]
-        comps = [c for c in head_to_head.comparisons(rows, name, args.validation) if c["metric"] == "accuracy"]
+        comps = [c for c in head_to_head.comparisons(rows, name, args.validation)
+                 if c["metric"] == "accuracy" and c["baseline"] in own_pipelines]
         groups = defaultdict(list)
         for c in comps:
             groups[(c["model"], c["regime"])].append(c)
