@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import append_result, cell_key, main_loop, provenance, read_results, update_section  # noqa: E402
-from shared_sets import REPO, STORE, add_grid_args, load_shared_set, start_grid  # noqa: E402
+from shared_sets import REPO, STORE, add_grid_args, load_shared_set, model_spec, start_grid  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "head_to_head"
 DEFAULT_MD = REPO / "benchmarks" / "RESULTS.md"
@@ -53,11 +53,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace, *, neuron_model: str | None = None, test_items: int | None = None,
+        key: tuple[str, ...] = KEY, script: str = "benchmarks/head_to_head.py") -> None:
+    """Every cell of the grid not yet in ``<out>/results.jsonl``, appended as it finishes.
+
+    With ``neuron_model`` (a model spec), that model's neurons plan and retrieve and ``--model`` only answers
+    the prompts (benchmarks/proxy_model.py); rows then carry ``neuron_model``. With ``test_items``, only the
+    first that many items of the test sample are scored (rows carry ``test_items``; ``test_size`` stays the
+    sample's)."""
+    from neuroshot import load_model
     from neuroshot.experiment import Experiment
 
-    lm, results_path, done, sets = start_grid(args, KEY)
+    lm, results_path, done, sets = start_grid(args, key)
+    neuron_lm = lm if neuron_model is None else load_model(model_spec(neuron_model))
+    proxy = {} if neuron_model is None else {"neuron_model": neuron_model}
+    if test_items:
+        proxy["test_items"] = test_items
     for name, data in sets:
+        sample = len(data.test)
+        data.test = data.test[:test_items] if test_items else data.test
         gold = [r.label for r in data.test]
         for regime in args.regimes:
             static = regime != "per-query"
@@ -68,34 +82,42 @@ def run(args: argparse.Namespace) -> None:
             def cell(pipeline_name: str, budget: int, seed: int) -> dict:
                 return dict(model=args.model, set=name, regime=regime, pipeline=pipeline_name, budget=budget,
                             seed=seed, k=None if static else args.k, pool_size=len(data.pool),
-                            test_size=len(data.test), validation=args.validation)
+                            test_size=sample, validation=args.validation, **proxy)
 
             def skip(pipeline, budget: int, seed: int) -> bool:  # done in an earlier run, or too large
-                return cell_key(KEY, cell(pipeline.name, budget, seed)) in done or budget > len(data.pool)
+                return cell_key(key, cell(pipeline.name, budget, seed)) in done or budget > len(data.pool)
 
             def save(record) -> None:
-                base, pipeline = cell(record.pipeline, record.budget, record.seed), by_name[record.pipeline]
-                row = {**base, "strategy": pipeline.strategy, "retriever": record.retriever,
-                       "description": str(pipeline), "accuracy": record.accuracy,
-                       "macro_f1": record.macro_f1, "accuracy_calibrated": record.accuracy_calibrated,
-                       "macro_f1_calibrated": record.macro_f1_calibrated, "seconds": record.seconds,
-                       "retriever_fitted": record.retriever_fitted,
-                       "ids": record.ids, "correct": _bits(record.correct(gold)),
-                       "correct_calibrated": _bits(record.correct(gold, True)) if static else None,
-                       **provenance("benchmarks/head_to_head.py")}
+                base = cell(record.pipeline, record.budget, record.seed)
+                row = _result_row(base, by_name[record.pipeline], record, gold, static, script)
                 append_result(results_path, row)
-                done.add(cell_key(KEY, base))
-                cal = f"  calibrated {record.accuracy_calibrated:.3f}" if static else ""
-                print(f"{name:<24} {regime:<9} {pipeline.name:<12} B={record.budget:<4} seed {record.seed}: "
-                      f"acc {record.accuracy:.3f}{cal}  ({record.seconds:.0f} s)", flush=True)
+                done.add(cell_key(key, base))
+                print(_cell_line(row), flush=True)
 
             # a deterministic planner plans one prompt per budget from one pool, whatever the seed: with
             # RESAMPLED each seed draws its own pool (seed 0's is the fixed one), so seeds measure the plans too
             for pool, run_seeds in ([(_pool_of_seed(name, args, data, s), [s]) for s in seeds] if regime == RESAMPLED
                                     else [(data.pool, seeds)]):
-                exp = Experiment(lm, data.task, pool, data.test, regime="static" if static else regime, k=args.k,
-                                 calibrated=static, probe_kwargs={"store": STORE}, progress=False)
+                exp = Experiment(neuron_lm, data.task, pool, data.test, regime="static" if static else regime,
+                                 k=args.k, calibrated=static, probe_kwargs={"store": STORE}, answer_lm=lm,
+                                 progress=False)
                 exp.run(pipelines, budgets, run_seeds, skip=skip, on_record=save)
+
+
+def _result_row(base: dict, pipeline, record, gold: list[str], static: bool, script: str) -> dict:
+    """The results-file row of one finished cell (``base``: its key fields), per-item correctness included."""
+    return {**base, "strategy": pipeline.strategy, "retriever": record.retriever, "description": str(pipeline),
+            "accuracy": record.accuracy, "macro_f1": record.macro_f1, "accuracy_calibrated": record.accuracy_calibrated,
+            "macro_f1_calibrated": record.macro_f1_calibrated, "seconds": record.seconds,
+            "retriever_fitted": record.retriever_fitted, "ids": record.ids, "correct": _bits(record.correct(gold)),
+            "correct_calibrated": _bits(record.correct(gold, True)) if static else None, **provenance(script)}
+
+
+def _cell_line(row: dict) -> str:
+    """One finished cell as a progress line."""
+    cal = f"  calibrated {row['accuracy_calibrated']:.3f}" if row["correct_calibrated"] else ""
+    return (f"{row['set']:<24} {row['regime']:<9} {row['pipeline']:<12} B={row['budget']:<4} seed {row['seed']}: "
+            f"acc {row['accuracy']:.3f}{cal}  ({row['seconds']:.0f} s)")
 
 
 def _pool_of_seed(name: str, args: argparse.Namespace, data, seed: int) -> list:

@@ -101,6 +101,10 @@ class Experiment:
     A strategy name runs with ``retriever`` (default ``"embedding"``, MiniLM kNN: the same pipeline
     ``get_pipeline(name)`` gives); a :class:`~neuroshot.pipelines.Pipeline` brings its own.
     A budget larger than the pool raises before anything is probed.
+
+    Everything that chooses demonstrations (plan, static order, retrieval) reads ``lm``; ``answer_lm``
+    (default ``lm``) only answers the prompts (and their content-free calibration): the split of an
+    app whose LLM is another model than the local one neuroshot probes (docs/served-llms.md).
     """
 
     def __init__(self, lm: LanguageModel, task: Task, pool: Sequence[Record], test: Sequence[Record], *,
@@ -108,7 +112,8 @@ class Experiment:
                  retriever_params: Mapping[str, Any] | None = None, calibrated: bool = False,
                  rounds: int = 3, strategy_params: Mapping[str, Mapping[str, Any]] | None = None,
                  probe_kwargs: Mapping[str, Any] | None = None, batch_size: int = 16,
-                 pool_probe: ProbeResult | None = None, progress: bool = True) -> None:
+                 pool_probe: ProbeResult | None = None, answer_lm: LanguageModel | None = None,
+                 progress: bool = True) -> None:
         check_choice("regime", regime, REGIMES)
         if regime == "per-query":
             check_whole("k", k)
@@ -122,6 +127,7 @@ class Experiment:
         if pool_probe is not None and list(pool_probe.texts) != [r.text for r in pool]:
             raise NeuroshotError("pool_probe must be the probe of the pool's texts, in order")
         self.lm, self.task, self.pool, self.test = lm, task, list(pool), list(test)
+        self.answer_lm = lm if answer_lm is None else answer_lm
         self.regime, self.k, self.retriever, self.calibrated = regime, k, retriever, calibrated
         self.retriever_params = dict(retriever_params or {})
         self.rounds, self.batch_size, self.progress = rounds, batch_size, progress
@@ -227,9 +233,9 @@ class Experiment:
         else:
             demos = self.demonstrations(chosen, labels, seed, pipeline, fitted)  # per test item
             predict, content_free = predict_proba_per_query, content_free_per_query
-        probs = predict(self.lm, self.task, [r.text for r in self.test], demos, progress=self.progress,
+        probs = predict(self.answer_lm, self.task, [r.text for r in self.test], demos, progress=self.progress,
                         batch_size=self.batch_size)
-        bias = content_free(self.lm, self.task, demos, batch_size=self.batch_size) if self.calibrated else None
+        bias = content_free(self.answer_lm, self.task, demos, batch_size=self.batch_size) if self.calibrated else None
         return probs, bias, fitted
 
     def demonstrations(self, chosen: Sequence[int], labels: Sequence[str], seed: int,
