@@ -1,8 +1,8 @@
 """An app whose LLM is served: the neurons come from a local model, the answers from another model.
 
 The core (``Experiment(answer_lm=...)``), the LangChain selector in a chain whose LLM is another model,
-the DSPy teleprompter compiling a program whose LM is another model, the proxy benchmark's pairing, and
-(``e2e``) the runnable blocks of docs/served-llms.md. Mechanics run on two tiny random-weight models with
+the DSPy teleprompter compiling a program whose LM is another model, and the proxy benchmark's pairing
+(docs/served-llms.md's blocks run in tests/test_docs_examples.py). Mechanics run on two tiny random-weight models with
 different weights: the one probed and the one that answers.
 """
 
@@ -191,19 +191,3 @@ def test_proxy_benchmark_pairs_each_cell_with_the_answering_models_own(tmp_path)
 
 
 # ------------------------------------------------------------------------------ the page, as written
-
-
-def python_blocks(page: Path) -> list[str]:
-    """The page's ```python blocks (a block marked ```python notest is shown, not run)."""
-    return re.findall(r"^```python\n(.*?)^```", page.read_text(encoding="utf-8"), re.S | re.M)
-
-
-@pytest.mark.e2e
-def test_served_llms_page_runs_as_written(capsys):
-    blocks = python_blocks(ROOT / "docs" / "served-llms.md")
-    assert len(blocks) >= 2
-    namespace: dict = {"__name__": "served_llms_page"}
-    for block in blocks:
-        exec(compile(block, "docs/served-llms.md", "exec"), namespace)
-    printed = capsys.readouterr().out
-    assert "answered by" in printed
