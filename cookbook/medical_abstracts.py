@@ -1,9 +1,11 @@
 """Medical abstracts: which abstracts should a clinician label so that a local model names the
-disease class of new ones? Five classes (``../shared/data/medical_abstracts``). Abstracts are cut
-to their first 64 tokens (title and opening) to keep the recipe within 15 minutes on 2 cores.
+disease class of new ones? Five classes: by default the shipped sample ``cookbook/data/medical_abstracts``
+(140 pool and 100 test abstracts, each cut to 700 characters); the full set with
+``--data ../shared/data/medical_abstracts``. Abstracts are cut to their first 64 tokens (title and
+opening) in the prompt.
 
     .venv/bin/python cookbook/medical_abstracts.py
-    .venv/bin/python cookbook/medical_abstracts.py --smoke    # what the tests run
+    .venv/bin/python cookbook/medical_abstracts.py --quick    # under a minute: what the tests run
 
 The integration demo puts the planned, annotated abstracts into a LangChain chain with a
 *static* neuron-aware selector (one planned set of ``k`` demonstrations for every query, no model
