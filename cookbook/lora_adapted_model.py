@@ -11,7 +11,7 @@ the dense saved copy of the default model (``load_model``'s cache) and loaded ba
 
 Data: the shipped sample ``cookbook/data/banking77`` by default, ``--data ../shared/data/banking77``
 for the full set. Two models are evaluated, so the defaults are smaller than the other recipes'
-(48 test items, one seed; ``--test-size 200 --seeds 0 1`` for the earlier, longer run).
+(30 test items, one seed; ``--test-size 200 --seeds 0 1`` for the earlier, longer run).
 
     .venv/bin/python cookbook/lora_adapted_model.py
     .venv/bin/python cookbook/lora_adapted_model.py --quick    # under a minute: what the tests run
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _recipe  # noqa: E402
 import support_ticket_routing as support  # noqa: E402
 
-RECIPE = replace(support.RECIPE, name="lora_adapted_model", pool_size=100, validation_size=16, test_size=48,
+RECIPE = replace(support.RECIPE, name="lora_adapted_model", pool_size=100, validation_size=16, test_size=30,
                  budgets=(8, 24), seeds=(0,), k=4,
                  smoke=dict(support.RECIPE.smoke, train_size=8, lora_steps=2))
 TARGETS = ("gate_proj", "up_proj")
