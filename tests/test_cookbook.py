@@ -136,7 +136,7 @@ def run_quick(clone: Path, name: str, out: Path, *extra: str) -> str:
     env = {**os.environ, "HF_HUB_OFFLINE": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO / "integrations"), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, f"cookbook/{name}.py", "--quick", "--quiet", "--out", str(out), *extra],
-                          cwd=clone, env=env, capture_output=True, text=True, timeout=600)
+                          cwd=clone, env=env, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
