@@ -138,7 +138,7 @@ def parse_args(recipe: Recipe, argv: Sequence[str] | None = None,
                        help=f"every label of the data set instead of the recipe's {len(recipe.labels)}-label subset")
     p.add_argument("--model", default="default", help="model spec for neuroshot.load_model (default: default)")
     p.add_argument("--quick", "--smoke", dest="smoke", action="store_true",
-                   help="tiny pool, test slice and budgets: under a minute, what the tests run")
+                   help="tiny pool, test slice and budgets: the smallest run, what the tests run")
     p.add_argument("--out", type=Path, default=None,
                    help=f"results folder (default: cookbook/results/{recipe.name}, with --all-labels {recipe.name}_all_labels)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -4,7 +4,7 @@ clause type of new ones? CUAD, the 10 most frequent clause types: by default the
 ``--data ../shared/data/cuad_clause_types_top10``. Clauses are cut to their first 64 tokens in the prompt.
 
     .venv/bin/python cookbook/legal_contract_clauses.py
-    .venv/bin/python cookbook/legal_contract_clauses.py --quick    # under a minute: what the tests run
+    .venv/bin/python cookbook/legal_contract_clauses.py --quick    # the smallest run: what the tests run
 
 The integration demo gives the planned, annotated clauses to DSPy: ``NeuronAwareFewShot``
 (per query) compiles a ``dspy.Predict`` program run on the same local model (``local_lm``).

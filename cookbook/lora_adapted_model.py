@@ -14,7 +14,7 @@ for the full set. Two models are evaluated, so the defaults are smaller than the
 (30 test items, one seed; ``--test-size 200 --seeds 0 1`` for the earlier, longer run).
 
     .venv/bin/python cookbook/lora_adapted_model.py
-    .venv/bin/python cookbook/lora_adapted_model.py --quick    # under a minute: what the tests run
+    .venv/bin/python cookbook/lora_adapted_model.py --quick    # the smallest run: what the tests run
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ disease class of new ones? Five classes: by default the shipped sample ``cookboo
 opening) in the prompt.
 
     .venv/bin/python cookbook/medical_abstracts.py
-    .venv/bin/python cookbook/medical_abstracts.py --quick    # under a minute: what the tests run
+    .venv/bin/python cookbook/medical_abstracts.py --quick    # the smallest run: what the tests run
 
 The integration demo puts the planned, annotated abstracts into a LangChain chain with a
 *static* neuron-aware selector (one planned set of ``k`` demonstrations for every query, no model

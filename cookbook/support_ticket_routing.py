@@ -3,8 +3,8 @@ routes new queries to the right intent? Banking77, a fixed 15-intent subset: by 
 sample ``cookbook/data/banking77`` (240 pool and 95 test queries); the full set with
 ``--data ../shared/data/banking77`` (all 77 intents there with ``--all-labels``).
 
-    .venv/bin/python cookbook/support_ticket_routing.py            # the shipped sample, minutes on 2 cores
-    .venv/bin/python cookbook/support_ticket_routing.py --quick    # under a minute: what the tests run
+    .venv/bin/python cookbook/support_ticket_routing.py            # the defaults, on the shipped sample
+    .venv/bin/python cookbook/support_ticket_routing.py --quick    # the smallest run: what the tests run
 
 The integration demo puts the planned, annotated queries into a LangChain chain
 (``NeuronAwareExampleSelector`` -> ``few_shot_prompt`` -> local pipeline -> ``LabelOutputParser``).
