@@ -39,7 +39,8 @@ from typing import Any
 
 
 COOKBOOK = Path(__file__).resolve().parent
-SHARED_DATA = COOKBOOK.parent.parent / "shared" / "data"
+SHIPPED_DATA = COOKBOOK / "data"  # small samples of the public sets, shipped with the repository (data/README.md)
+SHARED_DATA = COOKBOOK.parent.parent / "shared" / "data"  # the full sets, beside the repository (tests, benchmarks)
 REFERENCE = "recommended"  # neuroshot's pipeline, compared with each of the others
 STANDARD = "random+knn"
 EMBEDDING_BASELINES = ("kmeans", "typiclust", "fast_votek", "votek", "ideal")
@@ -47,13 +48,14 @@ EMBEDDING_BASELINES = ("kmeans", "typiclust", "fast_votek", "votek", "ideal")
 
 @dataclass
 class Recipe:
-    """A recipe: its task, its data set (folder name under ``../shared/data``) and its defaults.
+    """A recipe: its task, its data set (folder name under ``cookbook/data``, the shipped sample, and
+    ``../shared/data``, the full set) and its defaults.
 
     ``make_task(labels)`` builds the recipe's :class:`neuroshot.Task` (its domain wording).
     ``labels`` restricts pool and test to a fixed subset (``--all-labels`` lifts it); None: every
     label of the data set (``card.json``, else the pool's). ``embedding_candidates`` are the
     baselines tried on the validation slice. ``smoke`` overrides the defaults under
-    ``--smoke`` (tiny pool, test slice and budgets).
+    ``--quick`` (alias ``--smoke``: tiny pool, test slice and budgets).
     """
 
     name: str
@@ -73,9 +75,8 @@ class Recipe:
         embedding_candidates=("kmeans", "fast_votek")))
 
     @property
-    def default_data(self) -> Path | None:
-        folder = SHARED_DATA / self.dataset
-        return folder if folder.is_dir() else None
+    def default_data(self) -> Path:
+        return SHIPPED_DATA / self.dataset
 
 
 @dataclass
@@ -112,9 +113,13 @@ def parse_args(recipe: Recipe, argv: Sequence[str] | None = None,
     p = argparse.ArgumentParser(prog=f"cookbook/{recipe.name}.py",
                                 description=f"{recipe.name}: neuroshot's recommended pipeline vs random+knn vs "
                                             f"the best embedding baseline on {recipe.dataset}.")
-    default = recipe.default_data
-    p.add_argument("--data", type=Path, default=default, required=default is None,
-                   help=f"folder with pool.jsonl and test.jsonl (default: {default or '../shared/data/' + recipe.dataset})")
+    p.add_argument("--data", type=Path, default=recipe.default_data,
+                   help=f"folder with pool.jsonl and test.jsonl, one {{\"id\", \"text\", \"label\"}} object a line (default: "
+                        f"the shipped sample cookbook/data/{recipe.dataset}; the full set: ../shared/data/{recipe.dataset})")
+    p.add_argument("--labels", nargs="+", default=None, metavar="LABEL",
+                   help="the labels to classify into; items with other labels are dropped (default: "
+                        + (f"the recipe's {len(recipe.labels)} labels" if recipe.labels is not None else
+                           "every label of card.json, else of pool.jsonl") + ")")
     p.add_argument("--budget", type=int, default=None,
                    help="annotation budget of the plan shown and of the integration demo (default: the largest of --budgets)")
     p.add_argument("--budgets", type=int, nargs="+", default=None, help=f"budgets of the table (default: {' '.join(map(str, recipe.budgets))})")
@@ -132,7 +137,8 @@ def parse_args(recipe: Recipe, argv: Sequence[str] | None = None,
         p.add_argument("--all-labels", action="store_true",
                        help=f"every label of the data set instead of the recipe's {len(recipe.labels)}-label subset")
     p.add_argument("--model", default="default", help="model spec for neuroshot.load_model (default: default)")
-    p.add_argument("--smoke", action="store_true", help="tiny pool, test slice and budgets (what the tests run)")
+    p.add_argument("--quick", "--smoke", dest="smoke", action="store_true",
+                   help="tiny pool, test slice and budgets: the smallest run, what the tests run")
     p.add_argument("--out", type=Path, default=None,
                    help=f"results folder (default: cookbook/results/{recipe.name}, with --all-labels {recipe.name}_all_labels)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -165,11 +171,16 @@ def load_split(recipe: Recipe, args: argparse.Namespace) -> Split:
     from neuroshot.data import load_records, split_records
 
     pool, test = load_records(args.data / "pool.jsonl"), load_records(args.data / "test.jsonl")
-    labels = recipe.labels
+    labels = args.labels or recipe.labels
     if labels is None or getattr(args, "all_labels", False):
         card = args.data / "card.json"
         labels = json.loads(card.read_text(encoding="utf-8"))["labels"] if card.is_file() else sorted({r.label for r in pool})
     keep = set(labels)
+    missing = sorted(keep - {r.label for r in pool})
+    if missing:
+        raise SystemExit(f"{recipe.name}: {args.data / 'pool.jsonl'} has no item labelled {', '.join(missing[:5])}"
+                         f"{' ...' if len(missing) > 5 else ''}; name your labels with --labels"
+                         + (" or take all of them with --all-labels" if recipe.labels is not None else ""))
     pool, test = [r for r in pool if r.label in keep], [r for r in test if r.label in keep]
     split = split_records(pool, test, validation=args.validation_size, pool_size=args.pool_size,
                           test_size=args.test_size, seed=0)
