@@ -149,7 +149,7 @@ def parse_args(recipe: Recipe, argv: Sequence[str] | None = None,
                                                    "embedding_candidates")},
                 **(recipe.smoke if args.smoke else {})}
     for name, value in defaults.items():
-        if getattr(args, name) is None:
+        if getattr(args, name, None) is None:
             setattr(args, name, list(value) if isinstance(value, (tuple, list)) else value)
     args.budgets = sorted(set(args.budgets))
     if args.out is None:

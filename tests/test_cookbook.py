@@ -1,6 +1,7 @@
-"""The cookbook recipes run as a user runs them (``python cookbook/<recipe>.py --quick``: tiny pool,
-test slice and budgets) on the real default model and the samples the repository ships, from a
-copy of the cookbook with no ``../shared`` beside it, so they never rot; plus the shipped samples,
+"""The cookbook recipes run (``--quick``: tiny pool, test slice and budgets) on the real default model
+and the samples the repository ships: one as a user runs it (``python cookbook/<recipe>.py --quick``
+in a copy of the cookbook with no ``../shared`` beside it), the others in this process (one model
+load), so they never rot; plus the shipped samples,
 the runner's data split and its option checks."""
 
 from __future__ import annotations
@@ -173,12 +174,15 @@ def check_run(recipe, out: Path, candidates, chosen: bool = True, argv=("--quick
     return summary
 
 
-@pytest.mark.e2e
-@pytest.mark.parametrize("name", RECIPES)
-def test_recipe_quick_from_a_clone(name, clone, tmp_path):
+def run_in_process(name: str, out: Path, capsys, *extra: str) -> str:
+    """``main(["--quick", ...])`` of the recipe in this process (the model loaded once for the session)."""
+    recipe_module(name).main(["--quick", "--quiet", "--out", str(out), *extra])
+    return capsys.readouterr().out
+
+
+def check_printed_run(name: str, out: Path, printed: str) -> None:
     module = recipe_module(name)
-    printed = run_quick(clone, name, tmp_path)
-    summary = check_run(module.RECIPE, tmp_path, module.RECIPE.smoke["embedding_candidates"])
+    summary = check_run(module.RECIPE, out, module.RECIPE.smoke["embedding_candidates"])
     assert "| recommended (neuroshot) |" in printed and "best embedding baseline on validation" in printed
     assert "| recommended minus |" in printed and "| random+knn |" in printed
     assert "asks to annotate" in printed and "why: similarity" in printed
@@ -189,10 +193,23 @@ def test_recipe_quick_from_a_clone(name, clone, tmp_path):
 
 
 @pytest.mark.e2e
-def test_lora_recipe_quick_from_a_clone(clone, tmp_path):
+def test_recipe_quick_from_a_clone(clone, tmp_path):
+    """As a user of a fresh clone types it: a subprocess in a copy with no ../shared beside it."""
+    check_printed_run("support_ticket_routing", tmp_path, run_quick(clone, "support_ticket_routing", tmp_path))
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("name", [r for r in RECIPES if r != "support_ticket_routing"])
+def test_recipe_quick_on_the_shipped_sample(name, tmp_path, capsys):
+    """The other recipes in this process (one model load), on their default data: the shipped sample."""
+    check_printed_run(name, tmp_path, run_in_process(name, tmp_path, capsys))
+
+
+@pytest.mark.e2e
+def test_lora_recipe_quick_on_the_shipped_sample(tmp_path, capsys):
     lora = recipe_module("lora_adapted_model")
     adapter = tmp_path / "adapter"
-    printed = run_quick(clone, "lora_adapted_model", tmp_path, "--adapter", str(adapter))
+    printed = run_in_process("lora_adapted_model", tmp_path, capsys, "--adapter", str(adapter))
     assert (adapter / "adapter_config.json").is_file()
     saved = json.loads((tmp_path / "comparison.json").read_text())
     assert saved["training"]["steps"] == 2 and saved["training"]["trainable_parameters"] > 0
