@@ -4,6 +4,8 @@ The blocks of one page run in order in one namespace (a page's blocks connect, a
 them), in a fresh folder. A block that cannot run here (a GPU, a network, a server) is preceded by
 ``<!-- notest: why -->``, and its text says why as well. One default model is loaded for the whole
 session and shared: ``load_model("default")`` (and every ``model="default"``) returns it.
+docs/label-studio.md runs against the run's real Label Studio server (``label_studio`` in conftest.py),
+after its earlier bash steps are done for real (see ``label_studio_as_the_page_left_it``).
 """
 
 from __future__ import annotations
