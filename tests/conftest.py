@@ -85,6 +85,17 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory):
+    """One real Label Studio server for the whole run (label_studio_server.py), shared by every test that
+    needs one: a skip without it on a developer's machine, a failure under ``$NEUROSHOT_REQUIRE_LABEL_STUDIO``."""
+    from label_studio_server import start, stop
+
+    proc, srv = start(tmp_path_factory.mktemp("label-studio") / "data")
+    yield srv
+    stop(proc)
+
+
 @pytest.fixture
 def single_thread():
     """Run the test with one torch thread: on tiny models, thread start-up and contention dominate."""

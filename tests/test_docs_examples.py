@@ -4,6 +4,8 @@ The blocks of one page run in order in one namespace (a page's blocks connect, a
 them), in a fresh folder. A block that cannot run here (a GPU, a network, a server) is preceded by
 ``<!-- notest: why -->``, and its text says why as well. One default model is loaded for the whole
 session and shared: ``load_model("default")`` (and every ``model="default"``) returns it.
+docs/label-studio.md runs against the run's real Label Studio server (``label_studio`` in conftest.py),
+after its earlier bash steps are done for real (see ``label_studio_as_the_page_left_it``).
 """
 
 from __future__ import annotations
@@ -95,10 +97,56 @@ def test_readme_first_screen_holds_the_install_line_and_the_quickstart():
     assert "plan_annotations(" in first and "NeuronAwareExampleSelector" in first and "```" in first.split("plan_annotations(")[1]
 
 
+LABEL_STUDIO_PAGE = ROOT / "docs" / "label-studio.md"
+TICKET_LABELS = ("billing", "shipping", "returns")  # the page's task
+
+
+def label_studio_as_the_page_left_it(server, monkeypatch) -> list[tuple[str, str]]:
+    """Steps 1-4 of docs/label-studio.md, for real, in the current folder: the environment of step 1 set
+    to the test server, a pool of the demo tickets pushed to project "Tickets" by the page's command
+    (step 2), and the round's tasks annotated in the order the server serves them (step 3). Returns the
+    (text, label) pairs annotated, in order."""
+    import json
+    from importlib import resources
+
+    from label_studio_server import annotate
+
+    from neuroshot.annotation.label_studio import LabelStudioClient
+    from neuroshot.cli import main
+
+    monkeypatch.setenv("LABEL_STUDIO_URL", server.url)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", server.token)
+    rows = [json.loads(line) for line in resources.files("neuroshot").joinpath(
+        "demo_data/support_tickets.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if r["label"] in TICKET_LABELS][:24]
+    Path("tickets.jsonl").write_text("".join(json.dumps({"id": r["id"], "text": r["text"]}) + "\n" for r in rows))
+    assert main(["label-studio", "push", "tickets.jsonl", "--labels", ",".join(TICKET_LABELS), "--project", "Tickets",
+                 "--budget", "10", "--store", "store"]) == 0  # the page's command; the store off the user cache
+    client = LabelStudioClient(server.url)
+    project = client.find_project("Tickets")
+    gold = {r["id"]: (r["text"], r["label"]) for r in rows}
+    annotated = []
+    for _ in range(10):
+        task = client.next_task(project["id"])
+        assert task is not None, f"nothing served after {len(annotated)} tasks"
+        annotate(client, task["id"], gold[task["data"]["id"]][1])
+        annotated.append(gold[task["data"]["id"]])
+    client.close()
+    return annotated
+
+
+def _page_param(page: Path):
+    marks = [pytest.mark.labelstudio] if page == LABEL_STUDIO_PAGE else []  # it runs against the real server
+    return pytest.param(page, marks=marks, id=str(page.relative_to(ROOT)))
+
+
 @pytest.mark.e2e  # the blocks run on the real default model
-@pytest.mark.parametrize("page", _pages_with_code(), ids=lambda p: str(p.relative_to(ROOT)))
-def test_every_python_block_runs(page, shared_default_model, tmp_path, monkeypatch):
+@pytest.mark.parametrize("page", [_page_param(p) for p in _pages_with_code()])
+def test_every_python_block_runs(page, shared_default_model, tmp_path, monkeypatch, request):
     monkeypatch.chdir(tmp_path)
+    annotated = None
+    if page == LABEL_STUDIO_PAGE:
+        annotated = label_studio_as_the_page_left_it(request.getfixturevalue("label_studio"), monkeypatch)
     namespace: dict = {"__name__": "__docs__"}
     ran = 0
     for block in blocks(page):
@@ -109,3 +157,5 @@ def test_every_python_block_runs(page, shared_default_model, tmp_path, monkeypat
         exec(code, namespace)  # an exception fails the test, named by its block
         ran += 1
     assert ran or all(b.notest for b in blocks(page))
+    if annotated is not None:  # the page read back what was annotated, and its chain used it
+        assert namespace["pairs"] == annotated and {label for _, label in annotated} <= set(TICKET_LABELS)

@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
-from label_studio_server import start, stop
+from label_studio_server import annotate
 
 from neuroshot.annotation.label_studio import (Follower, LabelStudioClient, LabelStudioUnavailable, LoopState,
                                                RoundPlanner,
@@ -30,18 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 LABELS = ("pos", "neg", "other")
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory):
-    proc, srv = start(tmp_path_factory.mktemp("label-studio") / "data")
-    yield srv
-    stop(proc)
-
-
 @pytest.fixture
-def env(server, monkeypatch):
-    monkeypatch.setenv("LABEL_STUDIO_API_KEY", server.token)
+def env(label_studio, monkeypatch):
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio.token)
     monkeypatch.delenv("NEUROSHOT_KILL_AT", raising=False)
-    return server
+    return label_studio
 
 
 @pytest.fixture(scope="session")
@@ -61,11 +54,6 @@ def tiny_pool(tmp_path):
     path = tmp_path / "pool.jsonl"
     path.write_text("".join(json.dumps({"id": f"t{i}", "text": t}) + "\n" for i, t in enumerate(TINY_TEXTS)))
     return path
-
-
-def annotate(client: LabelStudioClient, task_id: int, label: str) -> None:
-    result = [{"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [label]}}]
-    client.request("POST", f"/api/tasks/{task_id}/annotations/", retry=False, json={"result": result})
 
 
 def serve_and_label(client: LabelStudioClient, project_id: int, n: int, label_of) -> list[str]:
