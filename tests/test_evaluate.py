@@ -310,23 +310,28 @@ def test_experiment_rejects_bad_input(tiny_lm, tiny_task):
 
 
 def test_no_strategy_reads_labels_of_unchosen_items(tiny_lm, tiny_task):
-    """Every registered strategy (and active rounds on two of them) plans the same items when the gold labels
-    of the items it did not choose are garbled, and the annotator is asked for exactly the chosen ids."""
+    """Every registered strategy, active rounds on three of them and every named pipeline (planner,
+    retriever and order together) plans and answers the same when the gold labels of the items it did
+    not choose are garbled, and the annotator is asked for exactly the chosen ids."""
     from neuroshot.strategies import STRATEGIES
 
     pool = _records(tiny_task, POOL_TEXTS, "p")
     exp = _experiment(tiny_lm, tiny_task, pool, rounds=2)
-    names = sorted(STRATEGIES) + ["active:random", "active:neuron_coverage"]
-    assert {"random", "entropy", "neufs", "neuron_coverage"} <= set(names)
-    for name in names:
+    from neuroshot.pipelines import PIPELINES, Pipeline
+
+    adaptive = Pipeline("adaptive", "active:adaptive_coverage", "hybrid", {"reprobe": False, "min_labels": 2})
+    names = sorted(STRATEGIES) + ["active:random", "active:neuron_coverage", adaptive, *PIPELINES.values()]
+    assert {"random", "entropy", "neufs", "neuron_coverage", "adaptive_coverage"} <= set(map(str, names))
+    for item in names:
+        name = getattr(item, "name", item)
         first = SimulatedAnnotator.from_records(pool)
-        rec = exp.run_one(name, 4, seed=3, annotator=first)
+        rec = exp.run_one(item, 4, seed=3, annotator=first)
         assert first.revealed == set(rec.ids) and len(rec.ids) == 4, name
         garbled = [r if r.id in first.revealed else
                    Record(r.id, r.text, tiny_task.labels[(tiny_task.label_index(r.label) + 1) % 3]) for r in pool]
         assert sum(a.label != b.label for a, b in zip(pool, garbled)) == len(pool) - 4
         second = SimulatedAnnotator.from_records(garbled)
-        again = exp.run_one(name, 4, seed=3, annotator=second)
+        again = exp.run_one(item, 4, seed=3, annotator=second)
         assert again.ids == rec.ids and again.accuracy == rec.accuracy, name
         assert second.revealed == set(rec.ids), name
 

@@ -263,3 +263,25 @@ def test_mean_std_is_the_one_spread_format():
     assert mean_std([0.5, 0.7]) == "0.600 ± 0.100"
     assert mean_std([0.5]) == "0.500" and mean_std([]) == "-"
     assert mean_std([1, 2, 3], digits=1) == "2.0 ± 0.8"
+
+
+def test_head_to_head_flags_accuracy_that_falls_with_more_labels():
+    """The "more labels never worse" check: a budget significantly below 18 labels is named, a tie is not,
+    and small pools (the cookbook regime) are judged apart from the 600-item pools."""
+    sys.path.insert(0, str(BENCHMARKS))
+    import head_to_head
+
+    rng = np.random.default_rng(1)
+    truth = rng.random(300) < 0.7
+
+    def row(budget, right, pool_size=600, seed=0):
+        return dict(model="default", set="sst2", regime="per-query", pipeline="recommended", budget=budget,
+                    seed=seed, pool_size=pool_size, validation=0, correct="".join("1" if c else "0" for c in right))
+
+    worse = truth & (rng.random(300) < 0.6)
+    rows = [row(18, truth), row(50, truth), row(100, worse), row(18, truth, 200), row(50, worse, 200)]
+    drops = head_to_head.budget_drops(rows, "default", "per-query")
+    assert [(name, budget) for name, budget, _ in drops] == [("sst2", 100)] and drops[0][2].high < 0
+    small = head_to_head.budget_drops(rows, "default", "per-query, small pool")
+    assert [(name, budget) for name, budget, _ in small] == [("sst2", 50)]
+    assert head_to_head.budget_drops([row(18, truth), row(100, truth, seed=1)], "default", "per-query") == []

@@ -129,3 +129,27 @@ def test_subset_keeps_the_pool_critical_neurons_and_extend_recomputes_them(probe
     np.testing.assert_array_equal(joined.signatures.neurons, probed.signatures.neurons)
     np.testing.assert_array_equal(joined.critical.ids, probed.critical.ids)
     np.testing.assert_allclose(joined.scores.influence, probed.scores.influence)
+
+
+@pytest.mark.parametrize("retriever", ["neuron", "hybrid"])
+def test_auto_balance_follows_who_knows_the_labels_better(probed, retriever):
+    """``balance="auto"`` balances labels where the model's zero-shot answers on the annotated items beat
+    (or tie) their nearest annotated neighbours' majority label, and keeps plain kNN where they do not."""
+    annotated, queries = probed.subset(range(10)), probed.subset(range(10, len(probed)))
+    names = annotated.task.labels
+    predicted = [names[i] for i in annotated.probs.argmax(1)]
+    own = get_retriever(retriever, balance="auto").fit(annotated, predicted)
+    assert own.balance_ is True  # the model answers all of them right: leave it the decision
+    rare = min(names, key=predicted.count)  # one label for all: the neighbours are always right, the model less
+    assert predicted.count(rare) < len(predicted)
+    constant = get_retriever(retriever, balance="auto").fit(annotated, [rare] * len(predicted))
+    assert constant.balance_ is False
+    few = get_retriever(retriever, balance="auto").fit(probed.subset(range(5)), predicted[:5])
+    assert few.balance_ is False  # too few labels to choose from: plain kNN as before
+    assert get_retriever(retriever, balance=True).fit(annotated, [rare] * 10).balance_ is True
+    # balanced retrieval shows at most ceil(k / labels present) per label
+    mixed = (names * 4)[:10]
+    chosen = get_retriever(retriever, balance=True, mmr=1.0).fit(annotated, mixed).retrieve(queries, k=3)
+    assert all(len({r.label for r in row}) == 3 for row in chosen)
+    with pytest.raises(NeuroshotError, match="balance"):
+        get_retriever(retriever, balance="sometimes")

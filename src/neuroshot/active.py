@@ -93,7 +93,9 @@ def active_plan(lm: LanguageModel, task: Task, texts: Sequence[str], strategy: s
     if len(ids) != len(texts) or len(set(ids)) != len(ids):
         raise NeuroshotError("ids must name every text once")
     base = strategy._base if isinstance(strategy, ActiveStrategy) else strategy
-    rounds_of = ActiveStrategy(base, context_demos=context_demos, lm=lm, probe_kwargs=kwargs, progress=progress)
+    reprobe = strategy.reprobe if isinstance(strategy, ActiveStrategy) else True
+    rounds_of = ActiveStrategy(base, context_demos=context_demos, lm=lm, probe_kwargs=kwargs, progress=progress,
+                               reprobe=reprobe)
     if pool is None:
         pool = probe(lm, task, texts, ids=ids, progress=progress, **kwargs)
     elif len(pool) != len(texts) or list(pool.texts) != list(texts):

@@ -108,7 +108,12 @@ class NeuronRetriever(Retriever):
     """Cosine similarity of signatures over the task-critical neurons, with MMR and optional label balance.
 
     ``mmr`` is MMR's lambda (1.0 = pure similarity). ``balance=True`` caps each label at
-    ``ceil(k / labels present)`` demonstrations. With ``standardize`` (default) each critical
+    ``ceil(k / labels present)`` demonstrations; ``balance="auto"`` does so only where the model
+    already knows the task better than the neighbours' labels do: where its zero-shot answers on the
+    annotated items are right at least as often as the majority label of their ``neighbours``
+    nearest annotated items (leave-one-out). Nearest neighbours then would pull the answer toward
+    their labels; balanced ones show the format and leave the decision to the model. The choice is
+    in ``balance_``. With ``standardize`` (default) each critical
     neuron is z-scored with the annotated items' mean and spread before the cosine (from
     ``MIN_STANDARDIZE`` annotated items on), so neurons that fire alike for every item do not
     make every pair look similar. ``label_weighted=True`` also weighs each neuron by how well it
@@ -117,14 +122,18 @@ class NeuronRetriever(Retriever):
     """
 
     MIN_STANDARDIZE: ClassVar[int] = 8
+    MIN_AUTO: ClassVar[int] = 8  # fewer annotated items: no choice is made from them
 
     name = "neuron"
 
-    def __init__(self, mmr: float = 0.7, balance: bool = False, standardize: bool = True,
-                 label_weighted: bool = False) -> None:
+    def __init__(self, mmr: float = 0.7, balance: bool | str = False, standardize: bool = True,
+                 label_weighted: bool = False, neighbours: int = 4) -> None:
         check_in("mmr", mmr, 0.0, 1.0)
+        if balance not in (True, False, "auto"):
+            raise NeuroshotError(f"balance must be True, False or 'auto', not {balance!r}")
+        check_whole("neighbours", neighbours)
         self.mmr, self.balance, self.standardize = mmr, balance, standardize
-        self.label_weighted = label_weighted
+        self.label_weighted, self.neighbours = label_weighted, neighbours
 
     def _fit(self, annotated: ProbeResult) -> None:
         self._critical = annotated.critical
@@ -139,6 +148,24 @@ class NeuronRetriever(Retriever):
         self._demo_full = _unit_rows(annotated.signatures.to_csr().astype(np.float64))
         self._pair = self._demo_critical @ self._demo_critical.T
         self._groups = np.array([annotated.task.label_index(label) for label in self.labels_])
+        self._choose_balance()
+
+    def _choose_balance(self) -> None:
+        """``balance_``: ``balance``, or with ``"auto"`` the choice on the annotated items (see the class)."""
+        if self.balance != "auto":
+            self.balance_ = bool(self.balance)
+            return
+        n = len(self._pair)
+        if n < self.MIN_AUTO:
+            self.balance_ = False
+            return
+        sim = self._pair.copy()
+        np.fill_diagonal(sim, -np.inf)
+        nearest = np.argsort(-sim, axis=1, kind="stable")[:, :min(self.neighbours, n - 1)]
+        votes = [_majority(self._groups[row]) for row in nearest]
+        knn_right = float(np.mean(np.asarray(votes) == self._groups))
+        zero_shot_right = float(np.mean(self.annotated_.probs.argmax(1) == self._groups))
+        self.balance_ = zero_shot_right >= knn_right
 
     def _similarities(self, queries: ProbeResult) -> tuple[np.ndarray, np.ndarray]:
         """``[Q, D]`` cosine over critical neurons (full-signature cosine where a query has none) and
@@ -159,7 +186,7 @@ class NeuronRetriever(Retriever):
 
     def _retrieve_one(self, queries: ProbeResult, q: int, k: int) -> list[Retrieved]:
         sim, q_vectors = self._query_similarities(queries)
-        per_group = int(np.ceil(k / len(np.unique(self._groups)))) if self.balance else None
+        per_group = int(np.ceil(k / len(np.unique(self._groups)))) if self.balance_ else None
         chosen = mmr_select(sim[q], self._pair, k, self.mmr, self._groups, per_group)
         out = []
         for index, score in chosen:
@@ -205,16 +232,14 @@ class HybridRetriever(NeuronRetriever):
 
     name = "hybrid"
     WEIGHTS: ClassVar[tuple[float, ...]] = (0.0, 0.25, 0.5, 0.75, 1.0)
-    MIN_AUTO: ClassVar[int] = 8
-
-    def __init__(self, embedding_weight: float | str = "auto", mmr: float = 1.0, balance: bool = False,
+    def __init__(self, embedding_weight: float | str = "auto", mmr: float = 1.0, balance: bool | str = False,
                  standardize: bool = True, label_weighted: bool = False, neighbours: int = 4,
                  embedding_model: Any = None) -> None:
         if embedding_weight != "auto":
             check_in("embedding_weight ('auto' or a number)", embedding_weight, 0.0, 1.0)
-        check_whole("neighbours", neighbours)
-        super().__init__(mmr=mmr, balance=balance, standardize=standardize, label_weighted=label_weighted)
-        self.embedding_weight, self.neighbours, self.embedding_model = embedding_weight, neighbours, embedding_model
+        super().__init__(mmr=mmr, balance=balance, standardize=standardize, label_weighted=label_weighted,
+                         neighbours=neighbours)
+        self.embedding_weight, self.embedding_model = embedding_weight, embedding_model
 
     def _fit(self, annotated: ProbeResult) -> None:
         super()._fit(annotated)
@@ -224,6 +249,7 @@ class HybridRetriever(NeuronRetriever):
                                   if self.embedding_weight == "auto" else float(self.embedding_weight))
         w = self.embedding_weight_
         self._pair = w * embedding_pair + (1 - w) * neuron_pair
+        self._choose_balance()  # on the mixed similarity the queries will see
 
     def _choose_weight(self, embedding_pair: np.ndarray, neuron_pair: np.ndarray) -> float:
         """The ``embedding_weight="auto"`` choice among ``WEIGHTS`` (see the class); 0.5 below ``MIN_AUTO`` items."""
@@ -247,6 +273,13 @@ class HybridRetriever(NeuronRetriever):
         w = self.embedding_weight_
         sim = w * (pool_embeddings(queries, self.embedding_model) @ self._demo_embeddings.T) + (1 - w) * neuron_sim
         return sim, vectors
+
+
+def _majority(groups: np.ndarray) -> int:
+    """The most frequent value, ties to the one seen first (the nearest neighbour's)."""
+    values, first, counts = np.unique(groups, return_index=True, return_counts=True)
+    best = counts == counts.max()
+    return int(values[best][np.argmin(first[best])])
 
 
 @register_retriever

@@ -52,7 +52,9 @@ class ActiveStrategy(Strategy):
     (``get_strategy("active:neufs", tau=0.3)`` puts ``tau`` into ``base_params``). ``context_demos``: at most this many annotated
     items in context (see :func:`context_demonstrations`). ``lm`` and ``probe_kwargs`` (method,
     top_k, critical_fraction, store, ...) re-probe; without ``lm`` only a first round (no labels)
-    can be planned. After each ``plan`` the round's probe is in ``round_probe_`` with its rows
+    can be planned. ``reprobe=False`` plans every round on the given (zero-shot) probe and only hands
+    the base strategy the labels so far: for a base that reads labels itself (``adaptive_coverage``),
+    at no probing cost. After each ``plan`` the round's probe is in ``round_probe_`` with its rows
     (pool indices, annotated items first) in ``round_rows_`` and the demonstrations in ``round_demos_``.
     """
 
@@ -60,7 +62,7 @@ class ActiveStrategy(Strategy):
 
     def __init__(self, base: str | Strategy = "entropy", base_params: Mapping[str, Any] | None = None,
                  context_demos: int = 8, lm: Any = None, probe_kwargs: Mapping[str, Any] | None = None,
-                 progress: bool = False) -> None:
+                 progress: bool = False, reprobe: bool = True) -> None:
         if isinstance(base, Strategy):
             self._base, self.base, self.base_params = base, base.name, base.get_params()
         else:
@@ -69,13 +71,13 @@ class ActiveStrategy(Strategy):
         if isinstance(self._base, ActiveStrategy):
             raise NeuroshotError(f"active: base={self.base!r}: active rounds cannot be nested")
         self.context_demos = check_whole("context_demos", context_demos)
-        self.lm, self.probe_kwargs, self.progress = lm, dict(probe_kwargs or {}), progress
+        self.lm, self.probe_kwargs, self.progress, self.reprobe = lm, dict(probe_kwargs or {}), progress, bool(reprobe)
 
     def plan(self, probed: ProbeResult, budget: int, *, labeled: Sequence[int] | Mapping[int, str] = (),
              seed: int = 0) -> Plan:
         labels = dict(labeled) if isinstance(labeled, Mapping) else {}
         current, rows, demos = probed, list(range(len(probed))), []
-        if labels:
+        if labels and self.reprobe:
             if self.lm is None:
                 raise NeuroshotError("active rounds re-probe the pool with the labels so far in context: "
                                      "give the model (lm=)")
@@ -97,4 +99,5 @@ class ActiveStrategy(Strategy):
         raise NotImplementedError("ActiveStrategy plans in plan()")  # pragma: no cover
 
     def get_params(self) -> dict[str, Any]:
-        return {"base": self.base, "base_params": self.base_params, "context_demos": self.context_demos}
+        return {"base": self.base, "base_params": self.base_params, "context_demos": self.context_demos,
+                "reprobe": self.reprobe}

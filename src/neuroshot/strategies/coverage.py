@@ -167,3 +167,48 @@ def _cover(graph: sparse.csr_matrix, c: int, best: np.ndarray) -> int:
     better = values > best[cols]
     best[cols[better]] = values[better]
     return int(better.sum())
+
+
+@register
+class AdaptiveCoverageStrategy(NeuronCoverageStrategy):
+    """``neuron_coverage`` in the space the labels so far favour: facility location over neurons and
+    MiniLM mixed with the weight the ``hybrid`` retriever would choose on the annotated items.
+
+    Before ``min_labels`` items are annotated the weight is ``embedding_weight`` (0.5, both spaces
+    alike). From then on (in an active loop without re-probing: ``active:adaptive_coverage`` with
+    ``reprobe=False``, the recommended pipeline) each round plans where per-query retrieval will
+    look: the weight whose nearest annotated neighbours (leave-one-out) most often share an item's
+    label (:meth:`~neuroshot.retrieval.HybridRetriever.fit`). Only labels already paid for are read.
+    The weight a plan used is in ``embedding_weight_``.
+    """
+
+    name = "adaptive_coverage"
+
+    def __init__(self, n_neighbors: int = 100, embedding_weight: float = 0.5, neighbours: str = "auto",
+                 balance: bool = False, min_labels: int = 8) -> None:
+        super().__init__(n_neighbors=n_neighbors, balance=balance, embedding_weight=embedding_weight,
+                         neighbours=neighbours)
+        self.min_labels = check_whole("min_labels", min_labels)
+
+    def _select(self, probed, candidates, budget, labeled, rng):
+        self.embedding_weight_ = self._weight(probed, labeled)
+        fixed = NeuronCoverageStrategy(n_neighbors=self.n_neighbors, balance=self.balance,
+                                       embedding_weight=self.embedding_weight_, neighbours=self.neighbours)
+        picks = fixed._select(probed, candidates, budget, labeled, rng)
+        for pick in picks:
+            pick.parts["embedding_weight"] = self.embedding_weight_
+        return picks
+
+    def _weight(self, probed, labeled) -> float:
+        """The hybrid retriever's leave-one-out weight on the annotated items, or ``embedding_weight``."""
+        if not isinstance(labeled, Mapping) or len(labeled) < max(self.min_labels, 2):
+            return float(self.embedding_weight)
+        from ..retrieval import HybridRetriever
+
+        rows = sorted(labeled)
+        retriever = HybridRetriever(neighbours=4).fit(probed.subset(rows), [labeled[i] for i in rows])
+        return float(retriever.embedding_weight_)
+
+    def get_params(self):
+        return {"n_neighbors": self.n_neighbors, "embedding_weight": self.embedding_weight,
+                "neighbours": self.neighbours, "balance": self.balance, "min_labels": self.min_labels}
