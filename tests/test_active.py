@@ -215,3 +215,14 @@ def test_rounds_without_reprobing_hand_the_labels_to_the_base(tiny_lm, tiny_task
     annotated = result.indices[:4]
     expected = HybridRetriever().fit(zero_shot.subset(annotated), [gold[IDS[i]] for i in annotated])
     assert weights[2][1] == expected.embedding_weight_  # the retriever's own leave-one-out choice
+
+
+def test_rounds_around_an_active_strategy_run_its_base_with_its_settings():
+    from neuroshot.strategies.active import ActiveStrategy
+
+    inner = get_strategy("active:adaptive_coverage", reprobe=False, context_demos=4, min_labels=3)
+    rounds = ActiveStrategy.around(inner, progress=True)
+    assert rounds._base is inner._base and rounds.reprobe is False and rounds.context_demos == 4
+    assert ActiveStrategy.around(inner, context_demos=2).context_demos == 2  # what the caller gives wins
+    plain = ActiveStrategy.around(get_strategy("entropy"))
+    assert plain.base == "entropy" and plain.reprobe is True

@@ -285,3 +285,22 @@ def test_head_to_head_flags_accuracy_that_falls_with_more_labels():
     small = head_to_head.budget_drops(rows, "default", "per-query, small pool")
     assert [(name, budget) for name, budget, _ in small] == [("sst2", 50)]
     assert head_to_head.budget_drops([row(18, truth), row(100, truth, seed=1)], "default", "per-query") == []
+
+
+def test_budget_diagnosis_scores_each_distinct_prompt_once(tiny_lm, tiny_task):
+    sys.path.insert(0, str(BENCHMARKS))
+    import budget_diagnosis
+    from neuroshot.data import Record
+    from neuroshot.evaluate import predict_proba_per_query
+    from neuroshot.task import Demonstration
+
+    scores = budget_diagnosis.PromptScores(tiny_lm, tiny_task)
+    queries = [Record("a", "the first text", tiny_task.labels[0]), Record("b", "another text", tiny_task.labels[1]),
+               Record("c", "the first text", tiny_task.labels[0])]
+    demos = [[Demonstration("an example", tiny_task.labels[0])]] * 3
+    first, scored = scores.accuracy(queries, demos)
+    assert scored == 2  # the third prompt is the first one again
+    again, rescored = scores.accuracy(queries, demos)
+    assert rescored == 0 and list(again) == list(first)
+    direct = predict_proba_per_query(tiny_lm, tiny_task, [q.text for q in queries], demos).argmax(1)
+    assert list(first) == [int(d) == tiny_task.label_index(q.label) for d, q in zip(direct, queries)]

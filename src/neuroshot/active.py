@@ -92,10 +92,9 @@ def active_plan(lm: LanguageModel, task: Task, texts: Sequence[str], strategy: s
     ids = list(ids)
     if len(ids) != len(texts) or len(set(ids)) != len(ids):
         raise NeuroshotError("ids must name every text once")
-    base = strategy._base if isinstance(strategy, ActiveStrategy) else strategy
-    reprobe = strategy.reprobe if isinstance(strategy, ActiveStrategy) else True
-    rounds_of = ActiveStrategy(base, context_demos=context_demos, lm=lm, probe_kwargs=kwargs, progress=progress,
-                               reprobe=reprobe)
+    rounds_of = ActiveStrategy.around(strategy, context_demos=context_demos, lm=lm, probe_kwargs=kwargs,
+                                      progress=progress)
+    base = rounds_of._base
     if pool is None:
         pool = probe(lm, task, texts, ids=ids, progress=progress, **kwargs)
     elif len(pool) != len(texts) or list(pool.texts) != list(texts):

@@ -488,7 +488,8 @@ class RoundPlanner:
         pool = self.pool_probe()
         seed = round_seed(self.seed, round_)
         if labeled:
-            active = ActiveStrategy(self.strategy, lm=self.lm, probe_kwargs=self.probe_kwargs, progress=self.progress)
+            active = ActiveStrategy.around(self.strategy, lm=self.lm, probe_kwargs=self.probe_kwargs,
+                                           progress=self.progress)
             plan = active.plan(pool, size, labeled=labeled, seed=seed)
             probed, rows = active.round_probe_, active.round_rows_
         else:

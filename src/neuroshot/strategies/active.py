@@ -73,6 +73,15 @@ class ActiveStrategy(Strategy):
         self.context_demos = check_whole("context_demos", context_demos)
         self.lm, self.probe_kwargs, self.progress, self.reprobe = lm, dict(probe_kwargs or {}), progress, bool(reprobe)
 
+    @classmethod
+    def around(cls, strategy: Strategy, **params: Any) -> ActiveStrategy:
+        """Active rounds of ``strategy``: around its base (and with its ``reprobe`` and ``context_demos``)
+        when it is already an active strategy, so a pipeline's ``active:`` planner runs rounds as itself."""
+        if isinstance(strategy, ActiveStrategy):
+            params = {"reprobe": strategy.reprobe, "context_demos": strategy.context_demos, **params}
+            strategy = strategy._base
+        return cls(strategy, **params)
+
     def plan(self, probed: ProbeResult, budget: int, *, labeled: Sequence[int] | Mapping[int, str] = (),
              seed: int = 0) -> Plan:
         labels = dict(labeled) if isinstance(labeled, Mapping) else {}
