@@ -134,7 +134,7 @@ def test_subset_keeps_the_pool_critical_neurons_and_extend_recomputes_them(probe
 @pytest.mark.parametrize("retriever", ["neuron", "hybrid"])
 def test_auto_balance_follows_who_knows_the_labels_better(probed, retriever):
     """``balance="auto"`` balances labels where the model's zero-shot answers on the annotated items beat
-    (or tie) their nearest annotated neighbours' majority label, and keeps plain kNN where they do not."""
+    their nearest annotated neighbours' majority label, and keeps plain kNN where they do not."""
     annotated, queries = probed.subset(range(10)), probed.subset(range(10, len(probed)))
     names = annotated.task.labels
     predicted = [names[i] for i in annotated.probs.argmax(1)]

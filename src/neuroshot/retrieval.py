@@ -110,8 +110,9 @@ class NeuronRetriever(Retriever):
     ``mmr`` is MMR's lambda (1.0 = pure similarity). ``balance=True`` caps each label at
     ``ceil(k / labels present)`` demonstrations; ``balance="auto"`` does so only where the model
     already knows the task better than the neighbours' labels do: where its zero-shot answers on the
-    annotated items are right at least as often as the majority label of their ``neighbours``
-    nearest annotated items (leave-one-out). Nearest neighbours then would pull the answer toward
+    annotated items are right more often than the majority label of their ``neighbours``
+    nearest annotated items (leave-one-out; only items whose label has another annotated item count,
+    at least ``MIN_AUTO`` of them, else no balance). Nearest neighbours then would pull the answer toward
     their labels; balanced ones show the format and leave the decision to the model. The choice is
     in ``balance_``. With ``standardize`` (default) each critical
     neuron is z-scored with the annotated items' mean and spread before the cosine (from
@@ -155,17 +156,20 @@ class NeuronRetriever(Retriever):
         if self.balance != "auto":
             self.balance_ = bool(self.balance)
             return
-        n = len(self._pair)
-        if n < self.MIN_AUTO:
+        # only items whose label has another labelled item can be matched by a neighbour: with one item
+        # per label the neighbours' vote is wrong by construction, and says nothing about the task
+        kinds, counts = np.unique(self._groups, return_counts=True)
+        judged = np.flatnonzero(np.isin(self._groups, kinds[counts >= 2]))
+        if len(judged) < self.MIN_AUTO:
             self.balance_ = False
             return
         sim = self._pair.copy()
         np.fill_diagonal(sim, -np.inf)
-        nearest = np.argsort(-sim, axis=1, kind="stable")[:, :min(self.neighbours, n - 1)]
-        votes = [_majority(self._groups[row]) for row in nearest]
-        knn_right = float(np.mean(np.asarray(votes) == self._groups))
-        zero_shot_right = float(np.mean(self.annotated_.probs.argmax(1) == self._groups))
-        self.balance_ = zero_shot_right >= knn_right
+        nearest = np.argsort(-sim[judged], axis=1, kind="stable")[:, :min(self.neighbours, len(sim) - 1)]
+        votes = np.array([_majority(self._groups[row]) for row in nearest])
+        knn_right = float(np.mean(votes == self._groups[judged]))
+        zero_shot_right = float(np.mean(self.annotated_.probs[judged].argmax(1) == self._groups[judged]))
+        self.balance_ = zero_shot_right > knn_right
 
     def _similarities(self, queries: ProbeResult) -> tuple[np.ndarray, np.ndarray]:
         """``[Q, D]`` cosine over critical neurons (full-signature cosine where a query has none) and
