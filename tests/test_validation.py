@@ -26,11 +26,12 @@ BAD_STRATEGY_PARAMS = {
     "ideal": ["n_neighbors=0", "n_simulations=0"],
     "neuron_coverage": ["n_neighbors=0", "influence_weight=-1", "uncertainty_weight=-0.5", "embedding_weight=2",
                         'embedding_weight="high"'],
+    "adaptive_coverage": ["n_neighbors=0", "embedding_weight=2", "min_labels=0"],
     "neufs": ["tau=2", "tau=-0.1", "tau=abc", "n_init=0", "max_iter=0"],
     "active": ["context_demos=0", "bogus=1", 'base="active"'],
 }
 BAD_RETRIEVER_PARAMS = {
-    "neuron": ["mmr=2", "mmr=-0.1", "bogus=1"],
+    "neuron": ["mmr=2", "mmr=-0.1", "bogus=1", 'balance="sometimes"'],
     "hybrid": ["embedding_weight=1.5", 'embedding_weight="half"', "neighbours=0", "mmr=-1"],
     "embedding": ["mmr=1.5"],
     "random": ["seed=-1", "seed=0.5"],

@@ -198,6 +198,30 @@ def mmr_select(query_sim: np.ndarray, pair_sim: np.ndarray, k: int, lambda_: flo
     return chosen
 
 
+def label_agreement_weight(embedding_pair: np.ndarray, neuron_pair: np.ndarray, labels, neighbours: int,
+                           weights: tuple[float, ...]) -> float:
+    """The weight ``w`` among ``weights`` under which ``w * embedding_pair + (1 - w) * neuron_pair`` puts
+    the most same-label items among each labelled item's ``neighbours`` nearest others (leave-one-out);
+    ties to the weight nearest 0.5. Reads only the labels given (those already paid for)."""
+    labels = np.asarray(labels)
+    k = min(neighbours, len(labels) - 1)
+    agreement = []
+    for w in weights:
+        sim = w * embedding_pair + (1 - w) * neuron_pair
+        np.fill_diagonal(sim, -np.inf)
+        nearest = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+        agreement.append(float((labels[nearest] == labels[:, None]).mean()))
+    best = max(agreement)
+    tied = [w for w, a in zip(weights, agreement) if a >= best - 1e-12]
+    return min(tied, key=lambda w: abs(w - 0.5))
+
+
+def standardized_unit_rows(values: np.ndarray, shift, scale) -> np.ndarray:
+    """Unit rows of ``(values - shift) / scale`` (the neuron retriever's vectors)."""
+    x = (values - shift) / scale
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 def neuron_triples(flat_ids: np.ndarray, values: np.ndarray, d_ff: int) -> list[tuple[int, int, float]]:
     """``(layer, neuron, value)`` per flat neuron id ``layer * d_ff + neuron``."""
     return [(int(i // d_ff), int(i % d_ff), float(v)) for i, v in zip(flat_ids, values)]

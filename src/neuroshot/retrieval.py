@@ -20,7 +20,7 @@ from ._registry import Pluggable, Registry
 from ._validation import check_in, check_k_available, check_whole
 from .embeddings import pool_embeddings
 from .errors import NeuroshotError
-from .neighbours import mmr_select, neuron_triples
+from .neighbours import label_agreement_weight, mmr_select, neuron_triples, standardized_unit_rows
 from .probing import ProbeResult
 from .task import Demonstration
 
@@ -185,8 +185,7 @@ class NeuronRetriever(Retriever):
 
     def _vectors(self, values: np.ndarray) -> np.ndarray:
         """Unit rows of (standardised) critical-neuron values."""
-        x = (values - self._shift) / self._scale
-        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        return standardized_unit_rows(values, self._shift, self._scale)
 
     def _retrieve_one(self, queries: ProbeResult, q: int, k: int) -> list[Retrieved]:
         sim, q_vectors = self._query_similarities(queries)
@@ -257,20 +256,9 @@ class HybridRetriever(NeuronRetriever):
 
     def _choose_weight(self, embedding_pair: np.ndarray, neuron_pair: np.ndarray) -> float:
         """The ``embedding_weight="auto"`` choice among ``WEIGHTS`` (see the class); 0.5 below ``MIN_AUTO`` items."""
-        n = len(embedding_pair)
-        if n < self.MIN_AUTO:
+        if len(embedding_pair) < self.MIN_AUTO:
             return 0.5
-        labels = np.asarray(self.labels_)
-        k = min(self.neighbours, n - 1)
-        agreement = []
-        for w in self.WEIGHTS:
-            sim = w * embedding_pair + (1 - w) * neuron_pair
-            np.fill_diagonal(sim, -np.inf)
-            nearest = np.argsort(-sim, axis=1, kind="stable")[:, :k]
-            agreement.append(float((labels[nearest] == labels[:, None]).mean()))
-        best = max(agreement)
-        tied = [w for w, a in zip(self.WEIGHTS, agreement) if a >= best - 1e-12]
-        return min(tied, key=lambda w: abs(w - 0.5))
+        return label_agreement_weight(embedding_pair, neuron_pair, self.labels_, self.neighbours, self.WEIGHTS)
 
     def _similarities(self, queries: ProbeResult) -> tuple[np.ndarray, np.ndarray]:
         neuron_sim, vectors = super()._similarities(queries)

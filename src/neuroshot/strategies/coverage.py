@@ -29,7 +29,7 @@ from scipy import sparse
 
 from ..embeddings import normalize_rows, pool_embeddings
 from .._validation import check_choice, check_in, check_whole
-from ..neighbours import METHODS, knn, minmax, neuron_triples
+from ..neighbours import METHODS, knn, label_agreement_weight, minmax, neuron_triples, standardized_unit_rows
 from .base import Pick, Strategy, register
 
 
@@ -169,6 +169,10 @@ def _cover(graph: sparse.csr_matrix, c: int, best: np.ndarray) -> int:
     return int(better.sum())
 
 
+HYBRID_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the hybrid retriever's WEIGHTS (tests keep the two equal)
+STANDARDIZE_FROM = 8  # the neuron retriever's MIN_STANDARDIZE
+
+
 @register
 class AdaptiveCoverageStrategy(NeuronCoverageStrategy):
     """``neuron_coverage`` in the space the labels so far favour: facility location over neurons and
@@ -178,7 +182,8 @@ class AdaptiveCoverageStrategy(NeuronCoverageStrategy):
     alike). From then on (in an active loop without re-probing: ``active:adaptive_coverage`` with
     ``reprobe=False``, the recommended pipeline) each round plans where per-query retrieval will
     look: the weight whose nearest annotated neighbours (leave-one-out) most often share an item's
-    label (:meth:`~neuroshot.retrieval.HybridRetriever.fit`). Only labels already paid for are read.
+    label, on the same similarities the retriever fits (:func:`~neuroshot.neighbours.label_agreement_weight`).
+    Only labels already paid for are read.
     The weight a plan used is in ``embedding_weight_``.
     """
 
@@ -203,11 +208,14 @@ class AdaptiveCoverageStrategy(NeuronCoverageStrategy):
         """The hybrid retriever's leave-one-out weight on the annotated items, or ``embedding_weight``."""
         if not isinstance(labeled, Mapping) or len(labeled) < max(self.min_labels, 2):
             return float(self.embedding_weight)
-        from ..retrieval import HybridRetriever
-
         rows = sorted(labeled)
-        retriever = HybridRetriever(neighbours=4).fit(probed.subset(rows), [labeled[i] for i in rows])
-        return float(retriever.embedding_weight_)
+        annotated = probed.subset(rows)
+        values = annotated.critical.restrict(annotated.signatures).toarray()
+        shift, scale = (values.mean(0), values.std(0) + 1e-6) if len(rows) >= STANDARDIZE_FROM else (0.0, 1.0)
+        neurons = standardized_unit_rows(values, shift, scale)
+        embeddings = pool_embeddings(annotated)
+        return float(label_agreement_weight(embeddings @ embeddings.T, neurons @ neurons.T,
+                                            [labeled[i] for i in rows], 4, HYBRID_WEIGHTS))
 
     def get_params(self):
         return {"n_neighbors": self.n_neighbors, "embedding_weight": self.embedding_weight,
