@@ -137,6 +137,11 @@ class NeuronRetriever(Retriever):
         self.label_weighted, self.neighbours = label_weighted, neighbours
 
     def _fit(self, annotated: ProbeResult) -> None:
+        self._fit_neurons(annotated)
+        self._choose_balance()
+
+    def _fit_neurons(self, annotated: ProbeResult) -> None:
+        """The critical-neuron vectors of the annotated items, their pairwise cosines and label ids."""
         self._critical = annotated.critical
         values = annotated.critical.restrict(annotated.signatures).toarray()
         self._shift, self._scale = 0.0, 1.0
@@ -149,7 +154,6 @@ class NeuronRetriever(Retriever):
         self._demo_full = _unit_rows(annotated.signatures.to_csr().astype(np.float64))
         self._pair = self._demo_critical @ self._demo_critical.T
         self._groups = np.array([annotated.task.label_index(label) for label in self.labels_])
-        self._choose_balance()
 
     def _choose_balance(self) -> None:
         """``balance_``: ``balance``, or with ``"auto"`` the choice on the annotated items (see the class)."""
@@ -245,7 +249,7 @@ class HybridRetriever(NeuronRetriever):
         self.embedding_weight, self.embedding_model = embedding_weight, embedding_model
 
     def _fit(self, annotated: ProbeResult) -> None:
-        super()._fit(annotated)
+        self._fit_neurons(annotated)
         self._demo_embeddings = pool_embeddings(annotated, self.embedding_model)
         embedding_pair, neuron_pair = self._demo_embeddings @ self._demo_embeddings.T, self._pair
         self.embedding_weight_ = (self._choose_weight(embedding_pair, neuron_pair)
