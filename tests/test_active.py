@@ -215,10 +215,10 @@ def test_rounds_without_reprobing_hand_the_labels_to_the_base(tiny_lm, tiny_task
     annotated = result.indices[:4]
     expected = HybridRetriever().fit(zero_shot.subset(annotated), [gold[IDS[i]] for i in annotated])
     assert weights[2][1] == expected.embedding_weight_  # the retriever's own leave-one-out choice
-    from neuroshot.strategies import coverage
+    from neuroshot import neighbours
 
-    assert coverage.HYBRID_WEIGHTS == HybridRetriever.WEIGHTS
-    assert coverage.STANDARDIZE_FROM == HybridRetriever.MIN_STANDARDIZE
+    assert HybridRetriever.WEIGHTS == neighbours.MIXING_WEIGHTS  # the planner chooses among the same weights
+    assert HybridRetriever.MIN_STANDARDIZE == neighbours.STANDARDIZE_FROM
 
 
 def test_rounds_around_an_active_strategy_run_its_base_with_its_settings():

@@ -198,6 +198,18 @@ def mmr_select(query_sim: np.ndarray, pair_sim: np.ndarray, k: int, lambda_: flo
     return chosen
 
 
+MIXING_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # MiniLM weights the leave-one-out rule chooses among
+STANDARDIZE_FROM = 8  # annotated items from which neuron values are z-scored with their own statistics
+
+
+def neuron_shift_scale(values: np.ndarray, standardize: bool = True):
+    """``(shift, scale)`` for :func:`standardized_unit_rows`: the rows' own mean and spread from
+    ``STANDARDIZE_FROM`` rows on (so neurons that fire alike for every item weigh little), else none."""
+    if standardize and len(values) >= STANDARDIZE_FROM:
+        return values.mean(0), values.std(0) + 1e-6
+    return 0.0, 1.0
+
+
 def label_agreement_weight(embedding_pair: np.ndarray, neuron_pair: np.ndarray, labels, neighbours: int,
                            weights: tuple[float, ...]) -> float:
     """The weight ``w`` among ``weights`` under which ``w * embedding_pair + (1 - w) * neuron_pair`` puts

@@ -20,7 +20,8 @@ from ._registry import Pluggable, Registry
 from ._validation import check_in, check_k_available, check_whole
 from .embeddings import pool_embeddings
 from .errors import NeuroshotError
-from .neighbours import label_agreement_weight, mmr_select, neuron_triples, standardized_unit_rows
+from .neighbours import (MIXING_WEIGHTS, STANDARDIZE_FROM, label_agreement_weight, mmr_select, neuron_shift_scale,
+                         neuron_triples, standardized_unit_rows)
 from .probing import ProbeResult
 from .task import Demonstration
 
@@ -122,7 +123,7 @@ class NeuronRetriever(Retriever):
     critical neurons falls back to cosine over its whole signature.
     """
 
-    MIN_STANDARDIZE: ClassVar[int] = 8
+    MIN_STANDARDIZE: ClassVar[int] = STANDARDIZE_FROM
     MIN_AUTO: ClassVar[int] = 8  # fewer annotated items: no choice is made from them
 
     name = "neuron"
@@ -144,9 +145,7 @@ class NeuronRetriever(Retriever):
         """The critical-neuron vectors of the annotated items, their pairwise cosines and label ids."""
         self._critical = annotated.critical
         values = annotated.critical.restrict(annotated.signatures).toarray()
-        self._shift, self._scale = 0.0, 1.0
-        if self.standardize and len(annotated) >= self.MIN_STANDARDIZE:
-            self._shift, self._scale = values.mean(0), values.std(0) + 1e-6
+        self._shift, self._scale = neuron_shift_scale(values, self.standardize)
         if self.label_weighted:  # a neuron that separates no labels gets an infinite scale: weight 0
             with np.errstate(divide="ignore"):
                 self._scale = self._scale / label_separation(values, self.labels_)
@@ -238,7 +237,7 @@ class HybridRetriever(NeuronRetriever):
     """
 
     name = "hybrid"
-    WEIGHTS: ClassVar[tuple[float, ...]] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    WEIGHTS: ClassVar[tuple[float, ...]] = MIXING_WEIGHTS
     def __init__(self, embedding_weight: float | str = "auto", mmr: float = 1.0, balance: bool | str = False,
                  standardize: bool = True, label_weighted: bool = False, neighbours: int = 4,
                  embedding_model: Any = None) -> None:

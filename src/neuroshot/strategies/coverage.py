@@ -29,7 +29,8 @@ from scipy import sparse
 
 from ..embeddings import normalize_rows, pool_embeddings
 from .._validation import check_choice, check_in, check_whole
-from ..neighbours import METHODS, knn, label_agreement_weight, minmax, neuron_triples, standardized_unit_rows
+from ..neighbours import (METHODS, MIXING_WEIGHTS, knn, label_agreement_weight, minmax, neuron_shift_scale,
+                          neuron_triples, standardized_unit_rows)
 from .base import Pick, Strategy, register
 
 
@@ -169,10 +170,6 @@ def _cover(graph: sparse.csr_matrix, c: int, best: np.ndarray) -> int:
     return int(better.sum())
 
 
-HYBRID_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the hybrid retriever's WEIGHTS (tests keep the two equal)
-STANDARDIZE_FROM = 8  # the neuron retriever's MIN_STANDARDIZE
-
-
 @register
 class AdaptiveCoverageStrategy(NeuronCoverageStrategy):
     """``neuron_coverage`` in the space the labels so far favour: facility location over neurons and
@@ -211,11 +208,10 @@ class AdaptiveCoverageStrategy(NeuronCoverageStrategy):
         rows = sorted(labeled)
         annotated = probed.subset(rows)
         values = annotated.critical.restrict(annotated.signatures).toarray()
-        shift, scale = (values.mean(0), values.std(0) + 1e-6) if len(rows) >= STANDARDIZE_FROM else (0.0, 1.0)
-        neurons = standardized_unit_rows(values, shift, scale)
+        neurons = standardized_unit_rows(values, *neuron_shift_scale(values))
         embeddings = pool_embeddings(annotated)
         return float(label_agreement_weight(embeddings @ embeddings.T, neurons @ neurons.T,
-                                            [labeled[i] for i in rows], 4, HYBRID_WEIGHTS))
+                                            [labeled[i] for i in rows], 4, MIXING_WEIGHTS))
 
     def get_params(self):
         return {"n_neighbors": self.n_neighbors, "embedding_weight": self.embedding_weight,
