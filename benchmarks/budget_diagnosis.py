@@ -9,7 +9,10 @@ score), so a grid of variants costs about as much as its distinct prompts.
     .venv/bin/python benchmarks/budget_diagnosis.py --sets sst2 trec
 
 Rows go to ``<out>/budget_diagnosis.jsonl`` (a rerun skips finished cells); ``--summarize`` prints
-the table. Method and results: benchmarks/README.md, "More labels, lower accuracy: diagnosis".
+the table. ``--neighbours`` scores no prompt: per variant it measures the share of each query's
+demonstrations that carry the query's own label (what per-query kNN demonstrations pull the answer
+toward), beside the model's zero-shot accuracy; ``--validation 0`` does so on the head-to-head test
+sample, to diagnose a test-split result (never to choose a setting). Method and results: benchmarks/README.md, "More labels, lower accuracy: diagnosis".
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from _results import append_result, cell_key, provenance, read_results  # noqa: 
 from shared_sets import REPO, SETS, STORE, load_shared_set  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "budget_diagnosis.jsonl"
+NEIGHBOURS_OUT = REPO / "benchmarks" / "results" / "budget_neighbours.jsonl"
 VARIANTS = {  # name -> hybrid retriever parameters
     "auto": {"embedding_weight": "auto"},
     "auto+balance": {"embedding_weight": "auto", "balance": True},
@@ -33,7 +37,7 @@ VARIANTS = {  # name -> hybrid retriever parameters
     "w=0.5": {"embedding_weight": 0.5},
     "minilm": {"embedding_weight": 1.0},
 }
-KEY = ("set", "pipeline", "budget", "variant", "validation", "pool_size")
+KEY = ("set", "pipeline", "budget", "variant", "validation", "pool_size", "test_size")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,12 +46,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--budgets", nargs="+", type=int, default=[18, 50, 100])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--pipeline", default="recommended", help="whose plan is retrieved from")
-    p.add_argument("--validation", type=int, default=150, help="pool items held out and scored")
+    p.add_argument("--validation", type=int, default=150,
+                   help="pool items held out and scored (0: the head-to-head test sample, --neighbours only)")
+    p.add_argument("--test-size", type=int, default=300, help="test sample with --validation 0 (as head_to_head.py)")
+    p.add_argument("--neighbours", action="store_true",
+                   help="score no prompt: the demonstrations' label agreement with each query, and zero-shot accuracy")
     p.add_argument("--pool-size", type=int, default=600)
     p.add_argument("--k", type=int, default=4)
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--out", type=Path, help=f"results file (default: {DEFAULT_OUT}, with --neighbours {NEIGHBOURS_OUT})")
     p.add_argument("--summarize", action="store_true", help="only print the table from the results file")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.validation == 0 and not args.neighbours:
+        p.error("--validation 0 (the test split) is for --neighbours only: prompts are scored on validation items")
+    args.out = args.out or (NEIGHBOURS_OUT if args.neighbours else DEFAULT_OUT)
+    return args
 
 
 class PromptScores:
@@ -84,13 +96,14 @@ def run(args: argparse.Namespace) -> None:
     lm = load_model("default")
     pipeline = get_pipeline(args.pipeline)
     for name in args.sets:
-        data = load_shared_set(name, pool_size=args.pool_size, validation=args.validation)
+        data = load_shared_set(name, pool_size=args.pool_size, validation=args.validation,
+                               test_size=args.test_size)
         exp = Experiment(lm, data.task, data.pool, data.test, regime="per-query", k=args.k,
                          probe_kwargs={"store": STORE}, progress=False)
         scores = PromptScores(lm, data.task)
         for budget in args.budgets:
             base = dict(set=name, pipeline=pipeline.name, budget=budget, validation=args.validation,
-                        pool_size=len(data.pool))
+                        pool_size=len(data.pool), test_size=len(data.test))
             todo = [v for v in args.variants if cell_key(KEY, {**base, "variant": v}) not in done]
             if not todo:
                 continue
@@ -100,26 +113,66 @@ def run(args: argparse.Namespace) -> None:
                 candidate = pipeline.customized(retriever="hybrid", retriever_params=VARIANTS[variant])
                 fitted: dict = {}
                 demos = exp.demonstrations(chosen, given, 0, candidate, fitted)
-                correct, scored = scores.accuracy(data.test, demos)
-                row = {**base, "variant": variant, "accuracy": float(correct.mean()), "fitted": fitted,
-                       "prompts_scored": scored, "correct": "".join("1" if c else "0" for c in correct),
+                if args.neighbours:
+                    retriever = candidate.make_retriever(0).fit(exp.pool_probe.subset(list(chosen)), given)
+                    annotated_zero_shot, annotated_agreement = leave_one_out_agreement(retriever, args.k)
+                    measured = {"agreement": label_agreement(data.test, demos),
+                                "zero_shot": zero_shot_accuracy(exp.test_probe, data.test),
+                                "annotated_zero_shot": annotated_zero_shot, "annotated_agreement": annotated_agreement}
+                else:
+                    correct, scored = scores.accuracy(data.test, demos)
+                    measured = {"accuracy": float(correct.mean()), "prompts_scored": scored,
+                                "correct": "".join("1" if c else "0" for c in correct)}
+                row = {**base, "variant": variant, **measured, "fitted": fitted,
                        **provenance("benchmarks/budget_diagnosis.py")}
                 append_result(args.out, row)
-                print(f"{name:<24} B={budget:<4} {variant:<13} acc {row['accuracy']:.3f}  {fitted}", flush=True)
+                shown = "agreement" if args.neighbours else "accuracy"
+                print(f"{name:<24} B={budget:<4} {variant:<13} {shown} {row[shown]:.3f}  {fitted}", flush=True)
+
+
+def label_agreement(queries, demos) -> float:
+    """Mean share of a query's demonstrations that carry the query's own label."""
+    return float(np.mean([np.mean([d.label == q.label for d in ds]) for q, ds in zip(queries, demos)]))
+
+
+def leave_one_out_agreement(retriever, k: int) -> tuple[float, float]:
+    """What the annotated items alone say (labels already paid for): on those whose label has another
+    annotated item, the model's zero-shot accuracy and the share of their ``k`` nearest other annotated
+    items (the fitted hybrid/neuron retriever's similarity) that carry their label."""
+    from neuroshot.neighbours import label_has_another, leave_one_out_agreement
+
+    groups = retriever._groups  # noqa: SLF001 (a diagnosis of the fitted retriever: its label ids and similarity)
+    judged = label_has_another(groups)
+    agreement = leave_one_out_agreement(retriever._pair, groups, k)  # noqa: SLF001
+    zero_shot = retriever.annotated_.probs.argmax(1) == groups
+    return float(zero_shot[judged].mean()), float(agreement[judged].mean())
+
+
+def zero_shot_accuracy(probe, queries) -> float:
+    """Accuracy of the model's own answers with no demonstrations (the probe's prompt)."""
+    return float(np.mean(np.array(probe.task.labels)[probe.predicted] == np.array([q.label for q in queries])))
 
 
 def summarize(args: argparse.Namespace) -> str:
     """Accuracy per set, budget and variant (markdown)."""
     rows = [r for r in read_results(args.out) if r["validation"] == args.validation]
-    table = defaultdict(dict)
+    measure = "agreement" if args.neighbours else "accuracy"
+    table, zero_shot, annotated = defaultdict(dict), {}, {}
     for r in rows:
         weight = r["fitted"].get("embedding_weight_")
-        table[(r["set"], r["budget"])][r["variant"]] = f"{r['accuracy']:.3f}" + (
+        table[(r["set"], r["pipeline"], r["budget"])][r["variant"]] = f"{r[measure]:.3f}" + (
             f" (w {weight:g})" if r["variant"].startswith("auto") and weight is not None else "")
+        zero_shot[r["set"]] = r.get("zero_shot")
+        if r["variant"] == "auto" and "annotated_agreement" in r:
+            annotated[(r["set"], r["pipeline"], r["budget"])] = (
+                f"{r['annotated_zero_shot']:.3f} / {r['annotated_agreement']:.3f}")
     variants = [v for v in VARIANTS if any(v in cells for cells in table.values())]
-    lines = [f"| set | budget | {' | '.join(variants)} |", "|---|---:|" + "---:|" * len(variants)]
-    for (name, budget), cells in sorted(table.items()):
-        lines.append(f"| {name} | {budget} | " + " | ".join(cells.get(v, "-") for v in variants) + " |")
+    extra = " zero-shot | annotated: zero-shot / leave-one-out agreement |" if args.neighbours else ""
+    lines = [f"{measure} per variant", "", f"| set | plan | budget | {' | '.join(variants)} |{extra}",
+             "|---|---|---:|" + "---:|" * (len(variants) + 2 * bool(extra))]
+    for (name, plan, budget), cells in sorted(table.items()):
+        lines.append(f"| {name} | {plan} | {budget} | " + " | ".join(cells.get(v, "-") for v in variants) + " |"
+                     + (f" {zero_shot[name]:.3f} | {annotated.get((name, plan, budget), '-')} |" if extra else ""))
     text = "\n".join(lines)
     print(text)
     return text

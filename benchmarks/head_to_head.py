@@ -37,6 +37,7 @@ BASELINES[RESAMPLED] = BASELINES["static"]
 KEY = ("model", "set", "regime", "pipeline", "budget", "seed", "k", "pool_size", "test_size", "validation")
 GOAL_POINTS = {"votek+knn": 0.03, "random+knn": 0.05}  # per-query goals (issue 37): each with its interval above 0
 SMALL_POOL = 300  # pools this small (the cookbook regime) are summarised apart from the 600-item pools
+ZERO_SHOT = "zero-shot"  # per-query rows of the model's answer with no demonstrations (budget 0), compared at every budget
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -102,6 +103,10 @@ def run(args: argparse.Namespace, *, neuron_model: str | None = None, test_items
                 exp = Experiment(neuron_lm, data.task, pool, data.test, regime="static" if static else regime,
                                  k=args.k, calibrated=static, probe_kwargs={"store": STORE}, answer_lm=lm,
                                  progress=False)
+                zero_shot = cell(ZERO_SHOT, 0, 0)
+                if not static and neuron_model is None and cell_key(key, zero_shot) not in done:
+                    append_result(results_path, _zero_shot_row(zero_shot, exp.test_probe, gold, script))
+                    done.add(cell_key(key, zero_shot))
                 exp.run(pipelines, budgets, run_seeds, skip=skip, on_record=save)
 
 
@@ -112,6 +117,14 @@ def _result_row(base: dict, pipeline, record, gold: list[str], static: bool, scr
             "macro_f1_calibrated": record.macro_f1_calibrated, "seconds": record.seconds,
             "retriever_fitted": record.retriever_fitted, "ids": record.ids, "correct": _bits(record.correct(gold)),
             "correct_calibrated": _bits(record.correct(gold, True)) if static else None, **provenance(script)}
+
+
+def _zero_shot_row(base: dict, test_probe, gold: list[str], script: str) -> dict:
+    """The results-file row of the model's own answers with no demonstrations (the probe's prompt)."""
+    correct = np.array(test_probe.task.labels)[test_probe.predicted] == np.array(gold)
+    return {**base, "strategy": None, "retriever": None, "description": "no demonstrations: the model's zero-shot answer",
+            "accuracy": float(correct.mean()), "seconds": 0.0, "ids": [], "correct": _bits(correct),
+            **provenance(script)}
 
 
 def _cell_line(row: dict) -> str:
@@ -157,16 +170,25 @@ def _scores(bits: str) -> np.ndarray:
 
 def comparisons(rows: list[dict], reference: str, validation: int) -> list[dict]:
     """Per (model, set, regime, metric, budget) and baseline: ``reference`` minus the baseline, paired
-    (rows scored on the test split, or with ``validation`` on that many held-out pool items)."""
+    (rows scored on the test split, or with ``validation`` on that many held-out pool items). A set's
+    zero-shot row (no demonstrations) is compared at every budget, with each of the reference's seeds."""
     from neuroshot.stats import paired_difference
 
     cells: dict[tuple, dict[str, dict[int, np.ndarray]]] = defaultdict(lambda: defaultdict(dict))
+    zero_shot = {}
     for r in rows:
         if (r.get("validation") or 0) != validation:
+            continue
+        if r["pipeline"] == ZERO_SHOT:
+            zero_shot[(r["model"], r["set"], _regime(r))] = _scores(r["correct"])
             continue
         metrics = [("accuracy", "correct")] + ([("calibrated", "correct_calibrated")] if r.get("correct_calibrated") else [])
         for metric, field in metrics:
             cells[(r["model"], r["set"], _regime(r), metric, r["budget"])][r["pipeline"]][r["seed"]] = _scores(r[field])
+    for (model, name, regime, metric, budget), by_pipeline in cells.items():
+        answers = zero_shot.get((model, name, regime))
+        if metric == "accuracy" and answers is not None and reference in by_pipeline:
+            by_pipeline[ZERO_SHOT] = {seed: answers for seed in by_pipeline[reference]}
     out = []
     for (model, name, regime, metric, budget), by_pipeline in sorted(cells.items(),
                                                                      key=lambda kv: (str(kv[0][:4]), kv[0][4])):
@@ -291,10 +313,11 @@ def _goal(cs: list[dict], regime: str, metric: str, rows: list[dict], model: str
             if b not in by_baseline:
                 continue
             db = mean_difference([c["diff"] for c in by_baseline[b]])
-            per_set = {s: mean_difference([c["diff"] for c in by_baseline[b] if c["set"] == s]) for s in sets}
+            per_set = {s: mean_difference([c["diff"] for c in by_baseline[b] if c["set"] == s])
+                       for s in sets if any(c["set"] == s for c in by_baseline[b])}
             losses = sorted(s for s, ds in per_set.items() if ds.verdict == "loss")
             met = db.mean >= points and db.low > 0 and (b != "votek+knn" or not losses)
-            out.append(f"- minus `{b}` >= +{points * 100:.0f} points over all cells, interval above 0"
+            out.append(f"- minus `{b}` >= +{points * 100:.0f} points over all cells ({len(per_set)} sets), interval above 0"
                        + (", no significant loss on any set" if b == "votek+knn" else "")
                        + f": {_fmt(db)}, significant losses on {', '.join(losses) or 'no set'} → "
                        f"**{'met' if met else 'not met'}**")

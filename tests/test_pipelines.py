@@ -287,6 +287,60 @@ def test_head_to_head_flags_accuracy_that_falls_with_more_labels():
     assert head_to_head.budget_drops([row(18, truth), row(100, truth, seed=1)], "default", "per-query") == []
 
 
+def test_head_to_head_compares_with_the_zero_shot_answer_at_every_budget():
+    """A set's one zero-shot row (budget 0) is paired with the reference at each budget and each of its
+    seeds; other sets, and validation rows, get none."""
+    sys.path.insert(0, str(BENCHMARKS))
+    import head_to_head
+
+    rng = np.random.default_rng(2)
+    zero_shot = rng.random(300) < 0.8
+    bits = lambda right: "".join("1" if c else "0" for c in right)  # noqa: E731
+
+    def row(name, pipeline, budget, seed, right, validation=0):
+        return dict(model="default", set=name, regime="per-query", pipeline=pipeline, budget=budget, seed=seed,
+                    pool_size=600, validation=validation, correct=bits(right))
+
+    worse = zero_shot & (rng.random(300) < 0.8)
+    rows = [row("sst2", head_to_head.ZERO_SHOT, 0, 0, zero_shot), row("trec", "recommended", 18, 0, zero_shot),
+            row("sst2", head_to_head.ZERO_SHOT, 0, 0, worse, validation=100)]
+    rows += [row("sst2", "recommended", budget, seed, zero_shot if budget == 18 else worse)
+             for budget in (18, 100) for seed in (0, 1)]
+    comps = [c for c in head_to_head.comparisons(rows, "recommended", 0) if c["baseline"] == head_to_head.ZERO_SHOT]
+    assert [(c["set"], c["budget"], c["seeds"]) for c in comps] == [("sst2", 18, [0, 1]), ("sst2", 100, [0, 1])]
+    assert comps[0]["diff"].mean == 0 and comps[1]["diff"].high < 0
+    assert comps[1]["baseline_acc"] == pytest.approx(zero_shot.mean())
+
+
+def test_budget_diagnosis_neighbour_agreement_and_zero_shot():
+    sys.path.insert(0, str(BENCHMARKS))
+    import budget_diagnosis
+    from neuroshot.data import Record
+    from neuroshot.task import Demonstration
+
+    queries = [Record("a", "one", "pos"), Record("b", "two", "neg")]
+    demos = [[Demonstration("x", "pos"), Demonstration("y", "neg")], [Demonstration("z", "neg")] * 2]
+    assert budget_diagnosis.label_agreement(queries, demos) == pytest.approx(0.75)
+
+    class Probe:  # what zero_shot_accuracy reads of a ProbeResult
+        task = type("T", (), {"labels": ["neg", "pos"]})()
+        predicted = np.array([1, 1])
+
+    assert budget_diagnosis.zero_shot_accuracy(Probe(), queries) == 0.5
+
+    class Fitted:  # what leave_one_out_agreement reads of a fitted neuron/hybrid retriever
+        _groups = np.array([0, 0, 1, 1, 2])  # the lone item of label 2 is not judged
+        _pair = np.array([[1, .9, .1, .1, .8], [.9, 1, .1, .1, .1], [.1, .1, 1, .2, .9], [.1, .1, .2, 1, .5],
+                          [.8, .1, .9, .5, 1]])
+        annotated_ = type("P", (), {"probs": np.eye(3)[[0, 1, 1, 1, 2]]})()
+
+    zero_shot, agreement = budget_diagnosis.leave_one_out_agreement(Fitted(), 1)
+    assert zero_shot == 0.75 and agreement == 0.5  # items 0, 1 find each other; 2 and 3 find item 4
+    with pytest.raises(SystemExit):
+        budget_diagnosis.parse_args(["--validation", "0"])  # the test split is for the no-prompt diagnosis only
+    assert budget_diagnosis.parse_args(["--validation", "0", "--neighbours"]).out == budget_diagnosis.NEIGHBOURS_OUT
+
+
 def test_budget_diagnosis_scores_each_distinct_prompt_once(tiny_lm, tiny_task):
     sys.path.insert(0, str(BENCHMARKS))
     import budget_diagnosis

@@ -133,8 +133,9 @@ def test_subset_keeps_the_pool_critical_neurons_and_extend_recomputes_them(probe
 
 @pytest.mark.parametrize("retriever", ["neuron", "hybrid"])
 def test_auto_balance_follows_who_knows_the_labels_better(probed, retriever):
-    """``balance="auto"`` balances labels where the model's zero-shot answers on the annotated items beat
-    their nearest annotated neighbours' majority label, and keeps plain kNN where they do not."""
+    """``balance="auto"`` balances labels where the model's zero-shot answers on the annotated items are
+    right more often than their nearest annotated neighbours carry their label, and keeps plain kNN
+    where they are not."""
     annotated, queries = probed.subset(range(10)), probed.subset(range(10, len(probed)))
     names = annotated.task.labels
     predicted = [names[i] for i in annotated.probs.argmax(1)]
@@ -153,3 +154,15 @@ def test_auto_balance_follows_who_knows_the_labels_better(probed, retriever):
     assert all(len({r.label for r in row}) == 3 for row in chosen)
     with pytest.raises(NeuroshotError, match="balance"):
         get_retriever(retriever, balance="sometimes")
+
+
+def test_leave_one_out_agreement_is_the_share_of_neighbours_with_the_label():
+    from neuroshot.neighbours import label_has_another, leave_one_out_agreement
+
+    pair = np.array([[1, .9, .2, .8], [.9, 1, .3, .1], [.2, .3, 1, .4], [.8, .1, .4, 1]])
+    labels = ["a", "a", "b", "c"]
+    np.testing.assert_allclose(leave_one_out_agreement(pair, labels, 1), [1, 1, 0, 0])
+    np.testing.assert_allclose(leave_one_out_agreement(pair, labels, 2), [.5, .5, 0, 0])  # item 0: items 1 and 3
+    assert leave_one_out_agreement(pair, labels, 9).shape == (4,)  # at most the 3 others
+    assert list(label_has_another(labels)) == [True, True, False, False]
+    assert pair[0, 0] == 1  # the caller's matrix is left as it was

@@ -215,17 +215,28 @@ def label_agreement_weight(embedding_pair: np.ndarray, neuron_pair: np.ndarray, 
     """The weight ``w`` among ``weights`` under which ``w * embedding_pair + (1 - w) * neuron_pair`` puts
     the most same-label items among each labelled item's ``neighbours`` nearest others (leave-one-out);
     ties to the weight nearest 0.5. Reads only the labels given (those already paid for)."""
-    labels = np.asarray(labels)
-    k = min(neighbours, len(labels) - 1)
-    agreement = []
-    for w in weights:
-        sim = w * embedding_pair + (1 - w) * neuron_pair
-        np.fill_diagonal(sim, -np.inf)
-        nearest = np.argsort(-sim, axis=1, kind="stable")[:, :k]
-        agreement.append(float((labels[nearest] == labels[:, None]).mean()))
+    agreement = [float(leave_one_out_agreement(w * embedding_pair + (1 - w) * neuron_pair, labels, neighbours).mean())
+                 for w in weights]
     best = max(agreement)
     tied = [w for w, a in zip(weights, agreement) if a >= best - 1e-12]
     return min(tied, key=lambda w: abs(w - 0.5))
+
+
+def leave_one_out_agreement(pair: np.ndarray, labels, neighbours: int) -> np.ndarray:
+    """Per labelled item, the share of its ``neighbours`` most similar other items (``pair``: the items'
+    similarities) that carry its label."""
+    labels = np.asarray(labels)
+    sim = np.array(pair, dtype=np.float64)
+    np.fill_diagonal(sim, -np.inf)
+    nearest = np.argsort(-sim, axis=1, kind="stable")[:, :min(neighbours, len(labels) - 1)]
+    return (labels[nearest] == labels[:, None]).mean(1)
+
+
+def label_has_another(labels) -> np.ndarray:
+    """Mask of the items whose label some other item also has (only those can be matched by a neighbour)."""
+    labels = np.asarray(labels)
+    kinds, counts = np.unique(labels, return_counts=True)
+    return np.isin(labels, kinds[counts >= 2])
 
 
 def standardized_unit_rows(values: np.ndarray, shift, scale) -> np.ndarray:

@@ -20,8 +20,9 @@ from ._registry import Pluggable, Registry
 from ._validation import check_in, check_k_available, check_whole
 from .embeddings import pool_embeddings
 from .errors import NeuroshotError
-from .neighbours import (MIXING_WEIGHTS, STANDARDIZE_FROM, label_agreement_weight, mmr_select, neuron_shift_scale,
-                         neuron_triples, standardized_unit_rows)
+from .neighbours import (MIXING_WEIGHTS, STANDARDIZE_FROM, label_agreement_weight, label_has_another,
+                         leave_one_out_agreement, mmr_select, neuron_shift_scale, neuron_triples,
+                         standardized_unit_rows)
 from .probing import ProbeResult
 from .task import Demonstration
 
@@ -111,11 +112,11 @@ class NeuronRetriever(Retriever):
     ``mmr`` is MMR's lambda (1.0 = pure similarity). ``balance=True`` caps each label at
     ``ceil(k / labels present)`` demonstrations; ``balance="auto"`` does so only where the model
     already knows the task better than the neighbours' labels do: where its zero-shot answers on the
-    annotated items are right more often than the majority label of their ``neighbours``
-    nearest annotated items (leave-one-out; only items whose label has another annotated item count,
-    at least ``MIN_AUTO`` of them, else no balance). Nearest neighbours then would pull the answer toward
-    their labels; balanced ones show the format and leave the decision to the model. The choice is
-    in ``balance_``. With ``standardize`` (default) each critical
+    annotated items are right more often than their ``neighbours`` nearest other annotated items carry
+    their label (leave-one-out; only items whose label has another annotated item count, at least
+    ``MIN_AUTO`` of them, else no balance). A small model copies its demonstrations' labels, so nearest
+    neighbours would pull its answers toward labels that agree less often than it does; balanced ones
+    show the format and leave the decision to the model. The choice is in ``balance_``. With ``standardize`` (default) each critical
     neuron is z-scored with the annotated items' mean and spread before the cosine (from
     ``MIN_STANDARDIZE`` annotated items on), so neurons that fire alike for every item do not
     make every pair look similar. ``label_weighted=True`` also weighs each neuron by how well it
@@ -160,19 +161,14 @@ class NeuronRetriever(Retriever):
             self.balance_ = bool(self.balance)
             return
         # only items whose label has another labelled item can be matched by a neighbour: with one item
-        # per label the neighbours' vote is wrong by construction, and says nothing about the task
-        kinds, counts = np.unique(self._groups, return_counts=True)
-        judged = np.flatnonzero(np.isin(self._groups, kinds[counts >= 2]))
-        if len(judged) < self.MIN_AUTO:
+        # per label the neighbours' labels are wrong by construction, and say nothing about the task
+        judged = label_has_another(self._groups)
+        if judged.sum() < self.MIN_AUTO:
             self.balance_ = False
             return
-        sim = self._pair.copy()
-        np.fill_diagonal(sim, -np.inf)
-        nearest = np.argsort(-sim[judged], axis=1, kind="stable")[:, :min(self.neighbours, len(sim) - 1)]
-        votes = np.array([_majority(self._groups[row]) for row in nearest])
-        knn_right = float(np.mean(votes == self._groups[judged]))
-        zero_shot_right = float(np.mean(self.annotated_.probs[judged].argmax(1) == self._groups[judged]))
-        self.balance_ = zero_shot_right > knn_right
+        agreement = leave_one_out_agreement(self._pair, self._groups, self.neighbours)[judged].mean()
+        zero_shot = np.mean(self.annotated_.probs.argmax(1)[judged] == self._groups[judged])
+        self.balance_ = bool(zero_shot > agreement)
 
     def _similarities(self, queries: ProbeResult) -> tuple[np.ndarray, np.ndarray]:
         """``[Q, D]`` cosine over critical neurons (full-signature cosine where a query has none) and
@@ -268,13 +264,6 @@ class HybridRetriever(NeuronRetriever):
         w = self.embedding_weight_
         sim = w * (pool_embeddings(queries, self.embedding_model) @ self._demo_embeddings.T) + (1 - w) * neuron_sim
         return sim, vectors
-
-
-def _majority(groups: np.ndarray) -> int:
-    """The most frequent value, ties to the one seen first (the nearest neighbour's)."""
-    values, first, counts = np.unique(groups, return_index=True, return_counts=True)
-    best = counts == counts.max()
-    return int(values[best][np.argmin(first[best])])
 
 
 @register_retriever
