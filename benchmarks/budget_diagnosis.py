@@ -12,7 +12,8 @@ Rows go to ``<out>/budget_diagnosis.jsonl`` (a rerun skips finished cells); ``--
 the table. ``--neighbours`` scores no prompt: per variant it measures the share of each query's
 demonstrations that carry the query's own label (what per-query kNN demonstrations pull the answer
 toward), beside the model's zero-shot accuracy; ``--validation 0`` does so on the head-to-head test
-sample, to diagnose a test-split result (never to choose a setting). Method and results: benchmarks/README.md, "More labels, lower accuracy: diagnosis".
+sample, to diagnose a test-split result (never to choose a setting).
+Method and results: benchmarks/README.md, "More labels, lower accuracy: diagnosis".
 """
 
 from __future__ import annotations
@@ -150,7 +151,9 @@ def leave_one_out_agreement(retriever, k: int) -> tuple[float, float]:
 
 def zero_shot_accuracy(probe, queries) -> float:
     """Accuracy of the model's own answers with no demonstrations (the probe's prompt)."""
-    return float(np.mean(np.array(probe.task.labels)[probe.predicted] == np.array([q.label for q in queries])))
+    from head_to_head import zero_shot_correct
+
+    return float(zero_shot_correct(probe, [q.label for q in queries]).mean())
 
 
 def summarize(args: argparse.Namespace) -> str:

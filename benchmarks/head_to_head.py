@@ -119,9 +119,14 @@ def _result_row(base: dict, pipeline, record, gold: list[str], static: bool, scr
             "correct_calibrated": _bits(record.correct(gold, True)) if static else None, **provenance(script)}
 
 
+def zero_shot_correct(probe, gold: list[str]) -> np.ndarray:
+    """Per item, whether the model's own answer with no demonstrations (the probe's prompt) is ``gold``."""
+    return np.array(probe.task.labels)[probe.predicted] == np.array(gold)
+
+
 def _zero_shot_row(base: dict, test_probe, gold: list[str], script: str) -> dict:
-    """The results-file row of the model's own answers with no demonstrations (the probe's prompt)."""
-    correct = np.array(test_probe.task.labels)[test_probe.predicted] == np.array(gold)
+    """The results-file row of the model's own answers with no demonstrations."""
+    correct = zero_shot_correct(test_probe, gold)
     return {**base, "strategy": None, "retriever": None, "description": "no demonstrations: the model's zero-shot answer",
             "accuracy": float(correct.mean()), "seconds": 0.0, "ids": [], "correct": _bits(correct),
             **provenance(script)}
