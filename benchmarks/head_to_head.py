@@ -239,7 +239,7 @@ def summarize(args: argparse.Namespace) -> str:
         f"`{args.reference}` against what users already have"
     what = f"each pipeline minus `{args.against}`" if args.against else f"`{args.reference}` minus the baseline"
     lines = [f"# Head-to-head: {title} ({split})", "",
-             "Produced by `benchmarks/head_to_head.py` from `benchmarks/results/head_to_head/results.jsonl`. Each cell: "
+             f"Produced by `benchmarks/head_to_head.py` from `{_shown_path(args.out / 'results.jsonl')}`. Each cell: "
              f"accuracy of {what} in points, paired over the same test items and seeds, "
              "with its 95% bootstrap interval (seeds and items resampled); **bold** = significant win, _italic_ = "
              "significant loss. Per set, the verdict is on the mean over that set's budgets.", ""]
@@ -298,6 +298,12 @@ def summarize(args: argparse.Namespace) -> str:
     else:
         update_section(args.markdown, "head-to-head", text, first=True)
     return text
+
+
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the repository where it lies inside it (as the pages name files), else as given."""
+    path = path.resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 def _goal(cs: list[dict], regime: str, metric: str, rows: list[dict], model: str) -> list[str]:

@@ -250,6 +250,7 @@ def test_head_to_head_summary_judges_paired_cells(tmp_path):
     args = head_to_head.parse_args(["--out", str(out), "--markdown", str(md), "--summarize"])
     text = head_to_head.summarize(args)
     assert text in md.read_text()
+    assert f"from `{out / 'results.jsonl'}`" in text  # the results file it read, not the default one
     (overall,) = [line for line in text.splitlines() if line.startswith("| all cells |")]
     assert "**+" in overall  # a significant win over all cells
     assert "| win / tie / loss (sets) | 1 / 1 / 0 |" in text
