@@ -90,7 +90,7 @@ class PromptScores:
 def run(args: argparse.Namespace) -> None:
     from neuroshot import load_model
     from neuroshot.annotation import SimulatedAnnotator
-    from neuroshot.experiment import Experiment
+    from neuroshot.experiment import Experiment, fitted_scalars
     from neuroshot.pipelines import get_pipeline
 
     done = {cell_key(KEY, r) for r in read_results(args.out)}
@@ -112,14 +112,16 @@ def run(args: argparse.Namespace) -> None:
             given = [labels[exp.pool[i].id] for i in chosen]
             for variant in todo:
                 candidate = pipeline.customized(retriever="hybrid", retriever_params=VARIANTS[variant])
-                fitted: dict = {}
-                demos = exp.demonstrations(chosen, given, 0, candidate, fitted)
+                retriever = exp.fitted_retriever(chosen, given, 0, candidate)
+                fitted = fitted_scalars(retriever)
+                demos = retriever.demonstrations(exp.test_probe, exp.k)
                 if args.neighbours:
-                    retriever = candidate.make_retriever(0).fit(exp.pool_probe.subset(list(chosen)), given)
-                    annotated_zero_shot, annotated_agreement = leave_one_out_agreement(retriever, args.k)
+                    # what balance="auto" compares, on the annotated items (retriever._balance_evidence)
+                    evidence = retriever._balance_evidence()  # noqa: SLF001 (a diagnosis of the fitted retriever)
                     measured = {"agreement": label_agreement(data.test, demos),
                                 "zero_shot": zero_shot_accuracy(exp.test_probe, data.test),
-                                "annotated_zero_shot": annotated_zero_shot, "annotated_agreement": annotated_agreement}
+                                **({} if evidence is None else dict(zip(("annotated_zero_shot", "annotated_agreement"),
+                                                                        evidence)))}
                 else:
                     correct, scored = scores.accuracy(data.test, demos)
                     measured = {"accuracy": float(correct.mean()), "prompts_scored": scored,
@@ -134,19 +136,6 @@ def run(args: argparse.Namespace) -> None:
 def label_agreement(queries, demos) -> float:
     """Mean share of a query's demonstrations that carry the query's own label."""
     return float(np.mean([np.mean([d.label == q.label for d in ds]) for q, ds in zip(queries, demos)]))
-
-
-def leave_one_out_agreement(retriever, k: int) -> tuple[float, float]:
-    """What the annotated items alone say (labels already paid for): on those whose label has another
-    annotated item, the model's zero-shot accuracy and the share of their ``k`` nearest other annotated
-    items (the fitted hybrid/neuron retriever's similarity) that carry their label."""
-    from neuroshot.neighbours import label_has_another, leave_one_out_agreement
-
-    groups = retriever._groups  # noqa: SLF001 (a diagnosis of the fitted retriever: its label ids and similarity)
-    judged = label_has_another(groups)
-    agreement = leave_one_out_agreement(retriever._pair, groups, k)  # noqa: SLF001
-    zero_shot = retriever.annotated_.probs.argmax(1) == groups
-    return float(zero_shot[judged].mean()), float(agreement[judged].mean())
 
 
 def zero_shot_accuracy(probe, queries) -> float:

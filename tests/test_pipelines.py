@@ -329,14 +329,19 @@ def test_budget_diagnosis_neighbour_agreement_and_zero_shot():
 
     assert budget_diagnosis.zero_shot_accuracy(Probe(), queries) == 0.5
 
-    class Fitted:  # what leave_one_out_agreement reads of a fitted neuron/hybrid retriever
+    from neuroshot.retrieval import NeuronRetriever
+
+    class Fitted:  # what balance="auto" (and the diagnosis) reads of a fitted neuron/hybrid retriever
+        MIN_AUTO, neighbours = 4, 1
         _groups = np.array([0, 0, 1, 1, 2])  # the lone item of label 2 is not judged
         _pair = np.array([[1, .9, .1, .1, .8], [.9, 1, .1, .1, .1], [.1, .1, 1, .2, .9], [.1, .1, .2, 1, .5],
                           [.8, .1, .9, .5, 1]])
         annotated_ = type("P", (), {"probs": np.eye(3)[[0, 1, 1, 1, 2]]})()
 
-    zero_shot, agreement = budget_diagnosis.leave_one_out_agreement(Fitted(), 1)
+    zero_shot, agreement = NeuronRetriever._balance_evidence(Fitted())
     assert zero_shot == 0.75 and agreement == 0.5  # items 0, 1 find each other; 2 and 3 find item 4
+    Fitted.MIN_AUTO = 5
+    assert NeuronRetriever._balance_evidence(Fitted()) is None  # only 4 items can be judged
     with pytest.raises(SystemExit):
         budget_diagnosis.parse_args(["--validation", "0"])  # the test split is for the no-prompt diagnosis only
     assert budget_diagnosis.parse_args(["--validation", "0", "--neighbours"]).out == budget_diagnosis.NEIGHBOURS_OUT

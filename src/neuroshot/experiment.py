@@ -243,12 +243,16 @@ class Experiment:
                        fitted: dict[str, Any] | None = None) -> list[list[Demonstration]]:
         """Per test item, ``k`` demonstrations retrieved from the annotated items (by ``pipeline``'s
         retriever, else this experiment's); ``fitted`` receives the retriever's fitted scalars."""
-        pipeline = pipeline or Pipeline("", "random", self.retriever, retriever_params=self.retriever_params)
-        retriever = pipeline.make_retriever(seed).fit(self.pool_probe.subset(list(chosen)), list(labels))
+        retriever = self.fitted_retriever(chosen, labels, seed, pipeline)
         if fitted is not None:
-            fitted.update({k: v for k, v in vars(retriever).items()
-                           if k.endswith("_") and not k.startswith("_") and isinstance(v, (int, float, str))})
+            fitted.update(fitted_scalars(retriever))
         return retriever.demonstrations(self.test_probe, self.k)
+
+    def fitted_retriever(self, chosen: Sequence[int], labels: Sequence[str], seed: int,
+                         pipeline: Pipeline | None = None):
+        """``pipeline``'s retriever (else this experiment's) fitted on the annotated items."""
+        pipeline = pipeline or Pipeline("", "random", self.retriever, retriever_params=self.retriever_params)
+        return pipeline.make_retriever(seed).fit(self.pool_probe.subset(list(chosen)), list(labels))
 
     def run(self, strategies: Iterable[str | Pipeline], budgets: Iterable[int], seeds: Iterable[int], *,
             skip: Callable[[Pipeline, int, int], bool] | None = None,
@@ -271,6 +275,12 @@ class Experiment:
             if on_record is not None:
                 on_record(records[-1])
         return records
+
+
+def fitted_scalars(retriever) -> dict[str, Any]:
+    """What a fitted retriever chose, as recorded with each cell: its public ``name_`` scalars."""
+    return {k: v for k, v in vars(retriever).items()
+            if k.endswith("_") and not k.startswith("_") and isinstance(v, (int, float, str))}
 
 
 def run_experiment(lm: LanguageModel, task: Task, pool: Sequence[Record], test: Sequence[Record], strategy: str,

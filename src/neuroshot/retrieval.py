@@ -160,15 +160,20 @@ class NeuronRetriever(Retriever):
         if self.balance != "auto":
             self.balance_ = bool(self.balance)
             return
-        # only items whose label has another labelled item can be matched by a neighbour: with one item
-        # per label the neighbours' labels are wrong by construction, and say nothing about the task
+        evidence = self._balance_evidence()
+        self.balance_ = evidence is not None and evidence[0] > evidence[1]
+
+    def _balance_evidence(self) -> tuple[float, float] | None:
+        """What ``balance="auto"`` compares, on the annotated items whose label has another annotated
+        item: the model's zero-shot accuracy, and the share of their ``neighbours`` nearest other annotated
+        items that carry their label (leave-one-out). None with fewer than ``MIN_AUTO`` such items."""
+        # with one item per label the neighbours' labels are wrong by construction, and say nothing
         judged = label_has_another(self._groups)
         if judged.sum() < self.MIN_AUTO:
-            self.balance_ = False
-            return
+            return None
         agreement = leave_one_out_agreement(self._pair, self._groups, self.neighbours)[judged].mean()
         zero_shot = np.mean(self.annotated_.probs.argmax(1)[judged] == self._groups[judged])
-        self.balance_ = bool(zero_shot > agreement)
+        return float(zero_shot), float(agreement)
 
     def _similarities(self, queries: ProbeResult) -> tuple[np.ndarray, np.ndarray]:
         """``[Q, D]`` cosine over critical neurons (full-signature cosine where a query has none) and
